@@ -1,0 +1,149 @@
+// The contract between the tensor layer and a compute backend.
+//
+// A backend owns the memory of its tensors and computes ops on them. It never sees autograd:
+// the tensor layer (src/tensor) records the tape and calls the `...Backward` functions here.
+// Shapes are logical and row-major: activations are NCHW, conv weights OIHW (grouped: [O, I/G, KH, KW]),
+// linear weights [out, in], per-channel vectors [C]. How a backend lays the data out in memory is its
+// own business (the native one keeps activations in oneDNN's layouts); `read` always returns logical
+// row-major values.
+//
+// The tensor layer validates every argument (shapes, sizes, groups) before it calls a backend, so a
+// backend may assume well-formed input. A backend must still never crash the process: a failure inside
+// it is thrown as an Error.
+
+export type Shape = readonly number[];
+export type DType = 'float32';
+
+/** An opaque tensor owned by a backend. Only the backend that made it may use it. */
+export interface BackendTensor {
+  readonly shape: Shape;
+}
+
+export interface Conv2dParams {
+  stride: readonly [number, number];
+  padding: readonly [number, number];
+  dilation: readonly [number, number];
+  groups: number;
+}
+
+export interface Pool2dParams {
+  kernel: readonly [number, number];
+  stride: readonly [number, number];
+  padding: readonly [number, number];
+  /** PyTorch's ceil_mode: output size rounds up (a window must still start inside the input or left padding). */
+  ceilMode: boolean;
+  /** avg pool only: PyTorch's count_include_pad (default true). */
+  countIncludePad: boolean;
+}
+
+export interface SgdOptions {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+}
+
+/** Which gradients a backward call must produce; the others come back undefined. */
+export interface GradNeeds {
+  input: boolean;
+  weight: boolean;
+  bias: boolean;
+}
+
+export interface BackendInfo {
+  backend: 'native' | 'reference';
+  /** oneDNN version, e.g. "2.6.3"; null for the reference backend. */
+  onednnVersion: string | null;
+  /** The CPU ISA oneDNN dispatches to, e.g. "avx512_core_amx"; null for the reference backend. */
+  isa: string | null;
+  threads: number;
+}
+
+export interface Backend<T extends BackendTensor = BackendTensor> {
+  readonly name: 'native' | 'reference';
+  info(): BackendInfo;
+
+  // ---- memory ----
+  /** A tensor holding a copy of `data` (logical row-major, length = product of shape). */
+  fromArray(data: Float32Array, shape: Shape): T;
+  /** A fresh logical row-major copy of the values. */
+  read(t: T): Float32Array;
+  zeros(shape: Shape): T;
+  /** Frees the memory now. Using `t` afterwards is a bug the tensor layer prevents. */
+  dispose(t: T): void;
+  /** Bytes of memory `t` holds, for the garbage collector's accounting. */
+  byteSize(t: T): number;
+  /** Same values, new logical shape (same element count). May share memory with `x` only if the caller owns both. */
+  reshape(x: T, shape: Shape): T;
+
+  // ---- elementwise ----
+  /** a + b, same shapes: the residual sum. */
+  add(a: T, b: T): T;
+  /** dst += src, same shapes (gradient accumulation). */
+  addInPlace(dst: T, src: T): void;
+  /** x * s. */
+  scale(x: T, s: number): T;
+  relu(x: T): T;
+  /** Gradient of relu given its output y: dy where y > 0, else 0. */
+  reluBackward(y: T, dy: T): T;
+
+  // ---- convolution: x [N,C,H,W], w [O, C/groups, KH, KW], b [O] or null ----
+  conv2d(x: T, w: T, b: T | null, p: Conv2dParams): T;
+  conv2dBackward(x: T, w: T, dy: T, p: Conv2dParams, needs: GradNeeds): { dx?: T; dw?: T; db?: T };
+
+  // ---- batch norm over [N,C,H,W] per channel; gamma, beta, running stats are [C] ----
+  /**
+   * Training mode: normalizes with the batch mean and biased variance, and updates the running
+   * statistics in place as PyTorch does: running = (1 - momentum) * running + momentum * batch, the
+   * variance term being the unbiased one. Returns what backward needs: the batch mean and 1/sqrt(var+eps).
+   */
+  batchNormTrain(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, momentum: number, eps: number):
+    { y: T; mean: T; invStd: T };
+  /** Eval mode: normalizes with the running statistics. */
+  batchNormEval(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, eps: number): T;
+  /** Backward of batchNormTrain. */
+  batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T): { dx: T; dgamma: T; dbeta: T };
+
+  // ---- pooling ----
+  /** Returns the output and an opaque record of the argmax positions for backward. */
+  maxPool2d(x: T, p: Pool2dParams): { y: T; argmax: T };
+  maxPool2dBackward(x: T, argmax: T, dy: T, p: Pool2dParams): T;
+  avgPool2d(x: T, p: Pool2dParams): T;
+  avgPool2dBackward(dy: T, inputShape: Shape, p: Pool2dParams): T;
+  /** Mean over H and W: [N,C,H,W] -> [N,C,1,1] (AdaptiveAvgPool2d(1)). */
+  globalAvgPool(x: T): T;
+  globalAvgPoolBackward(dy: T, inputShape: Shape): T;
+
+  // ---- linear: x [N,K], w [M,K], b [M] or null -> [N,M] ----
+  linear(x: T, w: T, b: T | null): T;
+  linearBackward(x: T, w: T, dy: T, needs: GradNeeds): { dx?: T; dw?: T; db?: T };
+
+  // ---- loss: logits [N,K], labels in [0,K) ----
+  /**
+   * Cross-entropy with PyTorch's semantics (mean over the batch, label smoothing as in
+   * torch.nn.functional.cross_entropy). Returns the loss as a tensor of shape [] and the softmax
+   * probabilities, which the backward uses.
+   */
+  crossEntropy(logits: T, labels: Int32Array, labelSmoothing: number): { loss: T; probs: T };
+  /** d(loss)/d(logits), times `gradScale` (the incoming gradient of the scalar loss). */
+  crossEntropyBackward(probs: T, labels: Int32Array, labelSmoothing: number, gradScale: number): T;
+
+  // ---- channel plumbing (ResNeXt forms a and b, CIFAR option-A shortcut) ----
+  concatChannels(xs: readonly T[]): T;
+  splitChannels(x: T, sizes: readonly number[]): T[];
+  /**
+   * Option-A shortcut of the CIFAR ResNets: keep every second row and column (stride 2, or 1 to keep
+   * all), then pad channels with zeros, floor((outC - C) / 2) before and the rest after.
+   */
+  shortcutA(x: T, outChannels: number, stride: number): T;
+  shortcutABackward(dy: T, inputShape: Shape, stride: number): T;
+
+  // ---- optimizer ----
+  /**
+   * One SGD step in place with PyTorch's semantics (torch.optim.SGD): weight decay added to the
+   * gradient, momentum buffer initialized to the first gradient, dampening, Nesterov.
+   * `momentumBuffer` is null when momentum is 0; `firstStep` says the buffer is not yet initialized.
+   */
+  sgdStep(param: T, grad: T, momentumBuffer: T | null, firstStep: boolean, o: SgdOptions): void;
+}
