@@ -1,0 +1,452 @@
+// The reference backend: every op of the contract in plain TypeScript over logical NCHW
+// Float32Arrays. It is the oracle the native backend is tested against and the fallback when the
+// addon cannot load, so clarity and PyTorch's exact semantics come first; speed only as far as
+// tight inner loops and float64 accumulation give it for free.
+import type {
+  Backend, BackendInfo, BackendTensor, Conv2dParams, GradNeeds, Pool2dParams, SgdOptions, Shape,
+} from './types.js';
+import {
+  conv2dBackwardBias, conv2dBackwardData, conv2dBackwardWeight, conv2dForward, convOutputSize,
+  type ConvGeometry,
+} from './reference/conv.js';
+import {
+  avgPoolBackward, avgPoolForward, maxPoolBackward, maxPoolForward, poolOutputSize, type PoolGeometry,
+} from './reference/pool.js';
+
+export { convOutputSize } from './reference/conv.js';
+export { poolOutputSize } from './reference/pool.js';
+
+export interface RefTensor extends BackendTensor {
+  readonly shape: Shape;
+  /** Logical row-major values. Empty after dispose. */
+  data: Float32Array;
+  disposed: boolean;
+}
+
+export function numel(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function make(data: Float32Array, shape: Shape): RefTensor {
+  return { shape: Object.freeze([...shape]), data, disposed: false };
+}
+
+/** The values of a live tensor; a disposed one is a bug upstream, reported instead of computed on. */
+function vals(t: RefTensor): Float32Array {
+  if (t.disposed) throw new Error(`reference backend: tensor of shape [${t.shape.join(', ')}] used after dispose`);
+  return t.data;
+}
+
+function convGeometry(x: Shape, w: Shape, p: Conv2dParams): ConvGeometry {
+  const [n, c, h, wd] = x, [o, , kh, kw] = w;
+  const [sh, sw] = p.stride, [ph, pw] = p.padding, [dh, dw] = p.dilation;
+  return {
+    n, c, h, w: wd, o, kh, kw, sh, sw, ph, pw, dh, dw, groups: p.groups,
+    oh: convOutputSize(h, kh, sh, ph, dh), ow: convOutputSize(wd, kw, sw, pw, dw),
+  };
+}
+
+function poolGeometry(x: Shape, p: Pool2dParams): PoolGeometry {
+  const [n, c, h, w] = x;
+  const [kh, kw] = p.kernel, [sh, sw] = p.stride, [ph, pw] = p.padding;
+  return {
+    planes: n * c, h, w, kh, kw, sh, sw, ph, pw,
+    oh: poolOutputSize(h, kh, sh, ph, p.ceilMode), ow: poolOutputSize(w, kw, sw, pw, p.ceilMode),
+  };
+}
+
+/** Rows and row length of an [N, C, ...] tensor seen as N blocks of C channels of `inner` values. */
+function channelLayout(shape: Shape): { n: number; c: number; inner: number } {
+  return { n: shape[0], c: shape[1], inner: numel(shape.slice(2)) };
+}
+
+export class ReferenceBackend implements Backend<RefTensor> {
+  readonly name = 'reference' as const;
+
+  info(): BackendInfo {
+    return { backend: 'reference', onednnVersion: null, isa: null, threads: 1 };
+  }
+
+  // ---- memory ----
+
+  fromArray(data: Float32Array, shape: Shape): RefTensor {
+    if (data.length !== numel(shape)) {
+      throw new Error(`reference backend: ${data.length} values do not fill shape [${shape.join(', ')}]`);
+    }
+    return make(Float32Array.from(data), shape);
+  }
+
+  read(t: RefTensor): Float32Array {
+    return Float32Array.from(vals(t));
+  }
+
+  zeros(shape: Shape): RefTensor {
+    return make(new Float32Array(numel(shape)), shape);
+  }
+
+  dispose(t: RefTensor): void {
+    t.disposed = true;
+    t.data = new Float32Array(0);
+  }
+
+  byteSize(t: RefTensor): number {
+    return t.data.byteLength;
+  }
+
+  reshape(x: RefTensor, shape: Shape): RefTensor {
+    // A copy, so in-place ops on one (addInPlace, sgdStep) never show through the other.
+    return make(Float32Array.from(vals(x)), shape);
+  }
+
+  // ---- elementwise ----
+
+  add(a: RefTensor, b: RefTensor): RefTensor {
+    const av = vals(a), bv = vals(b);
+    const y = new Float32Array(av.length);
+    for (let i = 0; i < y.length; i++) y[i] = av[i] + bv[i];
+    return make(y, a.shape);
+  }
+
+  addInPlace(dst: RefTensor, src: RefTensor): void {
+    const d = vals(dst), s = vals(src);
+    for (let i = 0; i < d.length; i++) d[i] += s[i];
+  }
+
+  scale(x: RefTensor, s: number): RefTensor {
+    const xv = vals(x);
+    const y = new Float32Array(xv.length);
+    for (let i = 0; i < y.length; i++) y[i] = xv[i] * s;
+    return make(y, x.shape);
+  }
+
+  relu(x: RefTensor): RefTensor {
+    const xv = vals(x);
+    const y = new Float32Array(xv.length);
+    // `v <= 0 ? 0 : v` keeps NaN as NaN, as torch.relu does.
+    for (let i = 0; i < y.length; i++) { const v = xv[i]; y[i] = v <= 0 ? 0 : v; }
+    return make(y, x.shape);
+  }
+
+  reluBackward(y: RefTensor, dy: RefTensor): RefTensor {
+    const yv = vals(y), g = vals(dy);
+    const dx = new Float32Array(yv.length);
+    for (let i = 0; i < dx.length; i++) dx[i] = yv[i] > 0 ? g[i] : 0;
+    return make(dx, y.shape);
+  }
+
+  // ---- convolution ----
+
+  conv2d(x: RefTensor, w: RefTensor, b: RefTensor | null, p: Conv2dParams): RefTensor {
+    const g = convGeometry(x.shape, w.shape, p);
+    const y = conv2dForward(vals(x), vals(w), b ? vals(b) : null, g);
+    return make(y, [g.n, g.o, g.oh, g.ow]);
+  }
+
+  conv2dBackward(x: RefTensor, w: RefTensor, dy: RefTensor, p: Conv2dParams, needs: GradNeeds):
+    { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } {
+    const g = convGeometry(x.shape, w.shape, p);
+    const r: { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } = {};
+    if (needs.input) r.dx = make(conv2dBackwardData(vals(dy), vals(w), g), x.shape);
+    if (needs.weight) r.dw = make(conv2dBackwardWeight(vals(x), vals(dy), g), w.shape);
+    if (needs.bias) r.db = make(conv2dBackwardBias(vals(dy), g.n, g.o, g.oh * g.ow), [g.o]);
+    return r;
+  }
+
+  // ---- batch norm ----
+
+  batchNormTrain(x: RefTensor, gamma: RefTensor, beta: RefTensor, runningMean: RefTensor, runningVar: RefTensor,
+    momentum: number, eps: number): { y: RefTensor; mean: RefTensor; invStd: RefTensor } {
+    const { n: N, c: C, inner: HW } = channelLayout(x.shape);
+    const xv = vals(x), gv = vals(gamma), bv = vals(beta), rm = vals(runningMean), rv = vals(runningVar);
+    const count = N * HW;
+    const y = new Float32Array(xv.length), mean = new Float32Array(C), invStd = new Float32Array(C);
+    for (let c = 0; c < C; c++) {
+      // Two passes in float64: mean first, then the centred sum of squares (no cancellation).
+      let s = 0;
+      for (let n = 0; n < N; n++) { const base = (n * C + c) * HW; for (let i = 0; i < HW; i++) s += xv[base + i]; }
+      const m = s / count;
+      let ss = 0;
+      for (let n = 0; n < N; n++) {
+        const base = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) { const d = xv[base + i] - m; ss += d * d; }
+      }
+      const biasedVar = ss / count;
+      const is = 1 / Math.sqrt(biasedVar + eps);
+      const a = gv[c] * is;
+      for (let n = 0; n < N; n++) {
+        const base = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) y[base + i] = (xv[base + i] - m) * a + bv[c];
+      }
+      mean[c] = m;
+      invStd[c] = is;
+      const unbiasedVar = ss / (count - 1);
+      rm[c] = (1 - momentum) * rm[c] + momentum * m;
+      rv[c] = (1 - momentum) * rv[c] + momentum * unbiasedVar;
+    }
+    return { y: make(y, x.shape), mean: make(mean, [C]), invStd: make(invStd, [C]) };
+  }
+
+  batchNormEval(x: RefTensor, gamma: RefTensor, beta: RefTensor, runningMean: RefTensor, runningVar: RefTensor,
+    eps: number): RefTensor {
+    const { n: N, c: C, inner: HW } = channelLayout(x.shape);
+    const xv = vals(x), gv = vals(gamma), bv = vals(beta), rm = vals(runningMean), rv = vals(runningVar);
+    const y = new Float32Array(xv.length);
+    for (let c = 0; c < C; c++) {
+      const a = gv[c] / Math.sqrt(rv[c] + eps), m = rm[c];
+      for (let n = 0; n < N; n++) {
+        const base = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) y[base + i] = (xv[base + i] - m) * a + bv[c];
+      }
+    }
+    return make(y, x.shape);
+  }
+
+  batchNormBackward(x: RefTensor, gamma: RefTensor, mean: RefTensor, invStd: RefTensor, dy: RefTensor):
+    { dx: RefTensor; dgamma: RefTensor; dbeta: RefTensor } {
+    const { n: N, c: C, inner: HW } = channelLayout(x.shape);
+    const xv = vals(x), gv = vals(gamma), mv = vals(mean), iv = vals(invStd), g = vals(dy);
+    const count = N * HW;
+    const dx = new Float32Array(xv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
+    for (let c = 0; c < C; c++) {
+      const m = mv[c], is = iv[c];
+      // dbeta = sum dy, dgamma = sum dy * xhat, with xhat = (x - mean) * invStd.
+      let sdy = 0, sdyx = 0;
+      for (let n = 0; n < N; n++) {
+        const base = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) { sdy += g[base + i]; sdyx += g[base + i] * (xv[base + i] - m) * is; }
+      }
+      dbeta[c] = sdy;
+      dgamma[c] = sdyx;
+      // dx = gamma * invStd * (dy - mean(dy) - xhat * mean(dy * xhat))
+      const k = gv[c] * is, mdy = sdy / count, mdyx = sdyx / count;
+      for (let n = 0; n < N; n++) {
+        const base = (n * C + c) * HW;
+        for (let i = 0; i < HW; i++) {
+          const xhat = (xv[base + i] - m) * is;
+          dx[base + i] = k * (g[base + i] - mdy - xhat * mdyx);
+        }
+      }
+    }
+    return { dx: make(dx, x.shape), dgamma: make(dgamma, [C]), dbeta: make(dbeta, [C]) };
+  }
+
+  // ---- pooling ----
+
+  maxPool2d(x: RefTensor, p: Pool2dParams): { y: RefTensor; argmax: RefTensor } {
+    const g = poolGeometry(x.shape, p);
+    const { y, argmax } = maxPoolForward(vals(x), g);
+    const shape = [x.shape[0], x.shape[1], g.oh, g.ow];
+    return { y: make(y, shape), argmax: make(argmax, shape) };
+  }
+
+  maxPool2dBackward(x: RefTensor, argmax: RefTensor, dy: RefTensor, p: Pool2dParams): RefTensor {
+    return make(maxPoolBackward(vals(argmax), vals(dy), poolGeometry(x.shape, p)), x.shape);
+  }
+
+  avgPool2d(x: RefTensor, p: Pool2dParams): RefTensor {
+    const g = poolGeometry(x.shape, p);
+    return make(avgPoolForward(vals(x), g, p.countIncludePad), [x.shape[0], x.shape[1], g.oh, g.ow]);
+  }
+
+  avgPool2dBackward(dy: RefTensor, inputShape: Shape, p: Pool2dParams): RefTensor {
+    return make(avgPoolBackward(vals(dy), poolGeometry(inputShape, p), p.countIncludePad), inputShape);
+  }
+
+  globalAvgPool(x: RefTensor): RefTensor {
+    const [N, C, H, W] = x.shape;
+    const xv = vals(x), HW = H * W;
+    const y = new Float32Array(N * C);
+    for (let p = 0; p < N * C; p++) {
+      let s = 0;
+      for (let i = 0; i < HW; i++) s += xv[p * HW + i];
+      y[p] = s / HW;
+    }
+    return make(y, [N, C, 1, 1]);
+  }
+
+  globalAvgPoolBackward(dy: RefTensor, inputShape: Shape): RefTensor {
+    const [N, C, H, W] = inputShape;
+    const g = vals(dy), HW = H * W;
+    const dx = new Float32Array(N * C * HW);
+    for (let p = 0; p < N * C; p++) dx.fill(g[p] / HW, p * HW, (p + 1) * HW);
+    return make(dx, inputShape);
+  }
+
+  // ---- linear ----
+
+  linear(x: RefTensor, w: RefTensor, b: RefTensor | null): RefTensor {
+    const [N, K] = x.shape, [M] = w.shape;
+    const xv = vals(x), wv = vals(w), bv = b ? vals(b) : null;
+    const y = new Float32Array(N * M);
+    for (let n = 0; n < N; n++) {
+      for (let m = 0; m < M; m++) {
+        let s = bv ? bv[m] : 0;
+        for (let k = 0; k < K; k++) s += xv[n * K + k] * wv[m * K + k];
+        y[n * M + m] = s;
+      }
+    }
+    return make(y, [N, M]);
+  }
+
+  linearBackward(x: RefTensor, w: RefTensor, dy: RefTensor, needs: GradNeeds):
+    { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } {
+    const [N, K] = x.shape, [M] = w.shape;
+    const xv = vals(x), wv = vals(w), g = vals(dy);
+    const r: { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } = {};
+    if (needs.input) {
+      // dx[n, k] = sum_m dy[n, m] w[m, k]
+      const acc = new Float64Array(N * K);
+      for (let n = 0; n < N; n++) {
+        for (let m = 0; m < M; m++) {
+          const d = g[n * M + m];
+          for (let k = 0; k < K; k++) acc[n * K + k] += d * wv[m * K + k];
+        }
+      }
+      r.dx = make(Float32Array.from(acc), x.shape);
+    }
+    if (needs.weight) {
+      // dw[m, k] = sum_n dy[n, m] x[n, k]
+      const acc = new Float64Array(M * K);
+      for (let n = 0; n < N; n++) {
+        for (let m = 0; m < M; m++) {
+          const d = g[n * M + m];
+          for (let k = 0; k < K; k++) acc[m * K + k] += d * xv[n * K + k];
+        }
+      }
+      r.dw = make(Float32Array.from(acc), w.shape);
+    }
+    if (needs.bias) {
+      const db = new Float32Array(M);
+      for (let m = 0; m < M; m++) { let s = 0; for (let n = 0; n < N; n++) s += g[n * M + m]; db[m] = s; }
+      r.db = make(db, [M]);
+    }
+    return r;
+  }
+
+  // ---- loss ----
+
+  crossEntropy(logits: RefTensor, labels: Int32Array, labelSmoothing: number): { loss: RefTensor; probs: RefTensor } {
+    const [N, K] = logits.shape;
+    const z = vals(logits);
+    const probs = new Float32Array(N * K);
+    const eps = labelSmoothing;
+    let total = 0;
+    for (let n = 0; n < N; n++) {
+      const label = labels[n];
+      if (!(label >= 0 && label < K)) throw new Error(`reference backend: label ${label} of sample ${n} is outside [0, ${K})`);
+      let max = -Infinity;
+      for (let k = 0; k < K; k++) max = Math.max(max, z[n * K + k]);
+      let se = 0;
+      for (let k = 0; k < K; k++) se += Math.exp(z[n * K + k] - max);
+      const logSumExp = max + Math.log(se);
+      // -log p_k = logSumExp - z_k
+      let sumNegLogP = 0;
+      for (let k = 0; k < K; k++) {
+        sumNegLogP += logSumExp - z[n * K + k];
+        probs[n * K + k] = Math.exp(z[n * K + k] - logSumExp);
+      }
+      const nll = logSumExp - z[n * K + label];
+      total += (1 - eps) * nll + eps * (sumNegLogP / K);
+    }
+    return { loss: make(Float32Array.of(total / N), []), probs: make(probs, [N, K]) };
+  }
+
+  crossEntropyBackward(probs: RefTensor, labels: Int32Array, labelSmoothing: number, gradScale: number): RefTensor {
+    const [N, K] = probs.shape;
+    const p = vals(probs);
+    const eps = labelSmoothing;
+    const dz = new Float32Array(N * K);
+    // d/dz_k of (1-eps)(-log p_y) + eps mean_j(-log p_j) is p_k - target_k, target = (1-eps) onehot + eps/K.
+    const scale = gradScale / N, offTarget = eps / K, onTarget = 1 - eps + eps / K;
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        const target = k === labels[n] ? onTarget : offTarget;
+        dz[n * K + k] = (p[n * K + k] - target) * scale;
+      }
+    }
+    return make(dz, [N, K]);
+  }
+
+  // ---- channel plumbing ----
+
+  concatChannels(xs: readonly RefTensor[]): RefTensor {
+    const { n: N, inner } = channelLayout(xs[0].shape);
+    const C = xs.reduce((s, t) => s + t.shape[1], 0);
+    const y = new Float32Array(N * C * inner);
+    let c0 = 0;
+    for (const t of xs) {
+      const tv = vals(t), tc = t.shape[1];
+      for (let n = 0; n < N; n++) y.set(tv.subarray(n * tc * inner, (n + 1) * tc * inner), (n * C + c0) * inner);
+      c0 += tc;
+    }
+    return make(y, [N, C, ...xs[0].shape.slice(2)]);
+  }
+
+  splitChannels(x: RefTensor, sizes: readonly number[]): RefTensor[] {
+    const { n: N, c: C, inner } = channelLayout(x.shape);
+    const xv = vals(x);
+    const out: RefTensor[] = [];
+    let c0 = 0;
+    for (const tc of sizes) {
+      const y = new Float32Array(N * tc * inner);
+      for (let n = 0; n < N; n++) y.set(xv.subarray((n * C + c0) * inner, (n * C + c0 + tc) * inner), n * tc * inner);
+      out.push(make(y, [N, tc, ...x.shape.slice(2)]));
+      c0 += tc;
+    }
+    return out;
+  }
+
+  shortcutA(x: RefTensor, outChannels: number, stride: number): RefTensor {
+    const [N, C, H, W] = x.shape;
+    const OH = Math.ceil(H / stride), OW = Math.ceil(W / stride);
+    const before = Math.floor((outChannels - C) / 2);
+    const xv = vals(x);
+    const y = new Float32Array(N * outChannels * OH * OW);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        const xPlane = (n * C + c) * H * W, yPlane = (n * outChannels + before + c) * OH * OW;
+        for (let oy = 0; oy < OH; oy++) {
+          for (let ox = 0; ox < OW; ox++) y[yPlane + oy * OW + ox] = xv[xPlane + oy * stride * W + ox * stride];
+        }
+      }
+    }
+    return make(y, [N, outChannels, OH, OW]);
+  }
+
+  shortcutABackward(dy: RefTensor, inputShape: Shape, stride: number): RefTensor {
+    const [N, C, H, W] = inputShape;
+    const [, outChannels, OH, OW] = dy.shape;
+    const before = Math.floor((outChannels - C) / 2);
+    const g = vals(dy);
+    const dx = new Float32Array(N * C * H * W);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        const xPlane = (n * C + c) * H * W, yPlane = (n * outChannels + before + c) * OH * OW;
+        for (let oy = 0; oy < OH; oy++) {
+          for (let ox = 0; ox < OW; ox++) dx[xPlane + oy * stride * W + ox * stride] = g[yPlane + oy * OW + ox];
+        }
+      }
+    }
+    return make(dx, inputShape);
+  }
+
+  // ---- optimizer ----
+
+  sgdStep(param: RefTensor, grad: RefTensor, momentumBuffer: RefTensor | null, firstStep: boolean, o: SgdOptions): void {
+    const pv = vals(param), gv = vals(grad), buf = momentumBuffer ? vals(momentumBuffer) : null;
+    const f = Math.fround; // round where torch materializes a float32 tensor, so steps match it bit for bit or nearly
+    const { lr, momentum, dampening, weightDecay, nesterov } = o;
+    if (momentum !== 0 && !buf) throw new Error('reference backend: sgdStep with momentum needs a momentum buffer');
+    for (let i = 0; i < pv.length; i++) {
+      let d = gv[i];
+      if (weightDecay !== 0) d = f(d + weightDecay * pv[i]);
+      if (momentum !== 0 && buf) {
+        buf[i] = firstStep ? d : f(f(buf[i] * momentum) + (1 - dampening) * d);
+        d = nesterov ? f(d + momentum * buf[i]) : buf[i];
+      }
+      pv[i] = pv[i] - lr * d;
+    }
+  }
+}
