@@ -74,7 +74,7 @@ export interface Backend<T extends BackendTensor = BackendTensor> {
   dispose(t: T): void;
   /** Bytes of memory `t` holds, for the garbage collector's accounting. */
   byteSize(t: T): number;
-  /** Same values, new logical shape (same element count). May share memory with `x` only if the caller owns both. */
+  /** Same values, new logical shape (same element count); disposable independently of `x` (a copy is fine). */
   reshape(x: T, shape: Shape): T;
 
   // ---- elementwise ----

@@ -1,0 +1,76 @@
+// Picks the backend tensors are made on: the native oneDNN addon when it loads, the reference
+// TypeScript backend otherwise (with one warning that says why, never silently).
+import type { Backend } from './types.js';
+import { ReferenceBackend } from './reference.js';
+
+export type BackendName = 'native' | 'reference';
+
+let reference: Backend | null = null;
+let native: Backend | null | undefined; // undefined: not tried yet; null: failed
+let nativeError: Error | null = null;
+let current: Backend | null = null;
+let warned = false;
+
+export function referenceBackend(): Backend {
+  reference ??= new ReferenceBackend() as unknown as Backend;
+  return reference;
+}
+
+/** The native backend, or null when the addon cannot load (see nativeLoadError()). */
+export async function tryNativeBackend(): Promise<Backend | null> {
+  if (native === undefined) {
+    try {
+      const mod = await import('./native.js');
+      native = new mod.NativeBackend() as unknown as Backend;
+    } catch (e) {
+      native = null;
+      nativeError = e instanceof Error ? e : new Error(String(e));
+    }
+  }
+  return native;
+}
+
+export function nativeLoadError(): Error | null {
+  return nativeError;
+}
+
+/**
+ * Chooses the default backend once, at start-up. RESIDUAL_BACKEND=reference forces the reference
+ * backend; RESIDUAL_BACKEND=native makes a failed addon load an error instead of a fallback.
+ */
+export async function initBackend(name?: BackendName): Promise<Backend> {
+  const wanted = name ?? (process.env.RESIDUAL_BACKEND as BackendName | undefined);
+  if (wanted !== undefined && wanted !== 'native' && wanted !== 'reference') {
+    throw new Error(`RESIDUAL_BACKEND must be "native" or "reference", got "${wanted}"`);
+  }
+  if (wanted === 'reference') {
+    current = referenceBackend();
+    return current;
+  }
+  const nb = await tryNativeBackend();
+  if (nb) {
+    current = nb;
+  } else if (wanted === 'native') {
+    throw new Error(`the native backend was requested but the addon did not load: ${nativeError?.message}. ` +
+      'Rebuild it with `npm run build:native` (needs apt-get install libdnnl-dev).');
+  } else {
+    if (!warned) {
+      warned = true;
+      process.emitWarning(`residual: native addon unavailable (${nativeError?.message}); using the slow reference backend. ` +
+        'Rebuild it with `npm run build:native` (needs apt-get install libdnnl-dev).');
+    }
+    current = referenceBackend();
+  }
+  return current;
+}
+
+/** The backend new tensors are made on. Call initBackend() first to get the native one. */
+export function defaultBackend(): Backend {
+  return current ?? referenceBackend();
+}
+
+export function setDefaultBackend(b: Backend): void {
+  current = b;
+}
+
+export type { Backend, BackendTensor, BackendInfo, Shape } from './types.js';

@@ -1,0 +1,3 @@
+export { Tensor, tensor, tidy, keep, noGrad, isGradEnabled, numel, shapeToString } from './tensor.js';
+export type { GradNode } from './tensor.js';
+export * from './ops.js';
