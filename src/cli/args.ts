@@ -1,0 +1,45 @@
+// Option parsing shared by the commands: node's parseArgs with errors that name the command.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+export type Options = NonNullable<ParseArgsConfig['options']>;
+
+const helpOption = { help: { type: 'boolean', short: 'h' } } as const;
+
+type Value<T> = T extends { type: 'boolean' } ? (T extends { multiple: true } ? boolean[] : boolean)
+  : (T extends { multiple: true } ? string[] : string);
+export type Values<O extends Options> = { [K in keyof O]?: Value<O[K]> } & { help?: boolean };
+
+export function parse<O extends Options>(command: string, argv: string[], options: O, allowPositionals = false):
+  { values: Values<O>; positionals: string[] } {
+  try {
+    const r = parseArgs({ args: argv, options: { ...helpOption, ...options }, allowPositionals, strict: true });
+    return r as unknown as { values: Values<O>; positionals: string[] };
+  } catch (e) {
+    throw new Error(`${command}: ${(e as Error).message}. See residual ${command} --help`);
+  }
+}
+
+/** A positive integer option, or the fallback when absent. */
+export function intOption(command: string, name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${command}: --${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+/** A finite number option, or the fallback when absent. */
+export function numberOption(command: string, name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`${command}: --${name} must be a number, got "${v}"`);
+  return n;
+}
+
+/** "3x224x224" -> [3, 224, 224]. */
+export function shapeOption(command: string, name: string, v: string): number[] {
+  const dims = v.split('x').map(Number);
+  if (dims.length !== 3 || dims.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new Error(`${command}: --${name} must look like 3x224x224 (channels x height x width), got "${v}"`);
+  }
+  return dims;
+}
