@@ -49,20 +49,19 @@ export function keep<T extends Tensor | Tensor[]>(t: T): T {
   return t;
 }
 
-type Kept = Tensor | Tensor[] | Record<string, Tensor> | void | number | string | boolean | null | undefined;
-
 function collectTensors(r: unknown): Tensor[] {
   if (r instanceof Tensor) return [r];
   if (Array.isArray(r)) return r.filter((x): x is Tensor => x instanceof Tensor);
-  if (r && typeof r === 'object') return Object.values(r).filter((x): x is Tensor => x instanceof Tensor);
+  if (r instanceof Map) return [...r.values()].filter((x): x is Tensor => x instanceof Tensor);
+  if (r && typeof r === 'object' && !ArrayBuffer.isView(r)) return Object.values(r).filter((x): x is Tensor => x instanceof Tensor);
   return [];
 }
 
 /**
  * Runs fn and disposes every tensor created inside it, except the tensors it returns (a tensor, an
- * array or a plain object of tensors), which move to the enclosing scope. fn must be synchronous.
+ * array, a Map or a plain object of tensors), which move to the enclosing scope. fn must be synchronous.
  */
-export function tidy<R extends Kept>(fn: () => R): R {
+export function tidy<R>(fn: () => R): R {
   const scope = new Set<Tensor>();
   scopes.push(scope);
   let result: R;
