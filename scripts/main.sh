@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: set up, train ResNet-20 on the built-in Fashion-MNIST, and show the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh main
+out=runs/quickstart
+node dist/src/cli/main.js train --model resnet20 --data fashion-mnist --epochs 1 --out "$out" "$@"
+node dist/src/cli/main.js plot "$out"
+echo
+echo "Run folder: $out (metrics.jsonl, checkpoint, curves.png)"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for Residual: the Debian packages it needs (installed only when
+# missing), the npm packages, the native oneDNN addon and the TypeScript build.
+#   scripts/setup.sh main   what training and inference need
+#   scripts/setup.sh test   that, plus what the tests need (PyTorch as the oracle, Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-main}
+
+packages=(libdnnl-dev dataset-fashion-mnist g++ make python3)
+if [ "$mode" = test ]; then
+  packages+=(python3-torch python3-torchvision)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# onnxruntime-node would otherwise try to download CUDA binaries at install time.
+export ONNXRUNTIME_NODE_INSTALL=skip
+# npm ci builds the native addon (node-gyp) and the TypeScript (prepare) itself.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -f build/Release/residual_native.node ]; then
+  echo "setup: npm ci (builds the native addon and the TypeScript)"
+  npm ci --no-audit --no-fund
+else
+  npm run --silent build
+fi
+node dist/src/cli/main.js info
