@@ -1,0 +1,132 @@
+// Shared plumbing for the weight-file readers: the error type and bounded random-access reads.
+
+import * as fs from 'node:fs';
+
+/** Thrown for every unreadable, malformed or refused weight file. `file` is the path given by the caller. */
+export class WeightFileError extends Error {
+  readonly file: string;
+  constructor(file: string, problem: string, options?: { cause?: unknown }) {
+    super(`${file}: ${problem}`, options);
+    this.name = 'WeightFileError';
+    this.file = file;
+  }
+}
+
+/**
+ * A file opened for positioned reads. Every read is checked against the file size before anything
+ * is allocated, so a size declared inside a file can never make us allocate more than the file holds.
+ */
+export class RandomAccessFile {
+  readonly path: string;
+  readonly size: number;
+  private fd: number;
+
+  private constructor(path: string, fd: number, size: number) {
+    this.path = path;
+    this.fd = fd;
+    this.size = size;
+  }
+
+  static open(path: string): RandomAccessFile {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why =
+        code === 'ENOENT'
+          ? 'no such file; check the path'
+          : code === 'EACCES'
+            ? 'permission denied; check the file permissions'
+            : code === 'EISDIR'
+              ? 'is a directory, not a weight file'
+              : `cannot open (${(e as Error).message})`;
+      throw new WeightFileError(path, why, { cause: e });
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) throw new WeightFileError(path, 'is not a regular file');
+      return new RandomAccessFile(path, fd, st.size);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+  }
+
+  fail(problem: string): never {
+    throw new WeightFileError(this.path, problem);
+  }
+
+  /** Read exactly `length` bytes at `position`; `what` names the thing being read for the error message. */
+  read(position: number, length: number, what: string): Uint8Array {
+    if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0) {
+      this.fail(`${what}: invalid byte range (offset ${position}, length ${length}); the file is corrupt`);
+    }
+    if (position + length > this.size) {
+      this.fail(
+        `${what}: needs bytes ${position}..${position + length} but the file has only ${this.size} bytes; ` +
+          'the file is truncated or corrupt (re-download or re-save it)',
+      );
+    }
+    const buf = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const n = fs.readSync(this.fd, buf, done, length - done, position + done);
+      if (n === 0) this.fail(`${what}: unexpected end of file at byte ${position + done}; the file shrank while being read`);
+      done += n;
+    }
+    return buf;
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      fs.closeSync(this.fd);
+      this.fd = -1;
+    }
+  }
+}
+
+/** Sequential reader over a RandomAccessFile with a small buffer (for the legacy pickle stream). */
+export class FileStream {
+  private buf: Uint8Array = new Uint8Array(0);
+  private bufStart = 0;
+  pos: number;
+  constructor(
+    readonly file: RandomAccessFile,
+    start = 0,
+  ) {
+    this.pos = start;
+  }
+
+  get remaining(): number {
+    return this.file.size - this.pos;
+  }
+
+  readByte(): number {
+    const rel = this.pos - this.bufStart;
+    if (rel >= 0 && rel < this.buf.length) {
+      this.pos++;
+      return this.buf[rel]!;
+    }
+    if (this.pos >= this.file.size) this.file.fail(`unexpected end of file at byte ${this.pos}; the file is truncated`);
+    const len = Math.min(65536, this.file.size - this.pos);
+    this.buf = this.file.read(this.pos, len, 'pickle stream');
+    this.bufStart = this.pos;
+    this.pos++;
+    return this.buf[0]!;
+  }
+
+  readBytes(n: number, what: string): Uint8Array {
+    if (n > this.remaining) {
+      this.file.fail(`${what}: declares ${n} bytes at byte ${this.pos} but only ${this.remaining} remain; the file is truncated or corrupt`);
+    }
+    const rel = this.pos - this.bufStart;
+    if (rel >= 0 && rel + n <= this.buf.length) {
+      this.pos += n;
+      return this.buf.subarray(rel, rel + n);
+    }
+    const out = this.file.read(this.pos, n, what);
+    this.pos += n;
+    return out;
+  }
+}

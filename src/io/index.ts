@@ -1,0 +1,135 @@
+// Weight files in and out: PyTorch torch.save files (zip and legacy) and safetensors.
+
+import * as nodePath from 'node:path';
+import type { LoadedTensor } from './dtypes.js';
+import { RandomAccessFile, WeightFileError } from './file.js';
+import { PyDict, describe, type PyValue } from './pickle.js';
+import { PthFile, TensorRef } from './pth.js';
+import { looksLikeZip } from './zip.js';
+import { SafetensorsFile, looksLikeSafetensors, writeSafetensors, type SafetensorsEntry, type WritableDType } from './safetensors.js';
+
+export { WeightFileError } from './file.js';
+export type { LoadedTensor, StoredDType } from './dtypes.js';
+export { DTYPE_SIZES, floatToBf16, floatToHalf, bf16ToFloat, halfToFloat } from './dtypes.js';
+export {
+  MAX_HEADER_BYTES,
+  SafetensorsFile,
+  readSafetensors,
+  writeSafetensors,
+  type SafetensorsEntry,
+  type SafetensorsTensorInfo,
+  type WritableDType,
+} from './safetensors.js';
+export { PthFile, TensorRef, type StorageRef } from './pth.js';
+
+/** A state dict as loaded from a file: parameter name → tensor (values as float32, stored dtype kept). */
+export type StateDict = Map<string, LoadedTensor>;
+
+export type WeightFileFormat = 'pth-zip' | 'pth-legacy' | 'safetensors';
+
+/** Identify a weight file by its content (the extension is only used to pick the better error message). */
+export function detectWeightFileFormat(path: string): WeightFileFormat {
+  const f = RandomAccessFile.open(path);
+  try {
+    const head = f.read(0, Math.min(f.size, 16), 'file header');
+    if (looksLikeZip(head)) return 'pth-zip';
+    if (head[0] === 0x80) return 'pth-legacy';
+    if (looksLikeSafetensors(head, f.size) || nodePath.extname(path).toLowerCase() === '.safetensors') return 'safetensors';
+    const hex = [...head.subarray(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+    return f.fail(
+      `not a recognized weight file (first bytes: ${hex || 'none, the file is empty'}). ` +
+        'Expected a PyTorch torch.save file (.pt/.pth) or a .safetensors file',
+    );
+  } finally {
+    f.close();
+  }
+}
+
+/** Keys under which training scripts commonly nest the state dict. */
+const WRAPPER_KEYS = ['state_dict', 'model', 'model_state_dict'];
+
+function findStateDict(path: string, root: PyValue): PyDict {
+  let d = root;
+  for (let depth = 0; depth < 4; depth++) {
+    if (!(d instanceof PyDict)) {
+      throw new WeightFileError(path, `the saved object is a ${describe(d)}, not a state dict (expected a dict of tensors)`);
+    }
+    let hasTensor = false;
+    for (const v of d.map.values()) {
+      if (v instanceof TensorRef) {
+        hasTensor = true;
+        break;
+      }
+    }
+    if (hasTensor) return d;
+    const inner = WRAPPER_KEYS.map((k) => d instanceof PyDict && d.map.get(k)).find((v) => v instanceof PyDict);
+    if (!(inner instanceof PyDict)) break;
+    d = inner;
+  }
+  if (d instanceof PyDict && d.map.size === 0) return d;
+  const keys = d instanceof PyDict ? [...d.map.keys()].slice(0, 10).map(String).join(', ') : describe(d);
+  throw new WeightFileError(
+    path,
+    `no state dict found: the top-level keys are [${keys}] and none holds tensors. ` +
+      `Expected a dict of tensors or a checkpoint with one under ${WRAPPER_KEYS.map((k) => `'${k}'`).join(' / ')}`,
+  );
+}
+
+/** Drop the `module.` prefix DataParallel/DistributedDataParallel add, when every key has it. */
+function stripModulePrefix(sd: StateDict): StateDict {
+  if (sd.size === 0) return sd;
+  for (const k of sd.keys()) if (!k.startsWith('module.')) return sd;
+  const out: StateDict = new Map();
+  for (const [k, v] of sd) out.set(k.slice('module.'.length), v);
+  return out;
+}
+
+/**
+ * Load a state dict from a PyTorch file (torch.save, zip or legacy format) or a safetensors file,
+ * chosen by content. Unwraps {'state_dict': ...} / {'model': ...} checkpoints and strips the
+ * DataParallel `module.` prefix. Pickles are read by a restricted interpreter that never executes
+ * anything; files naming other Python globals are refused with a WeightFileError.
+ */
+export function loadStateDictFile(path: string): StateDict {
+  const format = detectWeightFileFormat(path);
+  const out: StateDict = new Map();
+  if (format === 'safetensors') {
+    const f = SafetensorsFile.open(path);
+    try {
+      for (const name of f.tensors.keys()) out.set(name, f.read(name));
+    } finally {
+      f.close();
+    }
+    return stripModulePrefix(out);
+  }
+  const f = PthFile.open(path);
+  try {
+    const sd = findStateDict(path, f.root);
+    for (const [k, v] of sd.map) {
+      if (typeof k !== 'string') throw new WeightFileError(path, `state dict key ${String(k)} is not a string`);
+      if (!(v instanceof TensorRef)) {
+        throw new WeightFileError(
+          path,
+          `state dict entry '${k}' is a ${describe(v)}, not a tensor; re-save with only tensors (torch.save(model.state_dict(), path))`,
+        );
+      }
+      out.set(k, f.materialize(v, k));
+    }
+  } finally {
+    f.close();
+  }
+  return stripModulePrefix(out);
+}
+
+/**
+ * Save a state dict as safetensors (atomically). I64/F16/BF16 tensors keep their dtype (so PyTorch
+ * sees num_batches_tracked as int64); everything else is written as F32.
+ */
+export function saveStateDictFile(path: string, sd: ReadonlyMap<string, LoadedTensor>, metadata?: Record<string, string>): void {
+  const entries = new Map<string, SafetensorsEntry>();
+  for (const [k, t] of sd) {
+    const dtype: WritableDType = t.dtype === 'I64' || t.dtype === 'F16' || t.dtype === 'BF16' ? t.dtype : 'F32';
+    entries.set(k, { dtype, shape: t.shape, data: t.data });
+  }
+  writeSafetensors(path, entries, metadata);
+}
