@@ -2,12 +2,23 @@
   "targets": [
     {
       "target_name": "residual_native",
-      "sources": ["native/addon.cc"],
+      "sources": [
+        "native/addon.cc",
+        "native/tensor.cc",
+        "native/conv.cc",
+        "native/batchnorm.cc",
+        "native/pooling.cc",
+        "native/elementwise.cc",
+        "native/linear_loss.cc",
+        "native/channels.cc",
+        "native/optimizer.cc"
+      ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fopenmp", "-Wall", "-Wno-unused-parameter"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "libraries": ["-ldnnl"]
+      "ldflags": ["-fopenmp"],
+      "libraries": ["-ldnnl", "-fopenmp"]
     }
   ]
 }

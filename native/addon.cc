@@ -1,11 +1,22 @@
-// Placeholder entry point; the engine lands in the following commits.
-#include <napi.h>
-#include <oneapi/dnnl/dnnl.hpp>
+// The addon entry: registers the tensor class and every op family.
+#include "common.h"
+
+namespace residual {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  const dnnl_version_t* v = dnnl_version();
-  exports.Set("onednnVersion", Napi::String::New(env,
-      std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)));
+  RegisterTensorOps(env, exports);
+  RegisterConv(env, exports);
+  RegisterBatchNorm(env, exports);
+  RegisterPooling(env, exports);
+  RegisterElementwise(env, exports);
+  RegisterLinearLoss(env, exports);
+  RegisterChannels(env, exports);
+  RegisterOptimizer(env, exports);
   return exports;
 }
-NODE_API_MODULE(residual_native, Init)
+
+}  // namespace residual
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return residual::Init(env, exports); }
+
+NODE_API_MODULE(residual_native, InitAddon)

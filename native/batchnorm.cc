@@ -1,0 +1,192 @@
+// Batch normalization on the activation layout (NHWC for 4-D), with separate scale and shift.
+// oneDNN reports the biased batch variance; the running variance gets the unbiased one, as in PyTorch.
+#include <cmath>
+#include <cstring>
+
+#include "common.h"
+
+namespace residual {
+namespace {
+
+using dnnl::normalization_flags;
+using dnnl::prop_kind;
+
+struct BnFwd {
+  dnnl::batch_normalization_forward::primitive_desc pd;
+  Prim prim;
+};
+struct BnBwd {
+  dnnl::batch_normalization_backward::primitive_desc pd;
+  Prim prim;
+};
+Cache<BnFwd> g_fwd;
+Cache<BnBwd> g_bwd;
+
+int64_t Bits(double v) {
+  float f = static_cast<float>(v);
+  int32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+}
+
+normalization_flags ScaleShift() { return normalization_flags::use_scale | normalization_flags::use_shift; }
+
+BnFwd& GetFwd(const dims& shape, float eps, bool training) {
+  Key k("bn_fwd");
+  k << shape << Bits(eps) << static_cast<int64_t>(training);
+  return g_fwd.Get(k, [&] {
+    Layout l;
+    memory::desc md = CanonMd(shape, &l);
+    normalization_flags flags = ScaleShift();
+    if (!training) flags = flags | normalization_flags::use_global_stats;
+    dnnl::batch_normalization_forward::desc d(training ? prop_kind::forward_training : prop_kind::forward_inference, md,
+                                              eps, flags);
+    dnnl::batch_normalization_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
+    RecordImpl(k.s, pd.impl_info_str());
+    return BnFwd{pd, MakePrim<decltype(pd), dnnl::batch_normalization_forward>(pd)};
+  });
+}
+
+// Backward runs with epsilon 0 on variance := 1/invStd^2, which is exactly var + eps of the forward.
+BnBwd& GetBwd(const dims& shape) {
+  Key k("bn_bwd");
+  k << shape;
+  return g_bwd.Get(k, [&] {
+    Layout l;
+    memory::desc md = CanonMd(shape, &l);
+    auto& f = GetFwd(shape, 0.f, true);
+    dnnl::batch_normalization_backward::desc d(prop_kind::backward, md, md, 0.f, ScaleShift());
+    dnnl::batch_normalization_backward::primitive_desc pd(d, UserScratchAttr(), Eng(), f.pd);
+    RecordImpl(k.s, pd.impl_info_str());
+    return BnBwd{pd, MakePrim<decltype(pd), dnnl::batch_normalization_backward>(pd)};
+  });
+}
+
+memory Vec(Tensor* t, int64_t c, const char* what) {
+  Require(t->layout == Layout::Plain && t->Numel() == c, std::string(what) + " must have one value per channel");
+  return memory(memory::desc({c}, dt::f32, tag::x), Eng(), t->Data());
+}
+
+void CheckInput(Tensor* x) {
+  Require(x->Rank() >= 2, "input must be [N,C,...]");
+  Require(x->Numel() > 0, "input is empty");
+}
+
+// batchNormTrain(x, gamma, beta, runningMean, runningVar, momentum, eps) -> {y, mean, invStd}
+Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
+  Tensor* x = ArgTensor(info, 0);
+  Tensor* gamma = ArgTensor(info, 1);
+  Tensor* beta = ArgTensor(info, 2);
+  Tensor* rm = ArgTensor(info, 3);
+  Tensor* rv = ArgTensor(info, 4);
+  double momentum = ArgNum(info, 5);
+  double eps = ArgNum(info, 6);
+  CheckInput(x);
+  int64_t c = x->Dim(1);
+  auto& e = GetFwd(x->shape, static_cast<float>(eps), true);
+  Napi::Env env = info.Env();
+  NewT y = NewCanon(env, x->shape);
+  NewT mean = NewPlain(env, {c});
+  NewT inv = NewPlain(env, {c});
+  memory var(memory::desc({c}, dt::f32, tag::x), Eng());
+  memory mean_m(memory::desc({c}, dt::f32, tag::x), Eng(), mean.t->Data());
+  e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
+               {DNNL_ARG_DST, y.t->mem},
+               {DNNL_ARG_MEAN, mean_m},
+               {DNNL_ARG_VARIANCE, var},
+               {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
+               {DNNL_ARG_SHIFT, Vec(beta, c, "beta")}});
+  const float* v = static_cast<const float*>(var.get_data_handle());
+  const float* m = mean.t->Data();
+  float* is = inv.t->Data();
+  Vec(rm, c, "running mean");
+  Vec(rv, c, "running var");
+  float* rmean = rm->Data();
+  float* prv = rv->Data();
+  int64_t count = x->Numel() / c;
+  double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : 1.0;
+  for (int64_t i = 0; i < c; ++i) {
+    is[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(v[i]) + eps));
+    rmean[i] = static_cast<float>((1.0 - momentum) * rmean[i] + momentum * m[i]);
+    prv[i] = static_cast<float>((1.0 - momentum) * prv[i] + momentum * v[i] * unbias);
+  }
+  rm->Touch();
+  rv->Touch();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("y", y.obj);
+  out.Set("mean", mean.obj);
+  out.Set("invStd", inv.obj);
+  return out;
+}
+
+// batchNormEval(x, gamma, beta, runningMean, runningVar, eps) -> y
+Napi::Value BatchNormEval(const Napi::CallbackInfo& info) {
+  Tensor* x = ArgTensor(info, 0);
+  Tensor* gamma = ArgTensor(info, 1);
+  Tensor* beta = ArgTensor(info, 2);
+  Tensor* rm = ArgTensor(info, 3);
+  Tensor* rv = ArgTensor(info, 4);
+  double eps = ArgNum(info, 5);
+  CheckInput(x);
+  int64_t c = x->Dim(1);
+  auto& e = GetFwd(x->shape, static_cast<float>(eps), false);
+  NewT y = NewCanon(info.Env(), x->shape);
+  e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
+               {DNNL_ARG_DST, y.t->mem},
+               {DNNL_ARG_MEAN, Vec(rm, c, "running mean")},
+               {DNNL_ARG_VARIANCE, Vec(rv, c, "running var")},
+               {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
+               {DNNL_ARG_SHIFT, Vec(beta, c, "beta")}});
+  return y.obj;
+}
+
+// batchNormBackward(x, gamma, mean, invStd, dy) -> {dx, dgamma, dbeta}
+Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
+  Tensor* x = ArgTensor(info, 0);
+  Tensor* gamma = ArgTensor(info, 1);
+  Tensor* mean = ArgTensor(info, 2);
+  Tensor* inv = ArgTensor(info, 3);
+  Tensor* dy = ArgTensor(info, 4);
+  CheckInput(x);
+  Require(dy->shape == x->shape, "dy must have the shape of x");
+  int64_t c = x->Dim(1);
+  auto& e = GetBwd(x->shape);
+  Napi::Env env = info.Env();
+  memory var(memory::desc({c}, dt::f32, tag::x), Eng());
+  {
+    Vec(inv, c, "invStd");
+    const float* is = inv->Data();
+    float* v = static_cast<float*>(var.get_data_handle());
+    for (int64_t i = 0; i < c; ++i) {
+      double s = is[i];
+      v[i] = static_cast<float>(1.0 / (s * s));
+    }
+  }
+  NewT dx = NewCanon(env, x->shape);
+  NewT dgamma = NewPlain(env, {c});
+  NewT dbeta = NewPlain(env, {c});
+  memory::desc vmd({c}, dt::f32, tag::x);
+  e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
+               {DNNL_ARG_MEAN, Vec(mean, c, "mean")},
+               {DNNL_ARG_VARIANCE, var},
+               {DNNL_ARG_DIFF_DST, AsCanon(dy)},
+               {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
+               {DNNL_ARG_DIFF_SRC, dx.t->mem},
+               {DNNL_ARG_DIFF_SCALE, memory(vmd, Eng(), dgamma.t->Data())},
+               {DNNL_ARG_DIFF_SHIFT, memory(vmd, Eng(), dbeta.t->Data())}});
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("dx", dx.obj);
+  out.Set("dgamma", dgamma.obj);
+  out.Set("dbeta", dbeta.obj);
+  return out;
+}
+
+}  // namespace
+
+void RegisterBatchNorm(Napi::Env env, Napi::Object exports) {
+  Export(env, exports, "batchNormTrain", BatchNormTrain);
+  Export(env, exports, "batchNormEval", BatchNormEval);
+  Export(env, exports, "batchNormBackward", BatchNormBackward);
+}
+
+}  // namespace residual

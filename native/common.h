@@ -1,0 +1,193 @@
+// Shared pieces of the native engine: the oneDNN engine and stream, the shared scratchpad, the
+// tensor object, argument parsing and error translation at the N-API boundary.
+#pragma once
+
+#include <napi.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace residual {
+
+using dnnl::memory;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+
+// ---------------------------------------------------------------- engine, stream, scratchpad
+
+dnnl::engine& Eng();
+dnnl::stream& Strm();
+
+// One scratchpad shared by every primitive (all execution is sequential on the JS thread).
+// Grows on demand; primitives are created with scratchpad_mode::user.
+void* ScratchPtr(size_t bytes);
+dnnl::primitive_attr UserScratchAttr();
+
+// A primitive plus the memory object that points its scratchpad at the shared buffer.
+struct Prim {
+  dnnl::primitive prim;
+  memory::desc spad_md;
+  memory spad;          // rebound when the shared buffer moves
+  void* spad_ptr = nullptr;
+  void Exec(std::unordered_map<int, memory> args);
+  bool Empty() const { return !prim; }
+};
+template <typename PD, typename P>
+Prim MakePrim(const PD& pd) {
+  Prim p;
+  p.prim = P(pd);
+  p.spad_md = pd.scratchpad_desc();
+  return p;
+}
+
+// Records which implementation oneDNN chose for each cached primitive (tests assert no "ref:").
+void RecordImpl(const std::string& key, const char* impl);
+
+// An error raised by our own validation; the boundary prefixes it with the op name.
+struct OpError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A small string key builder for the primitive caches.
+struct Key {
+  std::string s;
+  explicit Key(const char* op) : s(op) {}
+  Key& operator<<(int64_t v) { s += ':'; s += std::to_string(v); return *this; }
+  Key& operator<<(const char* v) { s += ':'; s += v; return *this; }
+  Key& operator<<(const dims& d) { s += ":["; for (auto v : d) { s += std::to_string(v); s += ','; } s += ']'; return *this; }
+};
+
+// A bounded cache of primitive bundles: cleared when it grows past a limit (shapes in a model are few).
+template <typename V>
+struct Cache {
+  std::unordered_map<std::string, std::shared_ptr<V>> map;
+  template <typename F>
+  V& Get(const Key& k, F make) {
+    auto it = map.find(k.s);
+    if (it != map.end()) return *it->second;
+    if (map.size() >= 512) map.clear();
+    auto v = std::make_shared<V>(make());
+    auto& ref = *v;
+    map.emplace(k.s, std::move(v));
+    return ref;
+  }
+  size_t Size() const { return map.size(); }
+};
+size_t& CachedPrimitiveCount();
+
+// ---------------------------------------------------------------- tensor
+
+// Every tensor is either plain row-major (any rank), NHWC (4-D activations), or an opaque oneDNN
+// buffer (pooling workspace). Plain and NHWC tensors are dense, so elementwise loops run over the
+// raw buffer when two tensors share a layout.
+enum class Layout { Plain, NHWC, Opaque };
+
+class Tensor : public Napi::ObjectWrap<Tensor> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static Napi::Function Init(Napi::Env env);
+  explicit Tensor(const Napi::CallbackInfo& info);
+  ~Tensor() override;
+
+  // Allocates `md` (or wraps nothing for zero elements) and attaches it.
+  void Allocate(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md);
+  void Release();
+  bool Alive() const { return alive_; }
+  float* Data() const { return static_cast<float*>(mem.get_data_handle()); }
+  int64_t Numel() const;
+  int64_t Dim(int i) const { return shape[i]; }
+  int Rank() const { return static_cast<int>(shape.size()); }
+  size_t Bytes() const;
+
+  // Converts this tensor's storage to `layout` in place (same values, new memory).
+  void Relayout(Layout layout);
+
+  // A copy of this tensor's values in the layout `want` (reordered into `md`), cached on the tensor
+  // and valid until the tensor is mutated (version bump). Used for weights in a primitive's format.
+  memory Derived(const memory::desc& src_view, const memory::desc& want);
+  void Touch() { ++version; }
+
+  dims shape;
+  Layout layout = Layout::Plain;
+  memory::desc md;
+  memory mem;
+  uint64_t version = 0;
+
+ private:
+  struct DerivedCopy {
+    memory::desc md;
+    memory mem;
+    uint64_t version;
+    size_t bytes;
+  };
+  std::vector<DerivedCopy> derived_;
+  size_t derived_bytes_ = 0;
+  bool alive_ = false;
+  napi_env env_ = nullptr;
+  void AdjustMem(int64_t delta);
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+  Napi::Value GetByteSize(const Napi::CallbackInfo& info);
+  Napi::Value GetLayout(const Napi::CallbackInfo& info);
+};
+
+// Live tensor accounting (for tests and leak checks).
+int64_t& LiveTensors();
+int64_t& LiveBytes();
+
+// Descriptors.
+memory::desc PlainMd(const dims& shape);  // row-major; rank 0 becomes {1}
+memory::desc NhwcMd(const dims& shape);
+memory::desc CanonMd(const dims& shape, Layout* layout);  // NHWC for rank 4, plain otherwise
+int64_t Product(const dims& d);
+
+// A new tensor object (the JS value) and its C++ side.
+struct NewT {
+  Napi::Object obj;
+  Tensor* t;
+};
+NewT NewTensor(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md);
+NewT NewCanon(Napi::Env env, const dims& shape);  // NHWC for rank 4, plain otherwise
+NewT NewPlain(Napi::Env env, const dims& shape);
+
+// The tensor's values as a memory in the given layout: the tensor's own memory when it already is,
+// else a temporary reordered copy (edges only: inputs that came from fromArray).
+memory AsLayout(Tensor* t, Layout layout);
+memory AsCanon(Tensor* t);
+void Reorder(const memory& src, const memory& dst);
+
+// ---------------------------------------------------------------- arguments and errors
+
+Tensor* ArgTensor(const Napi::CallbackInfo& info, size_t i);
+Tensor* ArgTensorOrNull(const Napi::CallbackInfo& info, size_t i);
+int64_t ArgInt(const Napi::CallbackInfo& info, size_t i);
+double ArgNum(const Napi::CallbackInfo& info, size_t i);
+bool ArgBool(const Napi::CallbackInfo& info, size_t i);
+dims ArgDims(const Napi::CallbackInfo& info, size_t i);
+void Require(bool cond, const std::string& msg);
+
+using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
+// Wraps an op so that oneDNN and C++ exceptions become JS Errors naming the op.
+void Export(Napi::Env env, Napi::Object exports, const char* name, OpFn fn);
+
+// Parallel loop helper: runs OpenMP only when the work is large enough to pay for the region.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// Registration of each op family.
+void RegisterTensorOps(Napi::Env env, Napi::Object exports);
+void RegisterConv(Napi::Env env, Napi::Object exports);
+void RegisterBatchNorm(Napi::Env env, Napi::Object exports);
+void RegisterPooling(Napi::Env env, Napi::Object exports);
+void RegisterElementwise(Napi::Env env, Napi::Object exports);
+void RegisterLinearLoss(Napi::Env env, Napi::Object exports);
+void RegisterChannels(Napi::Env env, Napi::Object exports);
+void RegisterOptimizer(Napi::Env env, Napi::Object exports);
+
+}  // namespace residual

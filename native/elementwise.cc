@@ -1,0 +1,129 @@
+// Elementwise ops on the activation layout: add (binary), in-place accumulate, scale, ReLU and its
+// backward from the output (eltwise_relu_use_dst_for_bwd).
+#include "common.h"
+
+namespace residual {
+namespace {
+
+using dnnl::algorithm;
+using dnnl::prop_kind;
+
+Key ShapeKey(const char* op, Layout l, const dims& shape) {
+  Key k(op);
+  k << static_cast<int64_t>(l) << shape;
+  return k;
+}
+
+memory::desc MdFor(Layout l, const dims& shape) { return l == Layout::NHWC ? NhwcMd(shape) : PlainMd(shape); }
+
+struct BinaryEntry {
+  Prim prim;
+};
+Cache<BinaryEntry> g_binary;
+
+Prim& GetAdd(Layout l, const dims& shape) {
+  Key k = ShapeKey("add", l, shape);
+  return g_binary.Get(k, [&] {
+    memory::desc md = MdFor(l, shape);
+    dnnl::binary::desc d(algorithm::binary_add, md, md, md);
+    dnnl::binary::primitive_desc pd(d, UserScratchAttr(), Eng());
+    RecordImpl(k.s, pd.impl_info_str());
+    return BinaryEntry{MakePrim<decltype(pd), dnnl::binary>(pd)};
+  }).prim;
+}
+
+struct ReluEntry {
+  dnnl::eltwise_forward::primitive_desc fwd_pd;
+  Prim fwd;
+  Prim bwd;
+};
+Cache<ReluEntry> g_relu;
+
+ReluEntry& GetRelu(Layout l, const dims& shape) {
+  Key k = ShapeKey("relu", l, shape);
+  return g_relu.Get(k, [&] {
+    memory::desc md = MdFor(l, shape);
+    dnnl::eltwise_forward::desc fd(prop_kind::forward_training, algorithm::eltwise_relu_use_dst_for_bwd, md, 0.f, 0.f);
+    dnnl::eltwise_forward::primitive_desc fpd(fd, UserScratchAttr(), Eng());
+    dnnl::eltwise_backward::desc bd(algorithm::eltwise_relu_use_dst_for_bwd, md, md, 0.f, 0.f);
+    dnnl::eltwise_backward::primitive_desc bpd(bd, UserScratchAttr(), Eng(), fpd);
+    RecordImpl(k.s + ":fwd", fpd.impl_info_str());
+    RecordImpl(k.s + ":bwd", bpd.impl_info_str());
+    return ReluEntry{fpd, MakePrim<decltype(fpd), dnnl::eltwise_forward>(fpd),
+                     MakePrim<decltype(bpd), dnnl::eltwise_backward>(bpd)};
+  });
+}
+
+
+void SameCount(Tensor* a, Tensor* b) {
+  Require(a->shape == b->shape, "tensors must have the same shape");
+  Require(a->layout != Layout::Opaque && b->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  Tensor* a = ArgTensor(info, 0);
+  Tensor* b = ArgTensor(info, 1);
+  SameCount(a, b);
+  NewT y = NewCanon(info.Env(), a->shape);
+  if (a->Numel() == 0) return y.obj;
+  GetAdd(y.t->layout, a->shape).Exec({{DNNL_ARG_SRC_0, AsCanon(a)}, {DNNL_ARG_SRC_1, AsCanon(b)}, {DNNL_ARG_DST, y.t->mem}});
+  return y.obj;
+}
+
+// addInPlace(dst, src): dst += src. A plain 4-D accumulator (e.g. from zeros) adopts the activation
+// layout on first use so that later accumulations need no reorder.
+Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
+  Tensor* dst = ArgTensor(info, 0);
+  Tensor* src = ArgTensor(info, 1);
+  SameCount(dst, src);
+  if (dst->Numel() == 0) return info.Env().Undefined();
+  if (dst->layout == Layout::Plain && src->layout == Layout::NHWC) dst->Relayout(Layout::NHWC);
+  GetAdd(dst->layout, dst->shape).Exec({{DNNL_ARG_SRC_0, dst->mem}, {DNNL_ARG_SRC_1, AsLayout(src, dst->layout)}, {DNNL_ARG_DST, dst->mem}});
+  dst->Touch();
+  return info.Env().Undefined();
+}
+
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  Tensor* x = ArgTensor(info, 0);
+  float s = static_cast<float>(ArgNum(info, 1));
+  Require(x->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
+  NewT y = NewTensor(info.Env(), x->shape, x->layout, x->md);
+  const float* in = x->Data();
+  float* out = y.t->Data();
+  int64_t n = x->Numel();
+#pragma omp parallel for simd if (n > kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i] * s;
+  return y.obj;
+}
+
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  Tensor* x = ArgTensor(info, 0);
+  Require(x->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
+  NewT y = NewCanon(info.Env(), x->shape);
+  if (x->Numel() == 0) return y.obj;
+  GetRelu(y.t->layout, x->shape).fwd.Exec({{DNNL_ARG_SRC, AsCanon(x)}, {DNNL_ARG_DST, y.t->mem}});
+  return y.obj;
+}
+
+// reluBackward(y, dy): dy where y > 0.
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  Tensor* y = ArgTensor(info, 0);
+  Tensor* dy = ArgTensor(info, 1);
+  SameCount(y, dy);
+  NewT dx = NewCanon(info.Env(), y->shape);
+  if (y->Numel() == 0) return dx.obj;
+  GetRelu(dx.t->layout, y->shape).bwd.Exec({{DNNL_ARG_DST, AsCanon(y)}, {DNNL_ARG_DIFF_DST, AsCanon(dy)}, {DNNL_ARG_DIFF_SRC, dx.t->mem}});
+  return dx.obj;
+}
+
+}  // namespace
+
+void RegisterElementwise(Napi::Env env, Napi::Object exports) {
+  Export(env, exports, "add", Add);
+  Export(env, exports, "addInPlace", AddInPlace);
+  Export(env, exports, "scale", Scale);
+  Export(env, exports, "relu", Relu);
+  Export(env, exports, "reluBackward", ReluBackward);
+}
+
+}  // namespace residual

@@ -1,0 +1,54 @@
+// SGD with PyTorch's semantics (torch.optim.SGD), in place, over the raw buffers. The gradient and
+// the momentum buffer follow the parameter's layout (weights are plain; nothing is reordered then).
+#include "common.h"
+
+namespace residual {
+namespace {
+
+// sgdStep(param, grad, momentumBuffer|null, firstStep, lr, momentum, dampening, weightDecay, nesterov)
+Napi::Value SgdStep(const Napi::CallbackInfo& info) {
+  Tensor* p = ArgTensor(info, 0);
+  Tensor* g = ArgTensor(info, 1);
+  Tensor* buf = ArgTensorOrNull(info, 2);
+  bool first = ArgBool(info, 3);
+  float lr = static_cast<float>(ArgNum(info, 4));
+  float mom = static_cast<float>(ArgNum(info, 5));
+  float damp = static_cast<float>(ArgNum(info, 6));
+  float wd = static_cast<float>(ArgNum(info, 7));
+  bool nesterov = ArgBool(info, 8);
+  Require(p->layout != Layout::Opaque && g->layout != Layout::Opaque, "an opaque tensor is not a parameter");
+  Require(g->shape == p->shape, "gradient shape must match the parameter");
+  Require(mom == 0.f || buf != nullptr, "momentum needs a momentum buffer");
+  if (buf) {
+    Require(buf->shape == p->shape && buf->layout != Layout::Opaque, "momentum buffer shape must match the parameter");
+    Require(buf != p && buf != g, "momentum buffer must be its own tensor");
+    if (buf->layout != p->layout) buf->Relayout(p->layout);
+  }
+  memory gm = AsLayout(g, p->layout);
+  const float* gp = static_cast<const float*>(gm.get_data_handle());
+  float* pp = p->Data();
+  float* bp = buf && mom != 0.f ? buf->Data() : nullptr;
+  int64_t n = p->Numel();
+  if (bp == nullptr) {
+#pragma omp parallel for simd if (n > kParallelMin) schedule(static)
+    for (int64_t i = 0; i < n; ++i) pp[i] -= lr * (gp[i] + wd * pp[i]);
+  } else {
+    float keep = 1.f - damp;
+#pragma omp parallel for simd if (n > kParallelMin) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      float d = gp[i] + wd * pp[i];
+      float b = first ? d : mom * bp[i] + keep * d;
+      bp[i] = b;
+      pp[i] -= lr * (nesterov ? d + mom * b : b);
+    }
+    buf->Touch();
+  }
+  p->Touch();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterOptimizer(Napi::Env env, Napi::Object exports) { Export(env, exports, "sgdStep", SgdStep); }
+
+}  // namespace residual

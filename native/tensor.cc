@@ -1,0 +1,487 @@
+// The tensor object, the engine, the scratchpad, argument parsing and the memory ops
+// (fromArray, read, zeros, reshape, dispose, byteSize) plus info/stats.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "common.h"
+
+namespace residual {
+
+// ---------------------------------------------------------------- engine, stream, scratchpad
+
+dnnl::engine& Eng() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+dnnl::stream& Strm() {
+  static dnnl::stream s(Eng());
+  return s;
+}
+
+namespace {
+struct Scratch {
+  void* ptr = nullptr;
+  size_t size = 0;
+  ~Scratch() { std::free(ptr); }
+};
+Scratch g_scratch;
+std::vector<std::pair<std::string, std::string>> g_impls;
+int64_t g_live_tensors = 0;
+int64_t g_live_bytes = 0;
+size_t g_cached_prims = 0;
+}  // namespace
+
+void* ScratchPtr(size_t bytes) {
+  if (bytes > g_scratch.size) {
+    size_t n = ((bytes + 4095) / 4096) * 4096;
+    void* p = std::aligned_alloc(4096, n);
+    if (!p) throw std::bad_alloc();
+    std::free(g_scratch.ptr);
+    g_scratch.ptr = p;
+    g_scratch.size = n;
+  }
+  return g_scratch.ptr;
+}
+
+dnnl::primitive_attr UserScratchAttr() {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+void Prim::Exec(std::unordered_map<int, memory> args) {
+  size_t need = spad_md.get_size();
+  if (need > 0) {
+    void* p = ScratchPtr(need);
+    if (!spad || spad_ptr != p) {
+      spad = memory(spad_md, Eng(), p);
+      spad_ptr = p;
+    }
+    args[DNNL_ARG_SCRATCHPAD] = spad;
+  }
+  prim.execute(Strm(), args);
+}
+
+void RecordImpl(const std::string& key, const char* impl) {
+  ++g_cached_prims;
+  if (g_impls.size() > 4096) g_impls.clear();
+  g_impls.emplace_back(key, impl ? impl : "");
+}
+size_t& CachedPrimitiveCount() { return g_cached_prims; }
+int64_t& LiveTensors() { return g_live_tensors; }
+int64_t& LiveBytes() { return g_live_bytes; }
+
+// ---------------------------------------------------------------- descriptors
+
+int64_t Product(const dims& d) {
+  int64_t p = 1;
+  for (auto v : d) p *= v;
+  return p;
+}
+
+memory::desc PlainMd(const dims& shape) {
+  if (shape.empty()) return memory::desc({1}, dt::f32, tag::a);
+  dims strides(shape.size());
+  int64_t s = 1;
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+    strides[i] = s;
+    s *= std::max<int64_t>(shape[i], 1);
+  }
+  return memory::desc(shape, dt::f32, strides);
+}
+
+memory::desc NhwcMd(const dims& shape) { return memory::desc(shape, dt::f32, tag::nhwc); }
+
+memory::desc CanonMd(const dims& shape, Layout* layout) {
+  if (shape.size() == 4) {
+    *layout = Layout::NHWC;
+    return NhwcMd(shape);
+  }
+  *layout = Layout::Plain;
+  return PlainMd(shape);
+}
+
+// ---------------------------------------------------------------- tensor
+
+Napi::FunctionReference* Tensor::ctor = nullptr;
+
+Napi::Function Tensor::Init(Napi::Env env) {
+  Napi::Function f = DefineClass(env, "NativeTensor",
+      {InstanceMethod("dispose", &Tensor::Dispose),
+       InstanceAccessor("disposed", &Tensor::GetDisposed, nullptr),
+       InstanceAccessor("byteSize", &Tensor::GetByteSize, nullptr),
+       InstanceAccessor("layout", &Tensor::GetLayout, nullptr)});
+  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  return f;
+}
+
+Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info), env_(info.Env()) {}
+
+Tensor::~Tensor() {
+  // The finalizer backstop: frees what dispose() did not.
+  try {
+    Release();
+  } catch (...) {
+  }
+}
+
+int64_t Tensor::Numel() const { return Product(shape); }
+
+size_t Tensor::Bytes() const {
+  if (!alive_) return 0;
+  return md.get_size() + derived_bytes_;
+}
+
+void Tensor::AdjustMem(int64_t delta) {
+  g_live_bytes += delta;
+  if (delta != 0 && env_ != nullptr) {
+    int64_t result;
+    napi_adjust_external_memory(env_, delta, &result);
+  }
+}
+
+void Tensor::Allocate(Napi::Env env, const dims& shp, Layout lay, const memory::desc& d) {
+  env_ = env;
+  shape = shp;
+  layout = lay;
+  md = d;
+  size_t bytes = md.get_size();
+  mem = memory(md, Eng());  // library-owned, 64-byte aligned; freed when the handle is reset
+  alive_ = true;
+  ++g_live_tensors;
+  AdjustMem(static_cast<int64_t>(bytes));
+}
+
+void Tensor::Release() {
+  if (!alive_) return;
+  size_t bytes = md.get_size() + derived_bytes_;
+  derived_.clear();
+  derived_bytes_ = 0;
+  mem = memory();
+  alive_ = false;
+  --g_live_tensors;
+  AdjustMem(-static_cast<int64_t>(bytes));
+}
+
+void Reorder(const memory& src, const memory& dst) {
+  dnnl::reorder(src, dst).execute(Strm(), const_cast<memory&>(src), const_cast<memory&>(dst));
+}
+
+void Tensor::Relayout(Layout want) {
+  if (want == layout) return;
+  Require(want != Layout::Opaque && layout != Layout::Opaque, "cannot change the layout of an opaque tensor");
+  Require(want != Layout::NHWC || shape.size() == 4, "NHWC needs a 4-D tensor");
+  memory::desc nmd = want == Layout::NHWC ? NhwcMd(shape) : PlainMd(shape);
+  memory nmem(nmd, Eng());
+  if (Numel() > 0) Reorder(mem, nmem);
+  size_t old = md.get_size();
+  mem = nmem;
+  md = nmd;
+  layout = want;
+  AdjustMem(static_cast<int64_t>(nmd.get_size()) - static_cast<int64_t>(old));
+}
+
+memory Tensor::Derived(const memory::desc& src_view, const memory::desc& want) {
+  if (want == src_view) return memory(src_view, Eng(), mem.get_data_handle());
+  for (auto& d : derived_) {
+    if (d.md == want) {
+      if (d.version != version) {
+        Reorder(memory(src_view, Eng(), mem.get_data_handle()), d.mem);
+        d.version = version;
+      }
+      return d.mem;
+    }
+  }
+  if (derived_.size() >= 3) {
+    derived_bytes_ -= derived_.front().bytes;
+    AdjustMem(-static_cast<int64_t>(derived_.front().bytes));
+    derived_.erase(derived_.begin());
+  }
+  DerivedCopy d{want, memory(want, Eng()), version, want.get_size()};
+  Reorder(memory(src_view, Eng(), mem.get_data_handle()), d.mem);
+  derived_bytes_ += d.bytes;
+  AdjustMem(static_cast<int64_t>(d.bytes));
+  derived_.push_back(d);
+  return d.mem;
+}
+
+Napi::Value Tensor::Dispose(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
+}
+Napi::Value Tensor::GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !alive_); }
+Napi::Value Tensor::GetByteSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Bytes()));
+}
+Napi::Value Tensor::GetLayout(const Napi::CallbackInfo& info) {
+  const char* s = !alive_ ? "disposed" : layout == Layout::NHWC ? "nhwc" : layout == Layout::Plain ? "plain" : "opaque";
+  return Napi::String::New(info.Env(), s);
+}
+
+NewT NewTensor(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md) {
+  Napi::Object obj = Tensor::ctor->New({});
+  Tensor* t = Tensor::Unwrap(obj);
+  t->Allocate(env, shape, layout, md);
+  Napi::Array arr = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  arr.Freeze();
+  obj.DefineProperty(Napi::PropertyDescriptor::Value("shape", arr, napi_enumerable));
+  return {obj, t};
+}
+
+NewT NewCanon(Napi::Env env, const dims& shape) {
+  Layout l;
+  memory::desc md = CanonMd(shape, &l);
+  return NewTensor(env, shape, l, md);
+}
+
+NewT NewPlain(Napi::Env env, const dims& shape) { return NewTensor(env, shape, Layout::Plain, PlainMd(shape)); }
+
+memory AsLayout(Tensor* t, Layout layout) {
+  if (t->layout == layout) return t->mem;
+  Require(t->layout != Layout::Opaque, "an opaque tensor (a pooling argmax) was passed where values are expected");
+  memory::desc want = layout == Layout::NHWC ? NhwcMd(t->shape) : PlainMd(t->shape);
+  memory out(want, Eng());
+  if (t->Numel() > 0) Reorder(t->mem, out);
+  return out;
+}
+
+memory AsCanon(Tensor* t) { return AsLayout(t, t->Rank() == 4 ? Layout::NHWC : Layout::Plain); }
+
+// ---------------------------------------------------------------- arguments and errors
+
+void Require(bool cond, const std::string& msg) {
+  if (!cond) throw OpError(msg);
+}
+
+Tensor* ArgTensorOrNull(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  return ArgTensor(info, i);
+}
+
+Tensor* ArgTensor(const Napi::CallbackInfo& info, size_t i) {
+  Require(i < info.Length(), "missing tensor argument " + std::to_string(i));
+  Napi::Value v = info[i];
+  Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::ctor->Value()),
+          "argument " + std::to_string(i) + " is not a native tensor");
+  Tensor* t = Tensor::Unwrap(v.As<Napi::Object>());
+  Require(t != nullptr, "argument " + std::to_string(i) + " is not a native tensor");
+  Require(t->Alive(), "argument " + std::to_string(i) + " is a disposed tensor");
+  return t;
+}
+
+int64_t ArgInt(const Napi::CallbackInfo& info, size_t i) {
+  Require(i < info.Length() && info[i].IsNumber(), "argument " + std::to_string(i) + " must be a number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  Require(std::isfinite(d) && d == std::floor(d), "argument " + std::to_string(i) + " must be an integer");
+  return static_cast<int64_t>(d);
+}
+
+double ArgNum(const Napi::CallbackInfo& info, size_t i) {
+  Require(i < info.Length() && info[i].IsNumber(), "argument " + std::to_string(i) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+bool ArgBool(const Napi::CallbackInfo& info, size_t i) {
+  Require(i < info.Length() && info[i].IsBoolean(), "argument " + std::to_string(i) + " must be a boolean");
+  return info[i].As<Napi::Boolean>().Value();
+}
+
+dims ArgDims(const Napi::CallbackInfo& info, size_t i) {
+  Require(i < info.Length() && info[i].IsArray(), "argument " + std::to_string(i) + " must be an array of sizes");
+  Napi::Array a = info[i].As<Napi::Array>();
+  dims d(a.Length());
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value v = a.Get(k);
+    Require(v.IsNumber(), "shape entries must be numbers");
+    double x = v.As<Napi::Number>().DoubleValue();
+    Require(std::isfinite(x) && x >= 0 && x == std::floor(x) && x < 9.0e15, "shape entries must be non-negative integers");
+    d[k] = static_cast<int64_t>(x);
+  }
+  Require(d.size() <= 8, "at most 8 dimensions are supported");
+  return d;
+}
+
+namespace {
+// Each exported op carries its name and function in the callback data.
+struct Slot {
+  const char* name;
+  OpFn fn;
+};
+Napi::Value Trampoline(const Napi::CallbackInfo& info) {
+  const Slot* slot = static_cast<const Slot*>(info.Data());
+  try {
+    return slot->fn(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const dnnl::error& e) {
+    throw Napi::Error::New(info.Env(), std::string("native ") + slot->name + ": oneDNN error: " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(info.Env(), std::string("native ") + slot->name + ": out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("native ") + slot->name + ": " + e.what());
+  } catch (...) {
+    throw Napi::Error::New(info.Env(), std::string("native ") + slot->name + ": unknown failure");
+  }
+}
+}  // namespace
+
+void Export(Napi::Env env, Napi::Object exports, const char* name, OpFn fn) {
+  Slot* slot = new Slot{name, fn};  // lives as long as the module
+  exports.Set(name, Napi::Function::New(env, Trampoline, name, slot));
+}
+
+// ---------------------------------------------------------------- memory ops
+
+namespace {
+
+Napi::Value FromArray(const Napi::CallbackInfo& info) {
+  Require(info.Length() >= 2 && info[0].IsTypedArray(), "data must be a Float32Array");
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  Require(ta.TypedArrayType() == napi_float32_array, "data must be a Float32Array");
+  Napi::Float32Array data = ta.As<Napi::Float32Array>();
+  dims shape = ArgDims(info, 1);
+  int64_t n = Product(shape);
+  Require(static_cast<int64_t>(data.ElementLength()) == n,
+          "data has " + std::to_string(data.ElementLength()) + " elements but the shape needs " + std::to_string(n));
+  NewT r = NewPlain(info.Env(), shape);
+  if (n > 0) std::memcpy(r.t->Data(), data.Data(), static_cast<size_t>(n) * sizeof(float));
+  return r.obj;
+}
+
+Napi::Value Zeros(const Napi::CallbackInfo& info) {
+  dims shape = ArgDims(info, 0);
+  NewT r = NewPlain(info.Env(), shape);
+  if (r.t->Numel() > 0) std::memset(r.t->Data(), 0, r.t->md.get_size());
+  return r.obj;
+}
+
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  Tensor* t = ArgTensor(info, 0);
+  Require(t->layout != Layout::Opaque, "an argmax tensor is an opaque oneDNN workspace and cannot be read");
+  int64_t n = t->Numel();
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n));
+  if (n == 0) return out;
+  if (t->layout == Layout::Plain) {
+    std::memcpy(out.Data(), t->Data(), static_cast<size_t>(n) * sizeof(float));
+  } else {
+    memory dst(PlainMd(t->shape), Eng(), out.Data());
+    Reorder(t->mem, dst);
+    Strm().wait();
+  }
+  return out;
+}
+
+Napi::Value Reshape(const Napi::CallbackInfo& info) {
+  Tensor* x = ArgTensor(info, 0);
+  dims shape = ArgDims(info, 1);
+  Require(Product(shape) == x->Numel(), "reshape must keep the element count");
+  Require(x->layout != Layout::Opaque, "cannot reshape an opaque tensor");
+  if (x->layout == Layout::NHWC && shape == x->shape) {
+    NewT r = NewTensor(info.Env(), shape, Layout::NHWC, x->md);
+    std::memcpy(r.t->Data(), x->Data(), x->md.get_size());
+    return r.obj;
+  }
+  NewT r = NewPlain(info.Env(), shape);
+  if (x->Numel() == 0) return r.obj;
+  if (x->layout == Layout::Plain) {
+    std::memcpy(r.t->Data(), x->Data(), static_cast<size_t>(x->Numel()) * sizeof(float));
+  } else {
+    memory dst(PlainMd(x->shape), Eng(), r.t->Data());
+    Reorder(x->mem, dst);
+  }
+  return r.obj;
+}
+
+Napi::Value DisposeFn(const Napi::CallbackInfo& info) {
+  // Disposing twice is harmless; disposing something that is not a tensor is an error.
+  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::ctor->Value()),
+          "argument 0 is not a native tensor");
+  Tensor* t = Tensor::Unwrap(info[0].As<Napi::Object>());
+  if (t) t->Release();
+  return info.Env().Undefined();
+}
+
+Napi::Value ByteSize(const Napi::CallbackInfo& info) {
+  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::ctor->Value()),
+          "argument 0 is not a native tensor");
+  Tensor* t = Tensor::Unwrap(info[0].As<Napi::Object>());
+  return Napi::Number::New(info.Env(), t ? static_cast<double>(t->Bytes()) : 0.0);
+}
+
+const char* IsaName(dnnl::cpu_isa isa) {
+  using I = dnnl::cpu_isa;
+  switch (isa) {
+    case I::sse41: return "sse41";
+    case I::avx: return "avx";
+    case I::avx2: return "avx2";
+    case I::avx2_vnni: return "avx2_vnni";
+    case I::avx512_mic: return "avx512_mic";
+    case I::avx512_mic_4ops: return "avx512_mic_4ops";
+    case I::avx512_core: return "avx512_core";
+    case I::avx512_core_vnni: return "avx512_core_vnni";
+    case I::avx512_core_bf16: return "avx512_core_bf16";
+    case I::avx512_core_amx: return "avx512_core_amx";
+    case I::all: return "all";
+    default: return "unknown";
+  }
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const dnnl_version_t* v = dnnl_version();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("onednnVersion", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch));
+  o.Set("isa", IsaName(dnnl::get_effective_cpu_isa()));
+  o.Set("threads", omp_get_max_threads());
+  return o;
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("liveTensors", static_cast<double>(g_live_tensors));
+  o.Set("liveBytes", static_cast<double>(g_live_bytes));
+  o.Set("primitivesCreated", static_cast<double>(g_cached_prims));
+  o.Set("scratchpadBytes", static_cast<double>(g_scratch.size));
+  return o;
+}
+
+Napi::Value Impls(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array a = Napi::Array::New(env, g_impls.size());
+  for (size_t i = 0; i < g_impls.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("key", g_impls[i].first);
+    o.Set("impl", g_impls[i].second);
+    a.Set(static_cast<uint32_t>(i), o);
+  }
+  return a;
+}
+
+Napi::Value ClearImpls(const Napi::CallbackInfo& info) {
+  g_impls.clear();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterTensorOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeTensor", Tensor::Init(env));
+  Export(env, exports, "fromArray", FromArray);
+  Export(env, exports, "zeros", Zeros);
+  Export(env, exports, "read", Read);
+  Export(env, exports, "reshape", Reshape);
+  Export(env, exports, "dispose", DisposeFn);
+  Export(env, exports, "byteSize", ByteSize);
+  Export(env, exports, "info", Info);
+  Export(env, exports, "stats", Stats);
+  Export(env, exports, "implementations", Impls);
+  Export(env, exports, "clearImplementations", ClearImpls);
+}
+
+}  // namespace residual

@@ -1,0 +1,286 @@
+// The native backend: a thin TypeScript face over the C++ addon (build/Release/residual_native.node),
+// which drives oneDNN. Tensors are addon objects that own native memory; activations live in NHWC,
+// weights in plain OIHW, and `read` always returns logical row-major values.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import type {
+  Backend,
+  BackendInfo,
+  BackendTensor,
+  Conv2dParams,
+  GradNeeds,
+  Pool2dParams,
+  SgdOptions,
+  Shape,
+} from './types.js';
+
+/** A tensor of the native backend: a handle to native memory. */
+export interface NativeTensor extends BackendTensor {
+  readonly shape: Shape;
+  /** True once the memory has been freed. */
+  readonly disposed: boolean;
+  /** Bytes held, including cached weight copies in a primitive's format. */
+  readonly byteSize: number;
+  /** How the values are laid out in memory: 'plain' (row-major), 'nhwc', 'opaque' (pooling workspace), 'disposed'. */
+  readonly layout: 'plain' | 'nhwc' | 'opaque' | 'disposed';
+  dispose(): void;
+}
+
+type T = NativeTensor;
+interface Grads {
+  dx?: T;
+  dw?: T;
+  db?: T;
+}
+
+/** What the addon exports (native/*.cc). */
+interface Addon {
+  NativeTensor: abstract new () => NativeTensor;
+  info(): { onednnVersion: string; isa: string; threads: number };
+  stats(): NativeStats;
+  implementations(): { key: string; impl: string }[];
+  clearImplementations(): void;
+  fromArray(data: Float32Array, shape: Shape): T;
+  zeros(shape: Shape): T;
+  read(t: T): Float32Array;
+  reshape(t: T, shape: Shape): T;
+  dispose(t: T): void;
+  byteSize(t: T): number;
+  add(a: T, b: T): T;
+  addInPlace(dst: T, src: T): void;
+  scale(x: T, s: number): T;
+  relu(x: T): T;
+  reluBackward(y: T, dy: T): T;
+  conv2d(x: T, w: T, b: T | null, sh: number, sw: number, ph: number, pw: number, dh: number, dw: number, g: number): T;
+  conv2dBackward(
+    x: T, w: T, dy: T, sh: number, sw: number, ph: number, pw: number, dh: number, dw: number, g: number,
+    needInput: boolean, needWeight: boolean, needBias: boolean,
+  ): Grads;
+  batchNormTrain(x: T, gamma: T, beta: T, rm: T, rv: T, momentum: number, eps: number): { y: T; mean: T; invStd: T };
+  batchNormEval(x: T, gamma: T, beta: T, rm: T, rv: T, eps: number): T;
+  batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T): { dx: T; dgamma: T; dbeta: T };
+  maxPool2d(x: T, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, ceil: boolean): { y: T; argmax: T };
+  maxPool2dBackward(
+    x: T, argmax: T, dy: T, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, ceil: boolean,
+  ): T;
+  avgPool2d(x: T, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, ceil: boolean, includePad: boolean): T;
+  avgPool2dBackward(
+    dy: T, inputShape: Shape, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, ceil: boolean,
+    includePad: boolean,
+  ): T;
+  globalAvgPool(x: T): T;
+  globalAvgPoolBackward(dy: T, inputShape: Shape): T;
+  linear(x: T, w: T, b: T | null): T;
+  linearBackward(x: T, w: T, dy: T, needInput: boolean, needWeight: boolean, needBias: boolean): Grads;
+  crossEntropy(logits: T, labels: Int32Array, labelSmoothing: number): { loss: T; probs: T };
+  crossEntropyBackward(probs: T, labels: Int32Array, labelSmoothing: number, gradScale: number): T;
+  concatChannels(xs: readonly T[]): T;
+  splitChannels(x: T, sizes: readonly number[]): T[];
+  shortcutA(x: T, outChannels: number, stride: number): T;
+  shortcutABackward(dy: T, inputShape: Shape, stride: number): T;
+  sgdStep(
+    param: T, grad: T, buf: T | null, firstStep: boolean, lr: number, momentum: number, dampening: number,
+    weightDecay: number, nesterov: boolean,
+  ): void;
+}
+
+/** Counters of the native engine, for leak checks and tests. */
+export interface NativeStats {
+  liveTensors: number;
+  liveBytes: number;
+  primitivesCreated: number;
+  scratchpadBytes: number;
+}
+
+/** The folder with the package's package.json, found by walking up from this file. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('residual: cannot find the package root (a folder with package.json and binding.gyp)');
+    dir = up;
+  }
+}
+
+let addon: Addon | undefined;
+let loadError: Error | undefined;
+
+function loadAddon(): Addon {
+  if (addon) return addon;
+  if (loadError) throw loadError;
+  try {
+    const root = packageRoot();
+    const file = join(root, 'build', 'Release', 'residual_native.node');
+    if (!existsSync(file)) {
+      throw new Error(`the native addon is not built (${file} is missing): run \`npm run build:native\``);
+    }
+    addon = createRequire(import.meta.url)(file) as Addon;
+    return addon;
+  } catch (e) {
+    loadError = new Error(`residual: cannot load the native backend: ${(e as Error).message}`);
+    throw loadError;
+  }
+}
+
+/** Whether the native addon can be loaded here (the reference backend is the fallback). */
+export function nativeAvailable(): boolean {
+  try {
+    loadAddon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class NativeBackend implements Backend<NativeTensor> {
+  readonly name = 'native' as const;
+  private readonly a: Addon;
+
+  constructor() {
+    this.a = loadAddon();
+  }
+
+  info(): BackendInfo {
+    const i = this.a.info();
+    return { backend: 'native', onednnVersion: i.onednnVersion, isa: i.isa, threads: i.threads };
+  }
+
+  /** Live native tensors and bytes, primitives created, scratchpad size. */
+  stats(): NativeStats {
+    return this.a.stats();
+  }
+
+  /** The oneDNN implementation chosen for every primitive created so far (e.g. "brgconv:avx512_core"). */
+  implementations(): { key: string; impl: string }[] {
+    return this.a.implementations();
+  }
+
+  clearImplementations(): void {
+    this.a.clearImplementations();
+  }
+
+  // ---- memory ----
+  fromArray(data: Float32Array, shape: Shape): T {
+    return this.a.fromArray(data, shape);
+  }
+  read(t: T): Float32Array {
+    return this.a.read(t);
+  }
+  zeros(shape: Shape): T {
+    return this.a.zeros(shape);
+  }
+  dispose(t: T): void {
+    this.a.dispose(t);
+  }
+  byteSize(t: T): number {
+    return this.a.byteSize(t);
+  }
+  reshape(x: T, shape: Shape): T {
+    return this.a.reshape(x, shape);
+  }
+
+  // ---- elementwise ----
+  add(a: T, b: T): T {
+    return this.a.add(a, b);
+  }
+  addInPlace(dst: T, src: T): void {
+    this.a.addInPlace(dst, src);
+  }
+  scale(x: T, s: number): T {
+    return this.a.scale(x, s);
+  }
+  relu(x: T): T {
+    return this.a.relu(x);
+  }
+  reluBackward(y: T, dy: T): T {
+    return this.a.reluBackward(y, dy);
+  }
+
+  // ---- convolution ----
+  conv2d(x: T, w: T, b: T | null, p: Conv2dParams): T {
+    return this.a.conv2d(x, w, b, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups);
+  }
+  conv2dBackward(x: T, w: T, dy: T, p: Conv2dParams, needs: GradNeeds): { dx?: T; dw?: T; db?: T } {
+    return this.a.conv2dBackward(
+      x, w, dy, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups,
+      needs.input, needs.weight, needs.bias,
+    );
+  }
+
+  // ---- batch norm ----
+  batchNormTrain(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, momentum: number, eps: number): { y: T; mean: T; invStd: T } {
+    return this.a.batchNormTrain(x, gamma, beta, runningMean, runningVar, momentum, eps);
+  }
+  batchNormEval(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, eps: number): T {
+    return this.a.batchNormEval(x, gamma, beta, runningMean, runningVar, eps);
+  }
+  batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T): { dx: T; dgamma: T; dbeta: T } {
+    return this.a.batchNormBackward(x, gamma, mean, invStd, dy);
+  }
+
+  // ---- pooling ----
+  maxPool2d(x: T, p: Pool2dParams): { y: T; argmax: T } {
+    return this.a.maxPool2d(x, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.ceilMode);
+  }
+  maxPool2dBackward(x: T, argmax: T, dy: T, p: Pool2dParams): T {
+    return this.a.maxPool2dBackward(
+      x, argmax, dy, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.ceilMode,
+    );
+  }
+  avgPool2d(x: T, p: Pool2dParams): T {
+    return this.a.avgPool2d(
+      x, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.ceilMode, p.countIncludePad,
+    );
+  }
+  avgPool2dBackward(dy: T, inputShape: Shape, p: Pool2dParams): T {
+    return this.a.avgPool2dBackward(
+      dy, inputShape, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.ceilMode,
+      p.countIncludePad,
+    );
+  }
+  globalAvgPool(x: T): T {
+    return this.a.globalAvgPool(x);
+  }
+  globalAvgPoolBackward(dy: T, inputShape: Shape): T {
+    return this.a.globalAvgPoolBackward(dy, inputShape);
+  }
+
+  // ---- linear ----
+  linear(x: T, w: T, b: T | null): T {
+    return this.a.linear(x, w, b);
+  }
+  linearBackward(x: T, w: T, dy: T, needs: GradNeeds): { dx?: T; dw?: T; db?: T } {
+    return this.a.linearBackward(x, w, dy, needs.input, needs.weight, needs.bias);
+  }
+
+  // ---- loss ----
+  crossEntropy(logits: T, labels: Int32Array, labelSmoothing: number): { loss: T; probs: T } {
+    return this.a.crossEntropy(logits, labels, labelSmoothing);
+  }
+  crossEntropyBackward(probs: T, labels: Int32Array, labelSmoothing: number, gradScale: number): T {
+    return this.a.crossEntropyBackward(probs, labels, labelSmoothing, gradScale);
+  }
+
+  // ---- channel plumbing ----
+  concatChannels(xs: readonly T[]): T {
+    return this.a.concatChannels(xs);
+  }
+  splitChannels(x: T, sizes: readonly number[]): T[] {
+    return this.a.splitChannels(x, sizes);
+  }
+  shortcutA(x: T, outChannels: number, stride: number): T {
+    return this.a.shortcutA(x, outChannels, stride);
+  }
+  shortcutABackward(dy: T, inputShape: Shape, stride: number): T {
+    return this.a.shortcutABackward(dy, inputShape, stride);
+  }
+
+  // ---- optimizer ----
+  sgdStep(param: T, grad: T, momentumBuffer: T | null, firstStep: boolean, o: SgdOptions): void {
+    this.a.sgdStep(param, grad, momentumBuffer, firstStep, o.lr, o.momentum, o.dampening, o.weightDecay, o.nesterov);
+  }
+}
