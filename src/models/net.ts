@@ -1,0 +1,142 @@
+// The trunk every model here shares: a stem (conv1, bn1, relu, optional maxpool), stages of
+// residual blocks named layer1..layerN, global average pooling and a linear head `fc`. The
+// ImageNet family (resnet.ts) and the CIFAR family (cifar.ts) differ only in the NetSpec they build.
+import { BatchNorm2d, Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
+import { Tensor, flatten } from '../tensor/index.js';
+import { ResidualBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
+import { Tracer, type ConvSpec, type PoolSpec, type TraceResult } from './trace.js';
+
+export interface NetSpec {
+  /** The builder's name, e.g. "resnet50"; informative only. */
+  name: string;
+  stem: { conv: ConvSpec; maxPool: PoolSpec | null };
+  /** stages[i] is layer{i+1}; each holds its blocks in order. */
+  stages: BlockSpec[][];
+  numClasses: number;
+  /** Zero the last BN scale of every residual branch, so each block starts as the identity. */
+  zeroInitResidual: boolean;
+}
+
+/** Names forwardFeatures accepts: "stem", "layer1".."layerN", "pool" (pooled, flattened) and "logits". */
+export type FeatureName = 'stem' | `layer${number}` | 'pool' | 'logits';
+
+export function featureNames(spec: NetSpec): string[] {
+  return ['stem', ...spec.stages.map((_, i) => `layer${i + 1}`), 'pool', 'logits'];
+}
+
+export function headFeatures(spec: NetSpec): number {
+  const last = spec.stages[spec.stages.length - 1];
+  return last[last.length - 1].outChannels;
+}
+
+export class ResNet extends Module {
+  readonly conv1: Conv2d;
+  readonly bn1: BatchNorm2d;
+  readonly relu: ReLU;
+  readonly maxpool: MaxPool2d | null;
+  readonly stages: Sequential[] = [];
+  readonly avgpool: AdaptiveAvgPool2d;
+  private head: Linear;
+
+  constructor(readonly spec: NetSpec) {
+    super();
+    const { stem } = spec;
+    this.conv1 = this.registerModule('conv1', makeConv(stem.conv));
+    this.bn1 = this.registerModule('bn1', new BatchNorm2d(stem.conv.outChannels));
+    this.relu = this.registerModule('relu', new ReLU());
+    this.maxpool = stem.maxPool
+      ? this.registerModule('maxpool', new MaxPool2d(stem.maxPool.kernel, stem.maxPool.stride, stem.maxPool.padding))
+      : null;
+    spec.stages.forEach((blocks, i) => {
+      this.stages.push(this.registerModule(`layer${i + 1}`, new Sequential(...blocks.map((b) => new ResidualBlock(b)))));
+    });
+    this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d(1));
+    this.head = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));
+    this.initWeights();
+  }
+
+  /** torchvision's init: He normal (fan_out) convs, BN scale 1 and shift 0, PyTorch's default Linear. */
+  private initWeights(): void {
+    for (const [, m] of this.namedModules()) {
+      if (m instanceof Conv2d) m.weight.assign(kaimingNormalFanOut(m.weight.shape));
+    }
+    if (this.spec.zeroInitResidual) {
+      for (const [, m] of this.namedModules()) {
+        // A plain block has no residual branch to silence; zeroing it would cut the signal.
+        if (m instanceof ResidualBlock && m.spec.shortcut !== 'none') m.lastNorm.weight.assign(new Float32Array(m.lastNorm.numFeatures));
+      }
+    }
+  }
+
+  get fc(): Linear {
+    return this.head;
+  }
+
+  get numClasses(): number {
+    return this.head.outFeatures;
+  }
+
+  /** Swaps the classifier for a freshly initialized one with `numClasses` outputs (fine-tuning). */
+  replaceHead(numClasses: number): Linear {
+    if (!Number.isInteger(numClasses) || numClasses < 1) throw new Error(`replaceHead: numClasses must be a positive integer, got ${numClasses}`);
+    this.head = this.registerModule('fc', new Linear(headFeatures(this.spec), numClasses));
+    this.head.train(this.training);
+    return this.head;
+  }
+
+  override forward(x: Tensor): Tensor {
+    return this.forwardFeatures(x, ['logits']).logits;
+  }
+
+  /**
+   * Runs the network up to the last feature asked for and returns those outputs by name: "stem"
+   * (after the max pool), "layer1".."layerN", "pool" ([N, C] pooled features) and "logits".
+   * Later layers are not run. Memory is the caller's to manage, as with forward (wrap in tidy()).
+   */
+  forwardFeatures(x: Tensor, names: readonly string[]): Record<string, Tensor> {
+    const known = featureNames(this.spec);
+    const unknown = names.filter((n) => !known.includes(n));
+    if (unknown.length || names.length === 0) {
+      throw new Error(`forwardFeatures: unknown feature ${unknown.map((n) => `"${n}"`).join(', ') || '(none asked)'}; ` +
+        `this model has ${known.join(', ')}`);
+    }
+    if (x.shape.length !== 4 || x.shape[1] !== this.spec.stem.conv.inChannels) {
+      throw new Error(`${this.spec.name}: input must be [N, ${this.spec.stem.conv.inChannels}, H, W], got [${x.shape.join(',')}]`);
+    }
+    const wanted = new Set(names);
+    const lastIndex = Math.max(...names.map((n) => known.indexOf(n)));
+    const out: Record<string, Tensor> = {};
+    const stepsDone = (name: string, y: Tensor): boolean => {
+      if (wanted.has(name)) out[name] = y;
+      return known.indexOf(name) >= lastIndex;
+    };
+    let y = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
+    if (this.maxpool) y = this.maxpool.forward(y);
+    if (stepsDone('stem', y)) return out;
+    for (let i = 0; i < this.stages.length; i++) {
+      y = this.stages[i].forward(y);
+      if (stepsDone(`layer${i + 1}`, y)) return out;
+    }
+    y = flatten(this.avgpool.forward(y));
+    if (stepsDone('pool', y)) return out;
+    stepsDone('logits', this.head.forward(y));
+    return out;
+  }
+}
+
+/** The layer-by-layer walk of a NetSpec at an input shape [C, H, W] (batch 1) or [N, C, H, W]. */
+export function traceNet(spec: NetSpec, input: readonly number[]): TraceResult {
+  const x = input.length === 3 ? [1, ...input] : [...input];
+  if (x.length !== 4) throw new Error(`${spec.name}: input shape must be [C, H, W], got [${input.join(',')}]`);
+  const t = new Tracer();
+  let y = t.conv('conv1', spec.stem.conv, x);
+  y = t.batchNorm('bn1', y);
+  y = t.relu('relu', y);
+  if (spec.stem.maxPool) y = t.maxPool('maxpool', spec.stem.maxPool, y);
+  spec.stages.forEach((blocks, i) => {
+    blocks.forEach((b, j) => { y = traceBlock(t, `layer${i + 1}.${j}`, b, y); });
+  });
+  y = t.globalAvgPool('avgpool', y);
+  y = t.linear('fc', y[1], spec.numClasses, [y[0], y[1]]);
+  return t.result(x, y);
+}
