@@ -1,0 +1,221 @@
+// The training and evaluation loops: SGD over a DataLoader, a schedule per iteration, metrics per
+// epoch, a checkpoint per epoch, exact resume, and a clean stop on Ctrl-C.
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Batch, DataLoader } from '../data/loader.js';
+import type { Module, StateDict } from '../nn/index.js';
+import { Tensor, crossEntropy, noGrad, tidy } from '../tensor/index.js';
+import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
+import { addBatch, emptyTally, summarize, type Tally } from './metrics.js';
+import { learningRate, type ScheduleSpec } from './schedule.js';
+import { SGD, decayGroups } from './sgd.js';
+
+export interface TrainOptions {
+  epochs: number;
+  lr: number;
+  momentum?: number;
+  nesterov?: boolean;
+  weightDecay?: number;
+  /** No weight decay on BatchNorm and bias parameters. */
+  noDecayOnNormAndBias?: boolean;
+  schedule: ScheduleSpec;
+  warmupIters?: number;
+  labelSmoothing?: number;
+  /** Run folder for metrics.jsonl and checkpoints; none: nothing is written. */
+  outDir?: string;
+  /** Continue from the newest checkpoint in outDir (or this checkpoint folder). */
+  resume?: boolean | string;
+  /** Stop after this many epochs of this call (the schedule still spans `epochs`): for tests and budgets. */
+  stopAfterEpochs?: number;
+  /** Wall-clock budget in seconds: stop at the end of the first epoch past it. */
+  budgetSeconds?: number;
+  /** Called after every batch (progress bars), and after every epoch (logs). */
+  onBatch?: (p: BatchProgress) => void;
+  onEpoch?: (m: EpochMetrics) => void;
+  /** Extra fields saved into each checkpoint's state.json (the CLI stores its arguments here). */
+  runInfo?: Record<string, unknown>;
+  /** Install a SIGINT handler that saves a checkpoint after the current batch and stops (default true with outDir). */
+  handleInterrupt?: boolean;
+}
+
+export interface BatchProgress {
+  epoch: number;
+  batch: number;
+  batches: number;
+  loss: number;
+  acc: number;
+  lr: number;
+  imagesPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface EpochMetrics {
+  epoch: number;
+  iteration: number;
+  train_loss: number;
+  train_acc: number;
+  train_top5: number;
+  test_loss: number | null;
+  test_acc: number | null;
+  test_top5: number | null;
+  lr: number;
+  elapsed_s: number;
+  epoch_s: number;
+  images_per_s: number;
+}
+
+export interface TrainResult {
+  history: EpochMetrics[];
+  /** Why the loop ended. */
+  stopped: 'done' | 'interrupted' | 'budget' | 'stopAfterEpochs';
+}
+
+export interface EvalResult {
+  loss: number;
+  acc: number;
+  top5: number;
+  samples: number;
+}
+
+function toInput(b: Batch, model: Module): Tensor {
+  const p = model.parameters()[0];
+  return Tensor.fromArray(b.x, b.shape, p ? { backend: p.backend } : {});
+}
+
+/** Loss, top-1 and top-5 of a model over a loader, in eval mode without the tape. */
+export async function evaluate(model: Module, loader: DataLoader): Promise<EvalResult> {
+  const wasTraining = model.training;
+  model.eval();
+  const tally = emptyTally();
+  try {
+    for await (const b of loader.epoch(0)) {
+      noGrad(() => tidy(() => {
+        const logits = model.forward(toInput(b, model));
+        const loss = crossEntropy(logits, b.y);
+        addBatch(tally, logits.toArray(), b.y, logits.shape[1], loss.item());
+      }));
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return { ...summarize(tally), samples: tally.samples };
+}
+
+function optimizerState(opt: SGD): StateDict {
+  const sd: StateDict = new Map();
+  const s = opt.stateDict();
+  s.buffers.forEach((b, i) => {
+    if (b) sd.set(`momentum_buffer.${i}`, { shape: [b.length], dtype: 'F32', data: b });
+  });
+  return sd;
+}
+
+function restoreOptimizer(opt: SGD, sd: ReadonlyMap<string, { data: Float32Array }>, lr: number): void {
+  const count = opt.groups.reduce((a, g) => a + g.params.length, 0);
+  const buffers: (Float32Array | null)[] = [];
+  for (let i = 0; i < count; i++) buffers.push(sd.get(`momentum_buffer.${i}`)?.data ?? null);
+  opt.loadStateDict({ lr, buffers });
+}
+
+export async function train(model: Module, trainLoader: DataLoader, testLoader: DataLoader | null, o: TrainOptions): Promise<TrainResult> {
+  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new Error(`train: epochs must be a positive integer, got ${o.epochs}`);
+  const batches = trainLoader.batchesPerEpoch;
+  const totalIters = o.epochs * batches;
+  const schedule = { spec: o.schedule, lr: o.lr, totalIters, warmupIters: o.warmupIters };
+  const weightDecay = o.weightDecay ?? 0;
+  const groups = o.noDecayOnNormAndBias ? decayGroups(model, weightDecay) : [{ params: model.parameters(), weightDecay }];
+  const opt = new SGD(groups, { lr: o.lr, momentum: o.momentum ?? 0.9, nesterov: o.nesterov ?? false, weightDecay });
+  const history: EpochMetrics[] = [];
+
+  let startEpoch = 0;
+  let startBatch = 0;
+  let iteration = 0;
+  let tally: Tally = emptyTally();
+  let elapsedBefore = 0;
+  if (o.resume) {
+    const from = typeof o.resume === 'string' ? o.resume : o.outDir;
+    if (!from) throw new Error('train: resume needs outDir or a checkpoint path');
+    const ck = loadCheckpoint(from);
+    model.loadStateDict(ck.model);
+    restoreOptimizer(opt, ck.optimizer, learningRate(schedule, ck.state.iteration));
+    ({ epoch: startEpoch, batch: startBatch, iteration } = ck.state);
+    history.push(...((ck.state.history as EpochMetrics[] | undefined) ?? []));
+    if (ck.state.partialTally) tally = ck.state.partialTally as Tally;
+    elapsedBefore = (ck.state.elapsed_s as number | undefined) ?? 0;
+  }
+  if (o.outDir) mkdirSync(o.outDir, { recursive: true });
+
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130); // a second Ctrl-C: give up at once
+    interrupted = true;
+  };
+  const handleInterrupt = o.handleInterrupt ?? !!o.outDir;
+  if (handleInterrupt) process.on('SIGINT', onSigint);
+
+  const started = Date.now();
+  const elapsed = () => elapsedBefore + (Date.now() - started) / 1000;
+  const checkpoint = (state: CheckpointState) => {
+    if (o.outDir) saveCheckpoint(o.outDir, { ...state, history, elapsed_s: elapsed(), run: o.runInfo ?? {} }, model.stateDict(), optimizerState(opt));
+  };
+
+  let stopped: TrainResult['stopped'] = 'done';
+  try {
+    model.train();
+    let epochsRun = 0;
+    for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
+      const epochStart = Date.now();
+      let seen = 0;
+      for await (const b of trainLoader.epoch(epoch, { startBatch })) {
+        const lr = learningRate(schedule, iteration);
+        opt.lr = lr;
+        tidy(() => {
+          const logits = model.forward(toInput(b, model));
+          const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
+          loss.backward();
+          addBatch(tally, logits.toArray(), b.y, logits.shape[1], loss.item());
+        });
+        opt.step();
+        opt.zeroGrad();
+        iteration++;
+        seen += b.n;
+        if (o.onBatch) {
+          const secs = (Date.now() - epochStart) / 1000;
+          const rate = seen / Math.max(secs, 1e-9);
+          const s = summarize(tally);
+          o.onBatch({ epoch, batch: b.index + 1, batches, loss: s.loss, acc: s.acc, lr, imagesPerSecond: rate,
+            etaSeconds: ((batches - b.index - 1) * trainLoader.batchSize) / Math.max(rate, 1e-9) });
+        }
+        if (interrupted) {
+          checkpoint({ epoch, batch: b.index + 1, iteration, partialTally: tally });
+          stopped = 'interrupted';
+          break;
+        }
+      }
+      if (stopped === 'interrupted') break;
+      startBatch = 0;
+      const epochSeconds = (Date.now() - epochStart) / 1000;
+      const t = summarize(tally);
+      tally = emptyTally();
+      const test = testLoader ? await evaluate(model, testLoader) : null;
+      const m: EpochMetrics = {
+        epoch: epoch + 1, iteration, train_loss: t.loss, train_acc: t.acc, train_top5: t.top5,
+        test_loss: test?.loss ?? null, test_acc: test?.acc ?? null, test_top5: test?.top5 ?? null,
+        lr: opt.lr, elapsed_s: elapsed(), epoch_s: epochSeconds, images_per_s: seen / Math.max(epochSeconds, 1e-9),
+      };
+      history.push(m);
+      if (o.outDir) appendFileSync(join(o.outDir, 'metrics.jsonl'), JSON.stringify(m) + '\n');
+      checkpoint({ epoch: epoch + 1, batch: 0, iteration });
+      o.onEpoch?.(m);
+      epochsRun++;
+      if (epoch + 1 < o.epochs) {
+        if (o.stopAfterEpochs !== undefined && epochsRun >= o.stopAfterEpochs) { stopped = 'stopAfterEpochs'; break; }
+        if (o.budgetSeconds !== undefined && elapsed() >= o.budgetSeconds) { stopped = 'budget'; break; }
+      }
+    }
+  } finally {
+    if (handleInterrupt) process.off('SIGINT', onSigint);
+    opt.dispose();
+  }
+  return { history, stopped };
+}
