@@ -42,18 +42,18 @@ interface IdxHeader {
 function parseHeader(bytes: Uint8Array, file: string, expectMagic: number, what: string): IdxHeader {
   const nd = expectMagic & 0xff;
   const headerLen = 4 + 4 * nd;
-  if (bytes.length < headerLen) {
-    throw new Error(`${file}: truncated IDX file: ${bytes.length} bytes, shorter than the ${headerLen}-byte header of an IDX ${what} file`);
-  }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const magic = dv.getUint32(0, false);
-  if (magic !== expectMagic) {
+  const magic = bytes.length >= 4 ? dv.getUint32(0, false) : -1;
+  if (magic !== expectMagic && magic !== -1) {
     let hint = '';
     if (magic === IDX_IMAGES_MAGIC) hint = ' (this is an IDX images file: did you swap the images and labels files?)';
     else if (magic === IDX_LABELS_MAGIC) hint = ' (this is an IDX labels file: did you swap the images and labels files?)';
     else if ((magic >>> 16) === 0 && ((magic >>> 8) & 0xff) !== 0x08) hint = ` (IDX element type 0x${((magic >>> 8) & 0xff).toString(16)} is not supported; only unsigned bytes, 0x08)`;
     else hint = ' (not an IDX file)';
     throw new Error(`${file}: wrong magic number ${hex8(magic)}, expected ${hex8(expectMagic)} for IDX ${what}${hint}`);
+  }
+  if (bytes.length < headerLen) {
+    throw new Error(`${file}: truncated IDX file: ${bytes.length} bytes, shorter than the ${headerLen}-byte header of an IDX ${what} file`);
   }
   const dims: number[] = [];
   for (let d = 0; d < nd; d++) dims.push(dv.getUint32(4 + 4 * d, false));
