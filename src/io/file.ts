@@ -69,13 +69,25 @@ export class RandomAccessFile {
       );
     }
     const buf = new Uint8Array(length);
+    this.readInto(position, buf, what);
+    return buf;
+  }
+
+  /** Fill `target` with the bytes at `position` (range checked like read()). */
+  readInto(position: number, target: Uint8Array, what: string): void {
+    const length = target.length;
+    if (!Number.isSafeInteger(position) || position < 0 || position + length > this.size) {
+      this.fail(
+        `${what}: needs bytes ${position}..${position + length} but the file has only ${this.size} bytes; ` +
+          'the file is truncated or corrupt (re-download or re-save it)',
+      );
+    }
     let done = 0;
     while (done < length) {
-      const n = fs.readSync(this.fd, buf, done, length - done, position + done);
+      const n = fs.readSync(this.fd, target, done, length - done, position + done);
       if (n === 0) this.fail(`${what}: unexpected end of file at byte ${position + done}; the file shrank while being read`);
       done += n;
     }
-    return buf;
   }
 
   close(): void {

@@ -5,6 +5,7 @@
 // here in TypeScript; nothing named by the file is ever executed. Tensors come back as lazy
 // references (TensorRef) so that only the tensors a caller asks for are read, one storage at a time.
 
+import * as os from 'node:os';
 import { DTYPE_SIZES, decodeInto, shapeNumel, type LoadedTensor, type StoredDType } from './dtypes.js';
 import { FileStream, RandomAccessFile } from './file.js';
 import {
@@ -36,6 +37,8 @@ const STORAGE_DTYPES: Readonly<Record<string, StoredDType>> = {
 
 /** Largest data.pkl we accept. A state dict's pickle is kilobytes; this only bounds hostile input. */
 const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+
+const littleEndianHost = os.endianness() === 'LE';
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
@@ -415,8 +418,18 @@ export class PthFile {
       );
     }
     const elem = DTYPE_SIZES[st.dtype];
-    const bytes = this.storageBytes(st.key);
     const first = st.viewOffset + t.storageOffset;
+    if (st.dtype === 'F32' && !this.bigEndian && littleEndianHost && isContiguous(t.shape, t.stride)) {
+      // Fast path: read straight into the result (one pass over memory instead of two).
+      const loc = this.locations.get(st.key);
+      const target = new Uint8Array(out.buffer);
+      if (loc?.entry && first === 0 && numel * 4 === loc.entry.size && this.zip!.readStoredInto(loc.entry, target)) return result;
+      if (loc?.offset !== undefined) {
+        this.file.readInto(loc.offset + first * 4, target, `${name}: storage ${st.key}`);
+        return result;
+      }
+    }
+    const bytes = this.storageBytes(st.key);
     const span = maxIndex - t.storageOffset + 1;
     const slice = bytes.subarray(first * elem, (first + span) * elem);
     if (slice.length !== span * elem) fail('storage is shorter than its declared size; the file is corrupt');

@@ -155,6 +155,19 @@ export class ZipReader {
     return start;
   }
 
+  /**
+   * Read a whole STORED entry straight into `target` (exactly entry.size bytes) and check its CRC-32.
+   * Returns false, reading nothing, if the entry is compressed or the size differs.
+   */
+  readStoredInto(entry: ZipEntry, target: Uint8Array): boolean {
+    if (entry.method !== 0 || entry.flags & 1 || entry.compressedSize !== entry.size || target.length !== entry.size) return false;
+    this.file.readInto(this.dataStart(entry), target, `zip entry ${entry.name}`);
+    if ((zlib.crc32(target) >>> 0) !== entry.crc32) {
+      this.fail(`zip entry ${entry.name} fails its CRC-32 check; the file is corrupt (re-download or re-save it)`);
+    }
+    return true;
+  }
+
   /** Read a whole entry (inflating if needed) and check its CRC-32. */
   read(entry: ZipEntry): Uint8Array {
     if (entry.flags & 1) this.fail(`zip entry ${entry.name} is encrypted; unsupported`);
