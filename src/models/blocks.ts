@@ -113,6 +113,7 @@ export class ResidualBlock extends Module {
 /** Walks ResidualBlock's layers in its forward order. */
 export function traceBlock(t: Tracer, prefix: string, b: BlockSpec, x: Shape4): number[] {
   checkSpec(b);
+  t.container(prefix, b.kind === 'basic' ? 'BasicBlock' : 'Bottleneck');
   const convs = branchConvs(b);
   let y: number[] = [...x];
   convs.forEach((c, i) => {
@@ -121,6 +122,7 @@ export function traceBlock(t: Tracer, prefix: string, b: BlockSpec, x: Shape4): 
     if (i < convs.length - 1) y = t.relu(`${prefix}.relu`, y);
   });
   if (b.shortcut === 'projection') {
+    t.container(`${prefix}.downsample`, 'Sequential');
     const s = t.conv(`${prefix}.downsample.0`, conv1x1(b.inChannels, b.outChannels, b.stride), x);
     t.batchNorm(`${prefix}.downsample.1`, s);
   } else if (b.shortcut === 'optionA') {

@@ -134,6 +134,7 @@ export function traceNet(spec: NetSpec, input: readonly number[]): TraceResult {
   y = t.relu('relu', y);
   if (spec.stem.maxPool) y = t.maxPool('maxpool', spec.stem.maxPool, y);
   spec.stages.forEach((blocks, i) => {
+    t.container(`layer${i + 1}`, 'Sequential');
     blocks.forEach((b, j) => { y = traceBlock(t, `layer${i + 1}.${j}`, b, y); });
   });
   y = t.globalAvgPool('avgpool', y);

@@ -49,6 +49,8 @@ export interface TraceResult {
   outputShape: number[];
   params: number;
   macs: number;
+  /** Types of the composite modules by path ("layer1" Sequential, "layer1.0" BasicBlock...). */
+  containers: Record<string, string>;
 }
 
 function prod(xs: readonly number[]): number {
@@ -62,6 +64,12 @@ export function convOptions(c: ConvSpec): Conv2dOptions {
 /** Collects layer records as a model's trace function walks its layers in forward order. */
 export class Tracer {
   readonly layers: LayerRecord[] = [];
+  readonly containers: Record<string, string> = {};
+
+  /** Names a composite module, so a summary grouped by depth can say what each row is. */
+  container(name: string, type: string): void {
+    this.containers[name] = type;
+  }
 
   private add(name: string, type: string, outShape: number[], macs: number, state: StateKey[]): number[] {
     const params = state.filter((s) => s.kind === 'param').reduce((a, s) => a + prod(s.shape), 0);
@@ -128,12 +136,13 @@ export class Tracer {
       outputShape: [...outputShape],
       params: this.layers.reduce((a, l) => a + l.params, 0),
       macs: this.layers.reduce((a, l) => a + l.macs, 0),
+      containers: this.containers,
     };
   }
 }
 
 /** Sums layer records into one row per module at the given depth ("layer1.0" is depth 2). */
-export function groupByDepth(layers: readonly LayerRecord[], depth: number): LayerRecord[] {
+export function groupByDepth(layers: readonly LayerRecord[], depth: number, containers: Record<string, string> = {}): LayerRecord[] {
   const out: LayerRecord[] = [];
   for (const l of layers) {
     const parts = l.name.split('.');
@@ -145,7 +154,7 @@ export function groupByDepth(layers: readonly LayerRecord[], depth: number): Lay
       last.outShape = l.outShape;
       last.state.push(...l.state);
     } else {
-      out.push({ ...l, name, type: parts.length > depth ? 'Module' : l.type, state: [...l.state] });
+      out.push({ ...l, name, type: parts.length > depth ? containers[name] ?? 'Module' : l.type, state: [...l.state] });
     }
   }
   return out;
