@@ -83,6 +83,8 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   double eps = ArgNum(info, 6);
   CheckInput(x);
   int64_t c = x->Dim(1);
+  Vec(rm, c, "running mean");
+  Vec(rv, c, "running var");
   auto& e = GetFwd(x->shape, static_cast<float>(eps), true);
   Napi::Env env = info.Env();
   NewT y = NewCanon(env, x->shape);
@@ -99,8 +101,6 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   const float* v = static_cast<const float*>(var.get_data_handle());
   const float* m = mean.t->Data();
   float* is = inv.t->Data();
-  Vec(rm, c, "running mean");
-  Vec(rv, c, "running var");
   float* rmean = rm->Data();
   float* prv = rv->Data();
   int64_t count = x->Numel() / c;
@@ -166,11 +166,15 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
   NewT dgamma = NewPlain(env, {c});
   NewT dbeta = NewPlain(env, {c});
   memory::desc vmd({c}, dt::f32, tag::x);
+  // oneDNN 2.6 lists SHIFT as an input of the backward pass when use_shift is set (it is not read).
+  memory shift(vmd, Eng());
+  std::memset(shift.get_data_handle(), 0, vmd.get_size());
   e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
                {DNNL_ARG_MEAN, Vec(mean, c, "mean")},
                {DNNL_ARG_VARIANCE, var},
                {DNNL_ARG_DIFF_DST, AsCanon(dy)},
                {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
+               {DNNL_ARG_SHIFT, shift},
                {DNNL_ARG_DIFF_SRC, dx.t->mem},
                {DNNL_ARG_DIFF_SCALE, memory(vmd, Eng(), dgamma.t->Data())},
                {DNNL_ARG_DIFF_SHIFT, memory(vmd, Eng(), dbeta.t->Data())}});
