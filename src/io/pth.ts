@@ -38,6 +38,9 @@ const STORAGE_DTYPES: Readonly<Record<string, StoredDType>> = {
 /** Largest data.pkl we accept. A state dict's pickle is kilobytes; this only bounds hostile input. */
 const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 
+/** Largest tensor we build from a smaller storage (stride-0 expanded views): 64 MB of float32. */
+const MAX_EXPANDED_ELEMS = 1 << 24;
+
 const littleEndianHost = os.endianness() === 'LE';
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
@@ -406,9 +409,8 @@ export class PthFile {
     const fail: (m: string) => never = (m) => this.file.fail(`${name}: ${m}`);
     const st = t.storage;
     const numel = shapeNumel(t.shape, fail);
-    const out = new Float32Array(numel);
-    const result = { dtype: st.dtype, shape: t.shape.slice(), data: out };
-    if (numel === 0) return result;
+    if (numel === 0) return { dtype: st.dtype, shape: t.shape.slice(), data: new Float32Array(0) };
+    // Check the view against its storage (whose size the file backs) before allocating anything.
     let maxIndex = t.storageOffset;
     for (let d = 0; d < t.shape.length; d++) maxIndex += (t.shape[d]! - 1) * t.stride[d]!;
     if (!Number.isSafeInteger(maxIndex) || maxIndex >= st.numel) {
@@ -417,6 +419,15 @@ export class PthFile {
           `of a storage with ${st.numel} elements; the file is corrupt`,
       );
     }
+    // Expanded views (stride 0) can be far larger than their storage; cap what a small file can make us allocate.
+    if (numel > st.numel && numel > MAX_EXPANDED_ELEMS) {
+      fail(
+        `is an expanded view of ${numel} elements over a storage of ${st.numel}; refusing more than ${MAX_EXPANDED_ELEMS} ` +
+          'elements for such views. Re-save it with tensor.contiguous()',
+      );
+    }
+    const out = new Float32Array(numel);
+    const result = { dtype: st.dtype, shape: t.shape.slice(), data: out };
     const elem = DTYPE_SIZES[st.dtype];
     const first = st.viewOffset + t.storageOffset;
     if (st.dtype === 'F32' && !this.bigEndian && littleEndianHost && isContiguous(t.shape, t.stride)) {
