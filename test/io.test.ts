@@ -224,6 +224,26 @@ describe('io: PyTorch-made fixtures', () => {
     f.close();
   });
 
+  it('a safetensors header length starting with byte 0x80 (a pickle PROTO byte) is still safetensors', () => {
+    const json = JSON.stringify({ w: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } });
+    const padded = json + ' '.repeat(384 - json.length);
+    const p = tmpFile('x.bin', safetensorsBytes(padded, new Uint8Array(new Float32Array([5]).buffer)));
+    assert.equal(fs.readFileSync(p)[0], 0x80);
+    assert.equal(detectWeightFileFormat(p), 'safetensors');
+    assert.deepEqual([...loadStateDictFile(p).get('w')!.data], [5]);
+  });
+
+  it('strips module. and torch.compile _orig_mod. prefixes only when every key has them', () => {
+    const data = new Float32Array([1]);
+    const save = (keys: string[]) => {
+      const p = tmpFile('prefixed.safetensors');
+      writeSafetensors(p, Object.fromEntries(keys.map((k) => [k, { dtype: 'F32' as const, shape: [1], data }])));
+      return [...loadStateDictFile(p).keys()];
+    };
+    assert.deepEqual(save(['module._orig_mod.fc.weight', 'module._orig_mod.fc.bias']), ['fc.weight', 'fc.bias']);
+    assert.deepEqual(save(['module.fc.weight', 'fc.bias']), ['module.fc.weight', 'fc.bias']);
+  });
+
   it('reads safetensors metadata', () => {
     const r = readSafetensors(path.join(FIX, 'io_weights.safetensors'));
     assert.deepEqual(r.metadata, expected.metadata['io_weights.safetensors']);

@@ -32,9 +32,12 @@ export function detectWeightFileFormat(path: string): WeightFileFormat {
   const f = RandomAccessFile.open(path);
   try {
     const head = f.read(0, Math.min(f.size, 16), 'file header');
+    // Safetensors first: its 8-byte header length can start with 0x80 (e.g. 384), a pickle's PROTO byte.
+    // The reverse cannot happen: a pickle or zip read as a length is far larger than any file.
+    if (looksLikeSafetensors(head, f.size)) return 'safetensors';
     if (looksLikeZip(head)) return 'pth-zip';
     if (head[0] === 0x80) return 'pth-legacy';
-    if (looksLikeSafetensors(head, f.size) || nodePath.extname(path).toLowerCase() === '.safetensors') return 'safetensors';
+    if (nodePath.extname(path).toLowerCase() === '.safetensors') return 'safetensors';
     const hex = [...head.subarray(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
     return f.fail(
       `not a recognized weight file (first bytes: ${hex || 'none, the file is empty'}). ` +
@@ -75,19 +78,25 @@ function findStateDict(path: string, root: PyValue): PyDict {
   );
 }
 
-/** Drop the `module.` prefix DataParallel/DistributedDataParallel add, when every key has it. */
+/** Prefixes wrappers put on every key: DataParallel/DistributedDataParallel, and torch.compile. */
+const WRAPPER_PREFIXES = ['module.', '_orig_mod.'];
+
+/** Drop wrapper prefixes (`module.`, `_orig_mod.`, in any nesting) when every key has them. */
 function stripModulePrefix(sd: StateDict): StateDict {
-  if (sd.size === 0) return sd;
-  for (const k of sd.keys()) if (!k.startsWith('module.')) return sd;
-  const out: StateDict = new Map();
-  for (const [k, v] of sd) out.set(k.slice('module.'.length), v);
-  return out;
+  for (;;) {
+    if (sd.size === 0) return sd;
+    const prefix = WRAPPER_PREFIXES.find((p) => [...sd.keys()].every((k) => k.startsWith(p) && k.length > p.length));
+    if (prefix === undefined) return sd;
+    const out: StateDict = new Map();
+    for (const [k, v] of sd) out.set(k.slice(prefix.length), v);
+    sd = out;
+  }
 }
 
 /**
  * Load a state dict from a PyTorch file (torch.save, zip or legacy format) or a safetensors file,
- * chosen by content. Unwraps {'state_dict': ...} / {'model': ...} checkpoints and strips the
- * DataParallel `module.` prefix. Pickles are read by a restricted interpreter that never executes
+ * chosen by content. Unwraps {'state_dict': ...} / {'model': ...} / {'model_state_dict': ...}
+ * checkpoints and strips the DataParallel `module.` (and torch.compile `_orig_mod.`) prefix. Pickles are read by a restricted interpreter that never executes
  * anything; files naming other Python globals are refused with a WeightFileError.
  */
 export function loadStateDictFile(path: string): StateDict {

@@ -69,6 +69,15 @@ export class ZipReader {
         break;
       }
     }
+    if (eocd < 0) {
+      // Tolerate bytes appended after the comment (some tools do that), as other zip readers do.
+      for (let i = tail.length - 22; i >= 0; i--) {
+        if (u32(tail, i) === SIG_EOCD && i + 22 + u16(tail, i + 20) <= tail.length) {
+          eocd = i;
+          break;
+        }
+      }
+    }
     if (eocd < 0) this.fail(truncated);
     let count = u16(tail, eocd + 10);
     let cdSize = u32(tail, eocd + 12);
