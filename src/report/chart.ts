@@ -453,11 +453,16 @@ export async function svgToPng(svg: string, file: string, opts: { scale?: number
   const { default: sharp } = await import('sharp');
   const scale = opts.scale ?? 1;
   const png = await sharp(Buffer.from(svg), { density: 72 * scale }).png({ compressionLevel: 9 }).toBuffer();
+  writeAtomic(file, png);
+}
+
+/** Writes a file through a temp file in the same folder, fsync and rename: all or nothing. */
+export function writeAtomic(file: string, data: string | Uint8Array): void {
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
   try {
     const fd = openSync(tmp, 'w');
     try {
-      writeSync(fd, png);
+      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
