@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import {
@@ -803,6 +804,24 @@ describe('tar reader', () => {
     }
   });
 
+  test('reads what GNU tar writes (gnu, pax, ustar formats; long names)', { skip: existsSync('/usr/bin/tar') ? false : 'no /usr/bin/tar' }, async () => {
+    const src = tmp('gnutar');
+    const deep = join('top', 'd'.repeat(60), 'e'.repeat(60));
+    mkdirSync(join(src, deep), { recursive: true });
+    const long = join(deep, 'f'.repeat(90) + '.bin');
+    const payload = Buffer.from(Uint8Array.from({ length: 1500 }, (_, i) => (i * 13) % 256));
+    writeFileSync(join(src, long), payload);
+    writeFileSync(join(src, 'top', 'small.txt'), 'small');
+    for (const format of ['gnu', 'pax', 'ustar']) {
+      const out = execFileSync('/usr/bin/tar', ['-C', src, `--format=${format}`, '-cf', '-', 'top']);
+      const dest = tmp('gnutar-out');
+      const entries = await extractTar(chunks(out, 1000), dest);
+      assert.ok(entries.some((e) => e.path === long && e.type === 'file'), `${format}: long name kept`);
+      assert.ok(readFileSync(join(dest, long)).equals(payload), format);
+      assert.equal(readFileSync(join(dest, 'top', 'small.txt'), 'utf8'), 'small');
+    }
+  });
+
   test('rejects path traversal, absolute paths, links and corrupt headers', async () => {
     for (const name of ['../evil.txt', 'ok/../../evil.txt', '/tmp/evil.txt']) {
       const dest = tmp('trav');
@@ -848,20 +867,20 @@ describe('downloadCifar (local server on 127.0.0.1)', () => {
   test('md5 match: unpacked, moved into place, loadable; a second call does nothing', async () => {
     const dir = join(tmp('dl'), 'data');
     const archive = files.get('/mirror/cifar-10-binary.tar.gz')!;
-    const out = await downloadCifar('cifar10', dir, { url: `${base}/mirror/`, md5: md5(archive) });
+    const out = await downloadCifar('cifar10', dir, { url: `${base}/mirror/`, md5: md5(archive), timeoutMs: 10000 });
     assert.equal(out, join(dir, 'cifar-10-batches-bin'));
     assert.deepEqual(readdirSync(dir), ['cifar-10-batches-bin'], 'no temporary files left');
     const ds = cifar10('train', dir);
     assert.equal(ds.length, 10);
     assert.equal(cifar10('test', out).length, 2);
     const before = requests;
-    await downloadCifar('cifar10', dir, { url: `${base}/mirror/`, md5: md5(archive) });
+    await downloadCifar('cifar10', dir, { url: `${base}/mirror/`, md5: md5(archive), timeoutMs: 10000 });
     assert.equal(requests, before, 'already present: no request');
   });
 
   test('md5 mismatch (official checksum vs our small archive): clear error, nothing left behind', async () => {
     const dir = tmp('dlbad');
-    await assert.rejects(downloadCifar('cifar10', dir, { url: `${base}/mirror/cifar-10-binary.tar.gz` }), (e: Error) => /MD5 checksum mismatch/.test(e.message) && e.message.includes('c32a1d4ab5d03f1284b67883e8d87530'));
+    await assert.rejects(downloadCifar('cifar10', dir, { url: `${base}/mirror/cifar-10-binary.tar.gz`, timeoutMs: 10000 }), (e: Error) => /MD5 checksum mismatch/.test(e.message) && e.message.includes('c32a1d4ab5d03f1284b67883e8d87530'));
     assert.deepEqual(readdirSync(dir), []);
   });
 
@@ -871,7 +890,7 @@ describe('downloadCifar (local server on 127.0.0.1)', () => {
     process.env['RESIDUAL_CIFAR_URL'] = `${base}/nothing-here`;
     try {
       assert.equal(cifarArchiveUrl('cifar100'), `${base}/nothing-here/cifar-100-binary.tar.gz`);
-      await assert.rejects(downloadCifar('cifar100', dir), (e: Error) => /HTTP 404/.test(e.message) && e.message.includes(`${base}/nothing-here/cifar-100-binary.tar.gz`));
+      await assert.rejects(downloadCifar('cifar100', dir, { timeoutMs: 10000 }), (e: Error) => /HTTP 404/.test(e.message) && e.message.includes(`${base}/nothing-here/cifar-100-binary.tar.gz`));
     } finally {
       if (saved === undefined) delete process.env['RESIDUAL_CIFAR_URL'];
       else process.env['RESIDUAL_CIFAR_URL'] = saved;
@@ -883,7 +902,7 @@ describe('downloadCifar (local server on 127.0.0.1)', () => {
     const parent = tmp('dlevil');
     const dir = join(parent, 'data');
     const archive = files.get('/evil/cifar-10-binary.tar.gz')!;
-    await assert.rejects(downloadCifar('cifar10', dir, { url: `${base}/evil`, md5: md5(archive) }), /path traversal/);
+    await assert.rejects(downloadCifar('cifar10', dir, { url: `${base}/evil`, md5: md5(archive), timeoutMs: 10000 }), /path traversal/);
     assert.deepEqual(readdirSync(dir), []);
     assert.ok(!existsSync(join(parent, 'escaped.txt')));
   });

@@ -108,7 +108,11 @@ export async function downloadCifar(which: CifarName, dir: string, opts: Downloa
 
     const unpacked = join(tmp, 'unpacked');
     try {
-      await extractTar(createReadStream(archive).pipe(createGunzip()), unpacked, { archiveName: url, maxBytes: 4 * maxBytes });
+      const gunzip = createGunzip();
+      const rs = createReadStream(archive);
+      rs.on('error', (e) => gunzip.destroy(e));
+      rs.pipe(gunzip);
+      await extractTar(gunzip, unpacked, { archiveName: url, maxBytes: 4 * maxBytes });
     } catch (e) {
       const msg = (e as Error).message;
       throw new Error(msg.includes(url) ? msg : `Unpacking ${url} failed: ${msg}`);
