@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ReferenceBackend, poolOutputSize, convOutputSize, type RefTensor } from '../src/backend/reference.js';
+import {
+  conv2dBackwardData, conv2dBackwardWeight, conv2dForward, type ConvGeometry,
+} from '../src/backend/reference/conv.js';
 import type { Conv2dParams, Pool2dParams, SgdOptions, Shape } from '../src/backend/types.js';
 
 const be = new ReferenceBackend();
@@ -198,10 +201,28 @@ describe('reference backend: forward values by hand', () => {
       [[1, 3, 11, 10], [2, 3, 7, 7], conv(2, 3, 1, 1), true],
       [[2, 4, 4, 4], [2, 4, 1, 1], conv(3, 0, 1, 1), false],
       [[1, 2, 3, 3], [2, 2, 3, 3], conv(4, 4, 1, 1), true], // more padding than input: some outputs read only padding
+      [[2, 5, 9, 7], [11, 5, 3, 3], conv(1, 1, 1, 1), true], // 11 outputs, 63 positions: full 4x4 blocks and remainders
+      [[1, 8, 6, 6], [8, 4, 2, 2], conv([1, 2], [0, 1], [1, 3], 2), false], // 4 outputs per group
     ];
     for (const [xs, ws, p, bias] of configs) {
       const x = randTensor(xs, rand), w = randTensor(ws, rand), b = bias ? randTensor([ws[0]], rand) : null;
-      assertClose(be.read(be.conv2d(x, w, b, p)), naiveConv(x, w, b, p), `conv ${JSON.stringify([xs, ws, p])}`, 1e-5);
+      const label = `conv ${JSON.stringify([xs, ws, p])}`;
+      const expected = naiveConv(x, w, b, p);
+      assertClose(be.read(be.conv2d(x, w, b, p)), expected, label, 1e-5);
+      // both implementations, whichever one 'auto' picks for this shape, forward and backward
+      const g: ConvGeometry = {
+        n: xs[0], c: xs[1], h: xs[2], w: xs[3], o: ws[0], kh: ws[2], kw: ws[3],
+        oh: convOutputSize(xs[2], ws[2], p.stride[0], p.padding[0], p.dilation[0]),
+        ow: convOutputSize(xs[3], ws[3], p.stride[1], p.padding[1], p.dilation[1]),
+        sh: p.stride[0], sw: p.stride[1], ph: p.padding[0], pw: p.padding[1], dh: p.dilation[0], dw: p.dilation[1],
+        groups: p.groups,
+      };
+      const dy = randTensor([g.n, g.o, g.oh, g.ow], rand).data;
+      for (const path of ['gemm', 'direct'] as const) {
+        assertClose(conv2dForward(x.data, w.data, b?.data ?? null, g, path), expected, `${label} ${path}`, 1e-5);
+      }
+      assertClose(conv2dBackwardData(dy, w.data, g, 'gemm'), conv2dBackwardData(dy, w.data, g, 'direct'), `${label} dx`, 1e-5);
+      assertClose(conv2dBackwardWeight(x.data, dy, g, 'gemm'), conv2dBackwardWeight(x.data, dy, g, 'direct'), `${label} dw`, 1e-5);
     }
   });
 
@@ -372,6 +393,8 @@ describe('reference backend: every backward agrees with finite differences', () 
     ['depthwise stride 2', [1, 3, 6, 5], [3, 1, 3, 3], conv(2, 1, 1, 3)],
     ['1x1 stride 2', [2, 4, 5, 5], [3, 4, 1, 1], conv(2, 0, 1, 1)],
     ['groups 2 with 2 outputs per group, dilation 2 pad 2', [1, 4, 6, 6], [4, 2, 2, 3], conv(1, 2, 2, 2)],
+    ['groups 2 with 5 outputs per group, stride (2,1), pad (1,2), dilation (1,2)', [1, 4, 7, 6], [10, 2, 3, 3],
+      conv([2, 1], [1, 2], [1, 2], 2)],
   ];
   for (const [name, xs, ws, p] of convConfigs) {
     it(`conv2d ${name}`, () => {

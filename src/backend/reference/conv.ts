@@ -1,9 +1,22 @@
-// Direct convolution over NCHW Float32Arrays, weights OIHW (grouped: [O, C/G, KH, KW]).
+// Convolution over NCHW Float32Arrays, weights OIHW (grouped: [O, C/G, KH, KW]), as im2col and a
+// matrix product per image and group: the textbook formulation, so the oracle stays easy to
+// check by eye, with the product in gemm.ts fast enough for real test shapes.
 //
-// The loops run (kh, kw) outside and the output row inside, with the valid output range for each
-// kernel tap computed once, so the innermost loop has no bounds checks and walks contiguous memory.
-// Sums are accumulated in Float64Array scratch planes: the reference is an oracle, so it should be
-// more accurate than the kernels it judges, not merely as accurate.
+// For one image and one group, let P = OH*OW output positions and R = (C/G)*KH*KW taps. The patch
+// matrix holds, for every position and tap, the input value that tap reads (0 in the padding):
+//   forward          y[oc, p]   = b[oc] + sum_r w[oc, r] * patch[p, r]
+//   backward weight  dw[oc, r] += sum_p dy[oc, p] * patch[p, r]
+//   backward data    dpatch[p, r] = sum_oc dy[oc, p] * w[oc, r], then each dpatch entry is added
+//                    back to the input position its tap read (col2im).
+// All sums are float64; outputs are rounded to float32 once.
+//
+// Groups with fewer than 4 output channels (depthwise and heavily grouped convolutions) go to the
+// direct loops of conv-direct.ts instead: there im2col would copy as many values as there are
+// multiply-adds. The tests hold both paths to the same literal loop, to each other, to finite
+// differences and to PyTorch.
+
+import { gemmABt } from './gemm.js';
+import { conv2dBackwardDataDirect, conv2dBackwardWeightDirect, conv2dForwardDirect } from './conv-direct.js';
 
 export interface ConvGeometry {
   n: number; c: number; h: number; w: number;
@@ -19,126 +32,111 @@ export function convOutputSize(input: number, kernel: number, stride: number, pa
 }
 
 /**
- * Output positions o in [lo, hi) whose input coordinate o*stride - pad + offset lies in [0, size).
- * `offset` is the kernel tap's dilated offset k*dilation.
+ * For every output position p and tap r = (ci*KH + ki)*KW + kj of group `gi` of image `n`: the flat
+ * index into x of the value it reads, or -1 where it reads padding. Shared by im2col and col2im,
+ * so both agree on the geometry by construction. Layout [p][r] if `positionMajor`, else [r][p].
  */
-function validRange(size: number, outSize: number, stride: number, pad: number, offset: number): [number, number] {
-  // o*stride >= pad - offset  and  o*stride <= size - 1 + pad - offset
-  const lo = Math.max(0, Math.ceil((pad - offset) / stride));
-  const hi = Math.min(outSize, Math.floor((size - 1 + pad - offset) / stride) + 1);
-  return [lo, Math.max(lo, hi)];
-}
-
-interface Tap { lo: number; hi: number }
-
-/** Valid output ranges for every kernel row (or column), indexed by the tap. */
-function taps(size: number, outSize: number, k: number, stride: number, pad: number, dil: number): Tap[] {
-  const r: Tap[] = [];
-  for (let i = 0; i < k; i++) {
-    const [lo, hi] = validRange(size, outSize, stride, pad, i * dil);
-    r.push({ lo, hi });
-  }
-  return r;
-}
-
-export function conv2dForward(x: Float32Array, w: Float32Array, b: Float32Array | null, g: ConvGeometry): Float32Array {
-  const { n: N, c: C, h: H, w: W, o: O, kh: KH, kw: KW, oh: OH, ow: OW, sh, sw, ph, pw, dh, dw, groups } = g;
-  const cg = C / groups, og = O / groups;
-  const y = new Float32Array(N * O * OH * OW);
-  const acc = new Float64Array(OH * OW);
-  const rows = taps(H, OH, KH, sh, ph, dh), cols = taps(W, OW, KW, sw, pw, dw);
-  for (let n = 0; n < N; n++) {
-    for (let gi = 0; gi < groups; gi++) {
-      for (let oc = gi * og; oc < (gi + 1) * og; oc++) {
-        acc.fill(b ? b[oc] : 0);
-        for (let icg = 0; icg < cg; icg++) {
-          const xPlane = (n * C + gi * cg + icg) * H * W;
-          const wBase = (oc * cg + icg) * KH * KW;
-          for (let ki = 0; ki < KH; ki++) {
-            const { lo: ohLo, hi: ohHi } = rows[ki];
-            for (let kj = 0; kj < KW; kj++) {
-              const wv = w[wBase + ki * KW + kj];
-              const { lo: owLo, hi: owHi } = cols[kj];
-              const colOff = kj * dw - pw;
-              for (let oy = ohLo; oy < ohHi; oy++) {
-                const xRow = xPlane + (oy * sh - ph + ki * dh) * W + colOff;
-                const aRow = oy * OW;
-                for (let ox = owLo; ox < owHi; ox++) acc[aRow + ox] += wv * x[xRow + ox * sw];
-              }
-            }
+function tapIndices(g: ConvGeometry, positionMajor: boolean): Int32Array {
+  const { c: C, h: H, w: W, kh: KH, kw: KW, oh: OH, ow: OW, sh, sw, ph, pw, dh, dw, groups } = g;
+  const cg = C / groups, P = OH * OW, R = cg * KH * KW;
+  const idx = new Int32Array(P * R);
+  for (let oy = 0; oy < OH; oy++) {
+    for (let ox = 0; ox < OW; ox++) {
+      const p = oy * OW + ox;
+      for (let ci = 0; ci < cg; ci++) {
+        for (let ki = 0; ki < KH; ki++) {
+          const iy = oy * sh - ph + ki * dh;
+          for (let kj = 0; kj < KW; kj++) {
+            const ix = ox * sw - pw + kj * dw;
+            const r = (ci * KH + ki) * KW + kj;
+            const inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+            idx[positionMajor ? p * R + r : r * P + p] = inside ? (ci * H + iy) * W + ix : -1;
           }
         }
-        y.set(acc, (n * O + oc) * OH * OW);
       }
+    }
+  }
+  return idx;
+}
+
+/** patch[i] = x[base + idx[i]], 0 where idx[i] = -1. `base` is the first input channel of the group. */
+function im2col(x: Float32Array, base: number, idx: Int32Array, patch: Float32Array): void {
+  for (let i = 0; i < idx.length; i++) {
+    const j = idx[i];
+    patch[i] = j < 0 ? 0 : x[base + j];
+  }
+}
+
+/** Which implementation the convolution of `g` uses; 'auto' picks by the output channels per group. */
+export type ConvPath = 'auto' | 'gemm' | 'direct';
+
+function useDirect(g: ConvGeometry, path: ConvPath): boolean {
+  return path === 'direct' || (path === 'auto' && g.o / g.groups < 4);
+}
+
+export function conv2dForward(x: Float32Array, w: Float32Array, b: Float32Array | null, g: ConvGeometry,
+  path: ConvPath = 'auto'): Float32Array {
+  if (useDirect(g, path)) return conv2dForwardDirect(x, w, b, g);
+  const { n: N, c: C, h: H, w: W, o: O, kh: KH, kw: KW, oh: OH, ow: OW, groups } = g;
+  const cg = C / groups, og = O / groups, P = OH * OW, R = cg * KH * KW;
+  const y = new Float32Array(N * O * P);
+  const idx = tapIndices(g, true);
+  const patch = new Float32Array(P * R);
+  const acc = new Float64Array(og * P);
+  for (let n = 0; n < N; n++) {
+    for (let gi = 0; gi < groups; gi++) {
+      im2col(x, (n * C + gi * cg) * H * W, idx, patch);
+      for (let oc = 0; oc < og; oc++) acc.fill(b ? b[gi * og + oc] : 0, oc * P, (oc + 1) * P);
+      gemmABt(w, gi * og * R, patch, 0, acc, 0, og, P, R);
+      y.set(acc, (n * O + gi * og) * P);
     }
   }
   return y;
 }
 
-/** dx = conv_transpose(dy, w): every tap scatters back to the input position it read. */
-export function conv2dBackwardData(dy: Float32Array, w: Float32Array, g: ConvGeometry): Float32Array {
-  const { n: N, c: C, h: H, w: W, o: O, kh: KH, kw: KW, oh: OH, ow: OW, sh, sw, ph, pw, dh, dw, groups } = g;
-  const cg = C / groups, og = O / groups;
+export function conv2dBackwardData(dy: Float32Array, w: Float32Array, g: ConvGeometry, path: ConvPath = 'auto'): Float32Array {
+  if (useDirect(g, path)) return conv2dBackwardDataDirect(dy, w, g);
+  const { n: N, c: C, h: H, w: W, o: O, kh: KH, kw: KW, oh: OH, ow: OW, groups } = g;
+  const cg = C / groups, og = O / groups, P = OH * OW, R = cg * KH * KW;
   const dx = new Float32Array(N * C * H * W);
-  const acc = new Float64Array(H * W);
-  const rows = taps(H, OH, KH, sh, ph, dh), cols = taps(W, OW, KW, sw, pw, dw);
-  for (let n = 0; n < N; n++) {
-    for (let gi = 0; gi < groups; gi++) {
-      for (let icg = 0; icg < cg; icg++) {
-        acc.fill(0);
-        for (let oc = gi * og; oc < (gi + 1) * og; oc++) {
-          const dyPlane = (n * O + oc) * OH * OW;
-          const wBase = (oc * cg + icg) * KH * KW;
-          for (let ki = 0; ki < KH; ki++) {
-            const { lo: ohLo, hi: ohHi } = rows[ki];
-            for (let kj = 0; kj < KW; kj++) {
-              const wv = w[wBase + ki * KW + kj];
-              const { lo: owLo, hi: owHi } = cols[kj];
-              const colOff = kj * dw - pw;
-              for (let oy = ohLo; oy < ohHi; oy++) {
-                const aRow = (oy * sh - ph + ki * dh) * W + colOff;
-                const dyRow = dyPlane + oy * OW;
-                for (let ox = owLo; ox < owHi; ox++) acc[aRow + ox * sw] += wv * dy[dyRow + ox];
-              }
-            }
-          }
-        }
-        dx.set(acc, (n * C + gi * cg + icg) * H * W);
+  const idx = tapIndices(g, true);
+  const dyT = new Float32Array(P * og);    // [p][oc]
+  const wT = new Float32Array(R * og);     // [r][oc]
+  const dpatch = new Float64Array(P * R);  // [p][r]
+  const acc = new Float64Array(cg * H * W);
+  for (let gi = 0; gi < groups; gi++) {
+    for (let oc = 0; oc < og; oc++) {
+      for (let r = 0; r < R; r++) wT[r * og + oc] = w[(gi * og + oc) * R + r];
+    }
+    for (let n = 0; n < N; n++) {
+      for (let oc = 0; oc < og; oc++) {
+        const plane = (n * O + gi * og + oc) * P;
+        for (let p = 0; p < P; p++) dyT[p * og + oc] = dy[plane + p];
       }
+      dpatch.fill(0);
+      gemmABt(dyT, 0, wT, 0, dpatch, 0, P, R, og);
+      acc.fill(0);
+      for (let i = 0; i < idx.length; i++) {
+        const j = idx[i];
+        if (j >= 0) acc[j] += dpatch[i];
+      }
+      dx.set(acc, (n * C + gi * cg) * H * W);
     }
   }
   return dx;
 }
 
-/** dw[o, i, kh, kw] = sum over n, oy, ox of dy[n, o, oy, ox] * x[n, g*cg + i, iy, ix]. */
-export function conv2dBackwardWeight(x: Float32Array, dy: Float32Array, g: ConvGeometry): Float32Array {
-  const { n: N, c: C, h: H, w: W, o: O, kh: KH, kw: KW, oh: OH, ow: OW, sh, sw, ph, pw, dh, dw, groups } = g;
-  const cg = C / groups, og = O / groups;
-  const acc = new Float64Array(O * cg * KH * KW);
-  const rows = taps(H, OH, KH, sh, ph, dh), cols = taps(W, OW, KW, sw, pw, dw);
+export function conv2dBackwardWeight(x: Float32Array, dy: Float32Array, g: ConvGeometry, path: ConvPath = 'auto'): Float32Array {
+  if (useDirect(g, path)) return conv2dBackwardWeightDirect(x, dy, g);
+  const { n: N, c: C, h: H, w: W, o: O, kh: KH, kw: KW, oh: OH, ow: OW, groups } = g;
+  const cg = C / groups, og = O / groups, P = OH * OW, R = cg * KH * KW;
+  const idx = tapIndices(g, false);
+  const patchT = new Float32Array(R * P);  // [r][p]
+  const acc = new Float64Array(O * R);     // [oc][r], the layout of w
   for (let n = 0; n < N; n++) {
     for (let gi = 0; gi < groups; gi++) {
-      for (let oc = gi * og; oc < (gi + 1) * og; oc++) {
-        const dyPlane = (n * O + oc) * OH * OW;
-        for (let icg = 0; icg < cg; icg++) {
-          const xPlane = (n * C + gi * cg + icg) * H * W;
-          const wBase = (oc * cg + icg) * KH * KW;
-          for (let ki = 0; ki < KH; ki++) {
-            const { lo: ohLo, hi: ohHi } = rows[ki];
-            for (let kj = 0; kj < KW; kj++) {
-              const { lo: owLo, hi: owHi } = cols[kj];
-              const colOff = kj * dw - pw;
-              let s = 0;
-              for (let oy = ohLo; oy < ohHi; oy++) {
-                const xRow = xPlane + (oy * sh - ph + ki * dh) * W + colOff;
-                const dyRow = dyPlane + oy * OW;
-                for (let ox = owLo; ox < owHi; ox++) s += dy[dyRow + ox] * x[xRow + ox * sw];
-              }
-              acc[wBase + ki * KW + kj] += s;
-            }
-          }
-        }
-      }
+      im2col(x, (n * C + gi * cg) * H * W, idx, patchT);
+      gemmABt(dy, (n * O + gi * og) * P, patchT, 0, acc, gi * og * R, og, R, P);
     }
   }
   return Float32Array.from(acc);
