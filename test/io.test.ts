@@ -262,6 +262,13 @@ describe('io: PyTorch-made fixtures', () => {
     }
   });
 
+  it('explains checkpoints without a state dict', () => {
+    const noTensors = Buffer.concat([P.proto(), P.emptyDict, P.str('epoch'), P.int1(3), P.setitem, P.stop]);
+    assertFileError(() => loadStateDictFile(tmpFile('ckpt.pt', makeZip([['archive/data.pkl', noTensors]]))), 'ckpt.pt', /no state dict found: the top-level keys are \['epoch'\]/);
+    const list = Buffer.concat([P.proto(), Buffer.from([0x5d]), P.stop]);
+    assertFileError(() => loadStateDictFile(tmpFile('list.pt', makeZip([['archive/data.pkl', list]]))), 'list.pt', /saved object is a list, not a state dict/);
+  });
+
   it('names the problem for unrecognized files', () => {
     assertFileError(() => loadStateDictFile(tmpFile('notes.txt', Buffer.from('hello world, not weights'))), 'notes.txt', /not a recognized weight file/);
     assertFileError(() => loadStateDictFile(path.join(tmp, 'does-not-exist.pt')), 'does-not-exist.pt', /no such file/);

@@ -70,7 +70,13 @@ function findStateDict(path: string, root: PyValue): PyDict {
     d = inner;
   }
   if (d instanceof PyDict && d.map.size === 0) return d;
-  const keys = d instanceof PyDict ? [...d.map.keys()].slice(0, 10).map(String).join(', ') : describe(d);
+  const keys =
+    d instanceof PyDict
+      ? [...d.map.keys()]
+          .slice(0, 10)
+          .map((k) => (typeof k === 'string' ? `'${k}'` : k !== null && typeof k === 'object' ? describe(k) : String(k)))
+          .join(', ')
+      : describe(d);
   throw new WeightFileError(
     path,
     `no state dict found: the top-level keys are [${keys}] and none holds tensors. ` +
@@ -115,7 +121,10 @@ export function loadStateDictFile(path: string): StateDict {
   try {
     const sd = findStateDict(path, f.root);
     for (const [k, v] of sd.map) {
-      if (typeof k !== 'string') throw new WeightFileError(path, `state dict key ${String(k)} is not a string`);
+      if (typeof k !== 'string') {
+        const label = k !== null && typeof k === 'object' ? describe(k) : String(k);
+        throw new WeightFileError(path, `state dict key ${label} is not a string; this is not a module's state dict`);
+      }
       if (!(v instanceof TensorRef)) {
         throw new WeightFileError(
           path,

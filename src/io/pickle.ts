@@ -46,7 +46,8 @@ export class PyTuple {
   constructor(readonly items: PyValue[]) {}
 }
 
-export type DictKey = string | number | bigint | boolean | null;
+/** Primitive keys compare by value; tuple/object keys (rare in checkpoints) are kept by identity. */
+export type DictKey = PyValue;
 
 export class PyDict {
   readonly map = new Map<DictKey, PyValue>();
@@ -127,10 +128,6 @@ function decodeLong(b: Uint8Array): number | bigint {
   return v;
 }
 
-function isDictKey(v: PyValue): v is DictKey {
-  return v === null || ['string', 'number', 'bigint', 'boolean'].includes(typeof v);
-}
-
 export function describe(v: PyValue): string {
   if (v === null) return 'None';
   if (Array.isArray(v)) return 'list';
@@ -189,9 +186,7 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
     if (!(d instanceof PyDict)) fail(`pickle SETITEM(S) on a ${describe(d)}, not a dict; unsupported file`);
     if (items.length % 2 !== 0) fail('pickle SETITEMS with an odd number of items; the file is corrupt');
     for (let i = 0; i < items.length; i += 2) {
-      const k = items[i]!;
-      if (!isDictKey(k)) fail(`pickle dict key of type ${describe(k)} is not supported`);
-      d.map.set(k, items[i + 1]!);
+      d.map.set(items[i]!, items[i + 1]!);
     }
   };
   const appendItems = (l: PyValue, items: PyValue[]): void => {

@@ -146,9 +146,7 @@ function makeFindGlobal(fail: (m: string) => never): (module: string, name: stri
         if (!items) fail(`collections.OrderedDict called with a ${describe(init)}; unsupported file`);
         for (const it of items) {
           if (!(it instanceof PyTuple) || it.items.length !== 2) fail('collections.OrderedDict item is not a pair; unsupported file');
-          const k = it.items[0]!;
-          if (!(typeof k === 'string' || typeof k === 'number')) fail(`OrderedDict key of type ${describe(k)} is not supported`);
-          d.map.set(k, it.items[1]!);
+          d.map.set(it.items[0]!, it.items[1]!);
         }
       }
       return d;
