@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -605,6 +606,17 @@ describe('DataLoader', () => {
         for await (const b of loader.epoch(0)) {
           assert.equal(b.n, 10);
           if (++k === 3) break;
+        }
+        // The worker thread is gone once the loop is left (Linux: count this process's threads).
+        if (existsSync('/proc/self/task')) {
+          await stat('.'); // start libuv's thread pool first so it does not disturb the count
+          const threads = () => readdirSync('/proc/self/task').length;
+          let during = 0;
+          for await (const _ of loader.epoch(3)) {
+            during = threads();
+            break;
+          }
+          assert.equal(threads(), during - 1, 'worker thread stopped');
         }
         // Throwing out of the loop stops it as well.
         await assert.rejects(async () => {

@@ -1,5 +1,3 @@
-import { Rng, deriveSeed } from './rng.js';
-
 // Datasets: labelled images, stored compactly, read one sample at a time.
 //
 // Value convention: `get(i).image` is CHW float32 with values in [0, 1] (the stored uint8 / 255),
@@ -8,6 +6,8 @@ import { Rng, deriveSeed } from './rng.js';
 // In-memory datasets (IDX, CIFAR, a decoded image folder) keep raw uint8 CHW pixels in one
 // SharedArrayBuffer, so a loader worker thread reads them without a copy, and convert to float only
 // when a batch is built.
+
+import { Rng, deriveSeed } from './rng.js';
 
 export interface Sample {
   /** CHW, float32, values in [0, 1] (not normalized). */

@@ -71,6 +71,7 @@ export async function downloadCifar(which: CifarName, dir: string, opts: Downloa
       throw new Error(`Downloading ${url} failed: ${err.cause?.message ?? err.message}; check the network, or set the url option / RESIDUAL_CIFAR_URL to a reachable mirror`);
     }
     if (!res.ok || !res.body) {
+      await res.body?.cancel().catch(() => {});
       throw new Error(`Downloading ${url} failed: HTTP ${res.status} ${res.statusText}; check the URL (the url option or RESIDUAL_CIFAR_URL must point to a folder holding ${file}, or to the file itself)`);
     }
     const lenHeader = res.headers.get('content-length');
