@@ -319,6 +319,34 @@ describe('reference backend: forward values by hand', () => {
     assertClose(be.read(be.linear(a, w, null)), [-2, 3, -2, 7.5], 'linear no bias');
   });
 
+  it('linear and its backward match literal loops on shapes with full blocks and remainders', () => {
+    const rand = rng(3);
+    for (const [N, K, M] of [[6, 9, 7], [8, 4, 12], [1, 3, 1], [9, 17, 5]]) {
+      const x = randTensor([N, K], rand), w = randTensor([M, K], rand), b = randTensor([M], rand), dy = randTensor([N, M], rand);
+      const y = new Float32Array(N * M), dx = new Float32Array(N * K), dw = new Float32Array(M * K);
+      for (let n = 0; n < N; n++) for (let m = 0; m < M; m++) {
+        let s = b.data[m];
+        for (let k = 0; k < K; k++) s += x.data[n * K + k] * w.data[m * K + k];
+        y[n * M + m] = s;
+      }
+      for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
+        let s = 0;
+        for (let m = 0; m < M; m++) s += dy.data[n * M + m] * w.data[m * K + k];
+        dx[n * K + k] = s;
+      }
+      for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) {
+        let s = 0;
+        for (let n = 0; n < N; n++) s += dy.data[n * M + m] * x.data[n * K + k];
+        dw[m * K + k] = s;
+      }
+      const label = `[${N},${K}] x [${M},${K}]`;
+      assertClose(be.read(be.linear(x, w, b)), y, `${label} y`, 1e-6);
+      const g = be.linearBackward(x, w, dy, { input: true, weight: true, bias: false });
+      assertClose(be.read(g.dx!), dx, `${label} dx`, 1e-6);
+      assertClose(be.read(g.dw!), dw, `${label} dw`, 1e-6);
+    }
+  });
+
   it('crossEntropy: loss, probabilities, label smoothing', () => {
     const uniform = be.crossEntropy(be.fromArray(Float32Array.of(0, 0), [1, 2]), Int32Array.of(0), 0.2);
     assert.deepEqual(uniform.loss.shape, []);

@@ -12,6 +12,7 @@ import {
 import {
   avgPoolBackward, avgPoolForward, maxPoolBackward, maxPoolForward, poolOutputSize, type PoolGeometry,
 } from './reference/pool.js';
+import { gemmABt } from './reference/gemm.js';
 
 export { convOutputSize } from './reference/conv.js';
 export { poolOutputSize } from './reference/pool.js';
@@ -55,6 +56,13 @@ function poolGeometry(x: Shape, p: Pool2dParams): PoolGeometry {
     planes: n * c, h, w, kh, kw, sh, sw, ph, pw,
     oh: poolOutputSize(h, kh, sh, ph, p.ceilMode), ow: poolOutputSize(w, kw, sw, pw, p.ceilMode),
   };
+}
+
+/** The [cols, rows] transpose of a row-major [rows, cols] matrix. */
+function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
+  return t;
 }
 
 /** Rows and row length of an [N, C, ...] tensor seen as N blocks of C channels of `inner` values. */
@@ -278,43 +286,29 @@ export class ReferenceBackend implements Backend<RefTensor> {
 
   linear(x: RefTensor, w: RefTensor, b: RefTensor | null): RefTensor {
     const [N, K] = x.shape, [M] = w.shape;
-    const xv = vals(x), wv = vals(w), bv = b ? vals(b) : null;
-    const y = new Float32Array(N * M);
-    for (let n = 0; n < N; n++) {
-      for (let m = 0; m < M; m++) {
-        let s = bv ? bv[m] : 0;
-        for (let k = 0; k < K; k++) s += xv[n * K + k] * wv[m * K + k];
-        y[n * M + m] = s;
-      }
-    }
-    return make(y, [N, M]);
+    const bv = b ? vals(b) : null;
+    // y[n, m] = b[m] + sum_k x[n, k] w[m, k]
+    const acc = new Float64Array(N * M);
+    if (bv) for (let n = 0; n < N; n++) for (let m = 0; m < M; m++) acc[n * M + m] = bv[m];
+    gemmABt(vals(x), 0, vals(w), 0, acc, 0, N, M, K);
+    return make(Float32Array.from(acc), [N, M]);
   }
 
   linearBackward(x: RefTensor, w: RefTensor, dy: RefTensor, needs: GradNeeds):
     { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } {
     const [N, K] = x.shape, [M] = w.shape;
-    const xv = vals(x), wv = vals(w), g = vals(dy);
+    const g = vals(dy);
     const r: { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } = {};
     if (needs.input) {
       // dx[n, k] = sum_m dy[n, m] w[m, k]
       const acc = new Float64Array(N * K);
-      for (let n = 0; n < N; n++) {
-        for (let m = 0; m < M; m++) {
-          const d = g[n * M + m];
-          for (let k = 0; k < K; k++) acc[n * K + k] += d * wv[m * K + k];
-        }
-      }
+      gemmABt(g, 0, transpose(vals(w), M, K), 0, acc, 0, N, K, M);
       r.dx = make(Float32Array.from(acc), x.shape);
     }
     if (needs.weight) {
       // dw[m, k] = sum_n dy[n, m] x[n, k]
       const acc = new Float64Array(M * K);
-      for (let n = 0; n < N; n++) {
-        for (let m = 0; m < M; m++) {
-          const d = g[n * M + m];
-          for (let k = 0; k < K; k++) acc[m * K + k] += d * xv[n * K + k];
-        }
-      }
+      gemmABt(transpose(g, N, M), 0, transpose(vals(x), N, K), 0, acc, 0, M, K, N);
       r.dw = make(Float32Array.from(acc), w.shape);
     }
     if (needs.bias) {
