@@ -119,7 +119,8 @@ function formatNumber(v: number, decimals: number, exponent = false): string {
 }
 
 /**
- * Linear ticks on 1-2-5 steps whose ends enclose [min, max], at most `maxCount` of them.
+ * Linear ticks on 1-2-5 steps whose ends enclose [min, max], at most `maxCount` of them (at least 3
+ * when the range spans zero).
  * A degenerate range is widened around its value so there is always something to draw.
  */
 export function niceTicks(min: number, max: number, maxCount = 6, integer = false): Ticks {
@@ -130,7 +131,8 @@ export function niceTicks(min: number, max: number, maxCount = 6, integer = fals
     min -= pad;
     max += pad;
   }
-  maxCount = Math.max(2, Math.floor(maxCount));
+  // Ticks on multiples of the step always include 0 when the range spans it: two cannot do.
+  maxCount = Math.max(min < 0 && max > 0 ? 3 : 2, Math.floor(maxCount));
   let step = niceStep((max - min) / Math.max(1, maxCount - 1), integer);
   for (;;) {
     const k0 = Math.floor(snap(min / step));
@@ -142,6 +144,8 @@ export function niceTicks(min: number, max: number, maxCount = 6, integer = fals
       return { lo: values[0], hi: values[values.length - 1], values, labels: values.map((v) => formatNumber(v, decimals)) };
     }
     step = nextNice(step);
+    // Only reachable for ranges near the float limits: two plain ends rather than a hang.
+    if (!Number.isFinite(step)) return { lo: min, hi: max, values: [min, max], labels: [formatNumber(min, 0, true), formatNumber(max, 0, true)] };
   }
 }
 
