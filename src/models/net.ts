@@ -38,7 +38,11 @@ export class ResNet extends Module {
   readonly avgpool: AdaptiveAvgPool2d;
   private head: Linear;
 
-  constructor(readonly spec: NetSpec) {
+  /**
+   * `initWeights: false` skips torchvision's init (the layers keep PyTorch's defaults): for models
+   * whose weights are about to be loaded, where the He init would be drawn only to be overwritten.
+   */
+  constructor(readonly spec: NetSpec, { initWeights = true }: { initWeights?: boolean } = {}) {
     super();
     const { stem } = spec;
     this.conv1 = this.registerModule('conv1', makeConv(stem.conv));
@@ -52,7 +56,7 @@ export class ResNet extends Module {
     });
     this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d(1));
     this.head = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));
-    this.initWeights();
+    if (initWeights) this.initWeights();
   }
 
   /** torchvision's init: He normal (fan_out) convs, BN scale 1 and shift 0, PyTorch's default Linear. */

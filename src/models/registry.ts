@@ -14,7 +14,12 @@ export interface ModelEntry {
   /** [C, H, W] the model is meant for (its figures below are at this input, batch 1). */
   defaultInput: [number, number, number];
   spec(opts?: ModelOptions): NetSpec;
-  build(opts?: ModelOptions): ResNet;
+  build(opts?: ModelOptions, build?: BuildOptions): ResNet;
+}
+
+export interface BuildOptions {
+  /** false: skip the He init, for a model whose weights are loaded next (much faster to build). */
+  initWeights?: boolean;
 }
 
 const descriptions: Record<string, string> = {
@@ -45,14 +50,14 @@ function entries(): ModelEntry[] {
   const out: ModelEntry[] = [];
   for (const [name, make] of Object.entries(imagenetSpecs)) {
     const spec = (o: ModelOptions = {}) => make(rejectOptions(name, o, ['shortcut']));
-    out.push({ name, family: 'imagenet', description: descriptions[name], defaultInput: [3, 224, 224], spec, build: (o) => new ResNet(spec(o)) });
+    out.push({ name, family: 'imagenet', description: descriptions[name], defaultInput: [3, 224, 224], spec, build: (o, b) => new ResNet(spec(o), b) });
   }
   for (const [name, make] of Object.entries(cifarSpecs)) {
     const spec = (o: ModelOptions = {}) => (make as (o: ModelOptions) => NetSpec)(
       rejectOptions(name, o, ['groups', 'widthPerGroup', 'replaceStrideWithDilation', ...(name.startsWith('resnext') ? ['shortcut'] : [])]));
     out.push({
       name, family: 'cifar', description: descriptions[name] ?? cifarDescription(name), defaultInput: [3, 32, 32], spec,
-      build: (o) => new ResNet(spec(o)),
+      build: (o, b) => new ResNet(spec(o), b),
     });
   }
   return out;
@@ -87,8 +92,8 @@ export function getModel(name: string): ModelEntry {
 }
 
 /** Builds a registered model by name. */
-export function createModel(name: string, opts?: ModelOptions): ResNet {
-  return getModel(name).build(opts);
+export function createModel(name: string, opts?: ModelOptions, build?: BuildOptions): ResNet {
+  return getModel(name).build(opts, build);
 }
 
 /** The layer walk of a registered model at `input` ([C, H, W], default the model's own), batch 1. */

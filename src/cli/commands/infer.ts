@@ -79,7 +79,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`infer: --seed must be a non-negative integer, got "${values.seed}"`);
   manualSeed(seed);
 
-  const model = entry.build(opts);
+  const model = entry.build(opts, { initWeights: !weights });
   try {
     if (weights) model.loadStateDict(weights);
     model.eval();
