@@ -46,6 +46,16 @@ Prim MakePrim(const PD& pd) {
   return p;
 }
 
+// A caching allocator for tensor buffers: a training step frees and re-allocates the same sizes
+// every iteration, so freed buffers are kept (up to a cap) and handed out again. This avoids the
+// page faults and zeroing of fresh mmap'd memory on every op. Cap: RESIDUAL_NATIVE_POOL_MB (default 2048).
+void* PoolAlloc(size_t bytes);
+void PoolFree(void* p, size_t bytes);
+size_t PooledBytes();
+void PoolRelease();
+// A memory object over a pooled buffer; `*ptr` receives the buffer to give back with PoolFree.
+memory PooledMemory(const memory::desc& md, void** ptr);
+
 // Records which implementation oneDNN chose for each cached primitive (tests assert no "ref:").
 void RecordImpl(const std::string& key, const char* impl);
 
@@ -125,7 +135,9 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
     memory mem;
     uint64_t version;
     size_t bytes;
+    void* buf;
   };
+  void* buf_ = nullptr;  // pooled buffer behind `mem`
   std::vector<DerivedCopy> derived_;
   size_t derived_bytes_ = 0;
   bool alive_ = false;

@@ -152,8 +152,8 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   ConvShape s = ParseConv(x, w, info, 3);
   if (b) Require(b->Numel() == s.o && b->layout == Layout::Plain, "bias must have one value per output channel");
   auto& e = GetFwd(s, b != nullptr);
-  memory src = Want(AsLayout(x, Layout::NHWC), e.pd.src_desc());
   memory wei = w->Derived(WeightView(w, s), e.pd.weights_desc());
+  memory src = Want(AsLayout(x, Layout::NHWC), e.pd.src_desc());
   NewT y = NewCanon(info.Env(), s.Dst());
   bool direct = e.pd.dst_desc() == y.t->md;
   memory dst = direct ? y.t->mem : memory(e.pd.dst_desc(), Eng());
@@ -174,12 +174,13 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   Require(dy->Rank() == 4 && dy->shape == s.Dst(), "dy shape does not match the convolution output");
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
+  memory::desc wview = WeightView(w, s);  // may relayout w: before any other memory handle is taken
   memory ddst_nhwc = AsLayout(dy, Layout::NHWC);
 
   if (need_x) {
     auto& e = GetBwdData(s);
     memory ddst = Want(ddst_nhwc, e.pd.diff_dst_desc());
-    memory wei = w->Derived(WeightView(w, s), e.pd.weights_desc());
+    memory wei = w->Derived(wview, e.pd.weights_desc());
     NewT dx = NewCanon(env, s.Src());
     bool direct = e.pd.diff_src_desc() == dx.t->md;
     memory dsrc = direct ? dx.t->mem : memory(e.pd.diff_src_desc(), Eng());

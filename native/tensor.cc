@@ -35,6 +35,77 @@ int64_t g_live_bytes = 0;
 size_t g_cached_prims = 0;
 }  // namespace
 
+namespace {
+struct Pool {
+  std::unordered_map<size_t, std::vector<void*>> free;
+  size_t pooled = 0;
+  size_t cap = 0;
+  Pool() {
+    const char* env = std::getenv("RESIDUAL_NATIVE_POOL_MB");
+    long mb = env ? std::atol(env) : 2048;
+    cap = mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
+  }
+  ~Pool() { Release(); }
+  void Release() {
+    for (auto& kv : free)
+      for (void* p : kv.second) std::free(p);
+    free.clear();
+    pooled = 0;
+  }
+};
+Pool& ThePool() {
+  static Pool pool;
+  return pool;
+}
+size_t Rounded(size_t bytes) { return (bytes + 63) / 64 * 64; }
+}  // namespace
+
+void* PoolAlloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  size_t n = Rounded(bytes);
+  Pool& pool = ThePool();
+  auto it = pool.free.find(n);
+  if (it != pool.free.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    pool.pooled -= n;
+    return p;
+  }
+  void* p = std::aligned_alloc(n >= (1u << 20) ? 4096 : 64, n >= (1u << 20) ? (n + 4095) / 4096 * 4096 : n);
+  if (!p) {
+    pool.Release();  // give cached buffers back to the system and try once more
+    p = std::aligned_alloc(n >= (1u << 20) ? 4096 : 64, n >= (1u << 20) ? (n + 4095) / 4096 * 4096 : n);
+    if (!p) throw std::bad_alloc();
+  }
+  return p;
+}
+
+void PoolFree(void* p, size_t bytes) {
+  if (!p) return;
+  size_t n = Rounded(bytes);
+  Pool& pool = ThePool();
+  if (pool.pooled + n > pool.cap) {
+    std::free(p);
+    return;
+  }
+  pool.free[n].push_back(p);
+  pool.pooled += n;
+}
+
+size_t PooledBytes() { return ThePool().pooled; }
+void PoolRelease() { ThePool().Release(); }
+
+memory PooledMemory(const memory::desc& md, void** ptr) {
+  *ptr = PoolAlloc(md.get_size());
+  try {
+    return memory(md, Eng(), *ptr);
+  } catch (...) {
+    PoolFree(*ptr, md.get_size());
+    *ptr = nullptr;
+    throw;
+  }
+}
+
 void* ScratchPtr(size_t bytes) {
   if (bytes > g_scratch.size) {
     size_t n = ((bytes + 4095) / 4096) * 4096;
@@ -150,7 +221,7 @@ void Tensor::Allocate(Napi::Env env, const dims& shp, Layout lay, const memory::
   layout = lay;
   md = d;
   size_t bytes = md.get_size();
-  mem = memory(md, Eng());  // library-owned, 64-byte aligned; freed when the handle is reset
+  mem = PooledMemory(md, &buf_);
   alive_ = true;
   ++g_live_tensors;
   AdjustMem(static_cast<int64_t>(bytes));
@@ -159,9 +230,12 @@ void Tensor::Allocate(Napi::Env env, const dims& shp, Layout lay, const memory::
 void Tensor::Release() {
   if (!alive_) return;
   size_t bytes = md.get_size() + derived_bytes_;
+  for (auto& d : derived_) PoolFree(d.buf, d.bytes);
   derived_.clear();
   derived_bytes_ = 0;
   mem = memory();
+  PoolFree(buf_, md.get_size());
+  buf_ = nullptr;
   alive_ = false;
   --g_live_tensors;
   AdjustMem(-static_cast<int64_t>(bytes));
@@ -176,9 +250,12 @@ void Tensor::Relayout(Layout want) {
   Require(want != Layout::Opaque && layout != Layout::Opaque, "cannot change the layout of an opaque tensor");
   Require(want != Layout::NHWC || shape.size() == 4, "NHWC needs a 4-D tensor");
   memory::desc nmd = want == Layout::NHWC ? NhwcMd(shape) : PlainMd(shape);
-  memory nmem(nmd, Eng());
+  void* nbuf = nullptr;
+  memory nmem = PooledMemory(nmd, &nbuf);
   if (Numel() > 0) Reorder(mem, nmem);
   size_t old = md.get_size();
+  PoolFree(buf_, old);
+  buf_ = nbuf;
   mem = nmem;
   md = nmd;
   layout = want;
@@ -199,9 +276,11 @@ memory Tensor::Derived(const memory::desc& src_view, const memory::desc& want) {
   if (derived_.size() >= 3) {
     derived_bytes_ -= derived_.front().bytes;
     AdjustMem(-static_cast<int64_t>(derived_.front().bytes));
+    PoolFree(derived_.front().buf, derived_.front().bytes);
     derived_.erase(derived_.begin());
   }
-  DerivedCopy d{want, memory(want, Eng()), version, want.get_size()};
+  DerivedCopy d{want, memory(), version, want.get_size(), nullptr};
+  d.mem = PooledMemory(want, &d.buf);
   Reorder(memory(src_view, Eng(), mem.get_data_handle()), d.mem);
   derived_bytes_ += d.bytes;
   AdjustMem(static_cast<int64_t>(d.bytes));
@@ -448,6 +527,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("liveBytes", static_cast<double>(g_live_bytes));
   o.Set("primitivesCreated", static_cast<double>(g_cached_prims));
   o.Set("scratchpadBytes", static_cast<double>(g_scratch.size));
+  o.Set("pooledBytes", static_cast<double>(PooledBytes()));
   return o;
 }
 
@@ -461,6 +541,11 @@ Napi::Value Impls(const Napi::CallbackInfo& info) {
     a.Set(static_cast<uint32_t>(i), o);
   }
   return a;
+}
+
+Napi::Value ReleasePool(const Napi::CallbackInfo& info) {
+  PoolRelease();
+  return info.Env().Undefined();
 }
 
 Napi::Value ClearImpls(const Napi::CallbackInfo& info) {
@@ -482,6 +567,7 @@ void RegisterTensorOps(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "stats", Stats);
   Export(env, exports, "implementations", Impls);
   Export(env, exports, "clearImplementations", ClearImpls);
+  Export(env, exports, "releasePool", ReleasePool);
 }
 
 }  // namespace residual

@@ -3,6 +3,8 @@
 // Tolerance: max |native - reference| <= 1e-4 * max |reference| (per output tensor).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 import { NativeBackend, type NativeTensor } from '../src/backend/native.js';
 import { ReferenceBackend, type RefTensor } from '../src/backend/reference.js';
@@ -139,6 +141,32 @@ describe('native backend: info and memory', () => {
     assert.throws(() => nb.relu(t), (e: unknown) => e instanceof Error && /relu/.test(e.message) && /disposed/.test(e.message));
     assert.throws(() => nb.conv2d(t, t, null, convP(1, 0, 1, 1)), Error);
     assert.ok(nb.info().threads >= 1);
+  });
+
+  it('frees tensors that were never disposed when the garbage collector finalizes them', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const before = nb.stats().liveTensors;
+    (() => {
+      for (let i = 0; i < 200; i++) nb.relu(nb.fromArray(randomArray([2, 3, 4, 5]), [2, 3, 4, 5]));
+    })();
+    assert.ok(nb.stats().liveTensors >= before + 400);
+    for (let i = 0; i < 10 && nb.stats().liveTensors > before + 10; i++) {
+      gc();
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(nb.stats().liveTensors <= before + 10, `still live: ${nb.stats().liveTensors - before}`);
+  });
+
+  it('reuses freed buffers and gives them back on releasePool', () => {
+    const shape = [3, 5, 7, 9];
+    const t = nb.fromArray(randomArray(shape), shape);
+    nb.dispose(t);
+    assert.ok(nb.stats().pooledBytes >= numel(shape) * 4);
+    const u = nb.zeros(shape); // a recycled buffer must still come back zeroed
+    assert.ok(nb.read(u).every((v) => v === 0));
+    nb.releasePool();
+    assert.equal(nb.stats().pooledBytes, 0);
   });
 
   it('counts cached weight copies in byteSize and frees them with the tensor', () => {

@@ -43,6 +43,7 @@ interface Addon {
   stats(): NativeStats;
   implementations(): { key: string; impl: string }[];
   clearImplementations(): void;
+  releasePool(): void;
   fromArray(data: Float32Array, shape: Shape): T;
   zeros(shape: Shape): T;
   read(t: T): Float32Array;
@@ -93,6 +94,8 @@ export interface NativeStats {
   liveBytes: number;
   primitivesCreated: number;
   scratchpadBytes: number;
+  /** Freed tensor buffers kept for reuse (capped by RESIDUAL_NATIVE_POOL_MB, default 2048). */
+  pooledBytes: number;
 }
 
 /** The folder with the package's package.json, found by walking up from this file. */
@@ -161,6 +164,11 @@ export class NativeBackend implements Backend<NativeTensor> {
 
   clearImplementations(): void {
     this.a.clearImplementations();
+  }
+
+  /** Returns the freed buffers the allocator keeps for reuse to the system. */
+  releasePool(): void {
+    this.a.releasePool();
   }
 
   // ---- memory ----
