@@ -18,6 +18,7 @@ import {
   floatToHalf,
   halfToFloat,
   loadStateDictFile,
+  openStateDictFile,
   readSafetensors,
   saveStateDictFile,
   writeSafetensors,
@@ -203,6 +204,22 @@ describe('io: PyTorch-made fixtures', () => {
     assert.deepEqual(sd.get('transposed')!.shape, [5, 6]);
     assert.deepEqual(sd.get('scalar')!.shape, []);
     assert.deepEqual(sd.get('empty')!.shape, [0, 3]);
+  });
+
+  it('openStateDictFile indexes without reading and reads one tensor at a time', () => {
+    for (const file of ['io_wrapped.pth', 'io_model_key.pth', 'io_weights.safetensors']) {
+      const r = openStateDictFile(path.join(FIX, file));
+      try {
+        const want = expected.tensors[file]!;
+        assert.deepEqual([...r.names].sort(), Object.keys(want).sort());
+        const name = r.names[0]!;
+        assert.deepEqual(r.info(name), { dtype: want[name]!.dtype, shape: want[name]!.shape });
+        assertTensorEquals(r.read(name), want[name]!, `${file}:${name}`);
+        assertFileError(() => r.read('nope'), file, /no tensor named 'nope'/);
+      } finally {
+        r.close();
+      }
+    }
   });
 
   it('unwraps {state_dict: ...} and strips the DataParallel module. prefix', () => {

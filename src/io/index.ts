@@ -88,38 +88,62 @@ function findStateDict(path: string, root: PyValue): PyDict {
 const WRAPPER_PREFIXES = ['module.', '_orig_mod.'];
 
 /** Drop wrapper prefixes (`module.`, `_orig_mod.`, in any nesting) when every key has them. */
-function stripModulePrefix(sd: StateDict): StateDict {
+function stripPrefixes(names: readonly string[]): string[] {
+  let out = names.slice();
   for (;;) {
-    if (sd.size === 0) return sd;
-    const prefix = WRAPPER_PREFIXES.find((p) => [...sd.keys()].every((k) => k.startsWith(p) && k.length > p.length));
-    if (prefix === undefined) return sd;
-    const out: StateDict = new Map();
-    for (const [k, v] of sd) out.set(k.slice(prefix.length), v);
-    sd = out;
+    if (out.length === 0) return out;
+    const prefix = WRAPPER_PREFIXES.find((p) => out.every((k) => k.startsWith(p) && k.length > p.length));
+    if (prefix === undefined) return out;
+    out = out.map((k) => k.slice(prefix.length));
   }
 }
 
+/** A state dict file opened for reading one tensor at a time (memory: one tensor plus one storage). */
+export interface StateDictReader {
+  readonly path: string;
+  readonly format: WeightFileFormat;
+  /** Parameter names after unwrapping, in file order. */
+  readonly names: readonly string[];
+  /** Stored dtype and shape of a tensor, without reading its data. */
+  info(name: string): { dtype: string; shape: number[] };
+  read(name: string): LoadedTensor;
+  close(): void;
+}
+
 /**
- * Load a state dict from a PyTorch file (torch.save, zip or legacy format) or a safetensors file,
- * chosen by content. Unwraps {'state_dict': ...} / {'model': ...} / {'model_state_dict': ...}
- * checkpoints and strips the DataParallel `module.` (and torch.compile `_orig_mod.`) prefix. Pickles are read by a restricted interpreter that never executes
- * anything; files naming other Python globals are refused with a WeightFileError.
+ * Open a PyTorch file (torch.save, zip or legacy format) or a safetensors file, chosen by content,
+ * and index its state dict without reading tensor data. Unwraps {'state_dict': ...} / {'model': ...} /
+ * {'model_state_dict': ...} checkpoints and strips the DataParallel `module.` (and torch.compile
+ * `_orig_mod.`) prefix. Pickles are read by a restricted interpreter that never executes anything;
+ * files naming other Python globals are refused with a WeightFileError.
  */
-export function loadStateDictFile(path: string): StateDict {
+export function openStateDictFile(path: string): StateDictReader {
   const format = detectWeightFileFormat(path);
-  const out: StateDict = new Map();
+  const unknown = (name: string): never => {
+    throw new WeightFileError(path, `no tensor named '${name}' in the state dict`);
+  };
   if (format === 'safetensors') {
     const f = SafetensorsFile.open(path);
-    try {
-      for (const name of f.tensors.keys()) out.set(name, f.read(name));
-    } finally {
-      f.close();
-    }
-    return stripModulePrefix(out);
+    const raw = [...f.tensors.keys()];
+    const names = stripPrefixes(raw);
+    const byName = new Map(names.map((n, i) => [n, raw[i]!]));
+    return {
+      path,
+      format,
+      names,
+      info: (name) => {
+        const t = f.tensors.get(byName.get(name) ?? unknown(name))!;
+        return { dtype: t.dtype, shape: t.shape.slice() };
+      },
+      read: (name) => f.read(byName.get(name) ?? unknown(name)),
+      close: () => f.close(),
+    };
   }
   const f = PthFile.open(path);
   try {
     const sd = findStateDict(path, f.root);
+    const raw: string[] = [];
+    const refs: TensorRef[] = [];
     for (const [k, v] of sd.map) {
       if (typeof k !== 'string') {
         const label = k !== null && typeof k === 'object' ? describe(k) : String(k);
@@ -131,12 +155,42 @@ export function loadStateDictFile(path: string): StateDict {
           `state dict entry '${k}' is a ${describe(v)}, not a tensor; re-save with only tensors (torch.save(model.state_dict(), path))`,
         );
       }
-      out.set(k, f.materialize(v, k));
+      raw.push(k);
+      refs.push(v);
     }
-  } finally {
+    const names = stripPrefixes(raw);
+    const byName = new Map(names.map((n, i) => [n, i]));
+    const index = (name: string): number => byName.get(name) ?? unknown(name);
+    return {
+      path,
+      format,
+      names,
+      info: (name) => {
+        const t = refs[index(name)]!;
+        return { dtype: t.storage.dtype, shape: t.shape.slice() };
+      },
+      read: (name) => {
+        const i = index(name);
+        return f.materialize(refs[i]!, raw[i]!);
+      },
+      close: () => f.close(),
+    };
+  } catch (e) {
     f.close();
+    throw e;
   }
-  return stripModulePrefix(out);
+}
+
+/** Load a whole state dict (see openStateDictFile for what is accepted). */
+export function loadStateDictFile(path: string): StateDict {
+  const r = openStateDictFile(path);
+  try {
+    const out: StateDict = new Map();
+    for (const name of r.names) out.set(name, r.read(name));
+    return out;
+  } finally {
+    r.close();
+  }
 }
 
 /**
