@@ -254,6 +254,11 @@ describe('svgToPng', () => {
     assert.ok(titleInk > 200, `the title's glyphs rendered: ${titleInk} dark pixels`);
   });
 
+  it('names the asked-for file when it cannot write', async () => {
+    const file = join(tempDir(), 'missing', 'chart.png');
+    await assert.rejects(svgToPng(lineChart({ series: [] }), file), { message: `cannot write ${file}: its folder does not exist` });
+  });
+
   it('scale 2 doubles the pixel size', async () => {
     const file = join(tempDir(), 'x2.png');
     await svgToPng(lineChart({ width: 300, height: 200, series: [{ label: 'a', x: [0, 1], y: [0, 1] }] }), file, { scale: 2 });

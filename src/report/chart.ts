@@ -110,6 +110,7 @@ function nextNice(step: number): number {
 
 function formatNumber(v: number, decimals: number, exponent = false): string {
   const a = Math.abs(v);
+  if (v === 0 && (exponent || decimals > 4)) return '0';
   if (v !== 0 && (exponent || a >= 1e6 || a < 1e-4)) {
     const e = Math.floor(Math.log10(a) + 1e-9);
     const m = snap(v / 10 ** e);
@@ -133,6 +134,8 @@ export function niceTicks(min: number, max: number, maxCount = 6, integer = fals
   }
   // Ticks on multiples of the step always include 0 when the range spans it: two cannot do.
   maxCount = Math.max(min < 0 && max > 0 ? 3 : 2, Math.floor(maxCount));
+  const ends = (): Ticks => ({ lo: min, hi: max, values: [min, max], labels: [formatNumber(min, 0, true), formatNumber(max, 0, true)] });
+  if (!Number.isFinite(max - min)) return ends();
   let step = niceStep((max - min) / Math.max(1, maxCount - 1), integer);
   for (;;) {
     const k0 = Math.floor(snap(min / step));
@@ -141,11 +144,12 @@ export function niceTicks(min: number, max: number, maxCount = 6, integer = fals
       const values: number[] = [];
       for (let k = k0; k <= k1; k++) values.push(snap(k * step));
       const decimals = -Math.floor(Math.log10(step) + 1e-9);
-      return { lo: values[0], hi: values[values.length - 1], values, labels: values.map((v) => formatNumber(v, decimals)) };
+      const exp = values.some((v) => v !== 0 && (Math.abs(v) >= 1e6 || Math.abs(v) < 1e-4));
+      return { lo: values[0], hi: values[values.length - 1], values, labels: values.map((v) => formatNumber(v, decimals, exp)) };
     }
     step = nextNice(step);
     // Only reachable for ranges near the float limits: two plain ends rather than a hang.
-    if (!Number.isFinite(step)) return { lo: min, hi: max, values: [min, max], labels: [formatNumber(min, 0, true), formatNumber(max, 0, true)] };
+    if (!Number.isFinite(step)) return ends();
   }
 }
 
@@ -474,6 +478,8 @@ export function writeAtomic(file: string, data: string | Uint8Array): void {
     renameSync(tmp, file);
   } catch (e) {
     try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
+    // Name the file the caller asked for, not our temp file.
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(`cannot write ${file}: ${err.code === 'ENOENT' ? 'its folder does not exist' : err.message}`, { cause: e });
   }
 }
