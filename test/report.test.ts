@@ -151,6 +151,11 @@ describe('logTicks', () => {
       }
     }
     assert.deepEqual(logTicks(0.15, 0.9).values, [0.1, 0.2, 0.5, 1]);
+    // Sparse decade labels get unlabelled 2..9 ticks in between, none on a label.
+    const sparse = logTicks(0.011, 2.4, 4);
+    assert.deepEqual(sparse.values, [0.01, 0.1, 1]);
+    assert.deepEqual([sparse.lo, sparse.hi], [0.01, 5]);
+    assert.ok(sparse.minor!.includes(0.02) && sparse.minor!.includes(3) && !sparse.minor!.includes(1));
   });
 });
 

@@ -91,6 +91,8 @@ export interface Ticks {
   hi: number;
   values: number[];
   labels: string[];
+  /** Unlabelled ticks between sparse log-axis labels (2..9 times each power of ten). */
+  minor?: number[];
 }
 
 const snap = (v: number): number => Number.parseFloat(v.toPrecision(12));
@@ -175,17 +177,20 @@ export function logTicks(min: number, max: number, maxCount = 6): Ticks {
   if (values.length < 3) values = build([1, 2, 3, 4, 5, 6, 7, 8, 9]);
   const lo = values[0];
   const hi = values[values.length - 1];
+  let minor: number[] | undefined;
   if (values.length > maxCount) {
+    minor = build([1, 2, 3, 4, 5, 6, 7, 8, 9]).filter((v) => v >= lo && v <= hi);
     // Too many: label powers of ten only (every stride-th), but keep the tighter 1-2-5 axis ends.
     const stride = Math.ceil((e1 - e0 + 1) / maxCount);
     values = [];
     for (let e = Math.ceil(Math.log10(lo) - 1e-9); 10 ** e <= hi * (1 + 1e-12); e++) if (e % stride === 0) values.push(snap(10 ** e));
     if (values.length < 2) values = [lo, hi];
+    minor = minor.filter((v) => !values.includes(v));
   }
   // One exponent label makes them all exponents, so the column reads consistently.
   const exp = values.some((v) => v >= 1e6 || v < 1e-4);
   const labels = values.map((v) => formatNumber(v, -Math.floor(Math.log10(v) + 1e-9), exp));
-  return { lo, hi, values, labels };
+  return { lo, hi, values, labels, minor };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ function axisTicks(lo: number | undefined, hi: number | undefined, data: [number
   // A fixed end is the axis end even when it is not a tick.
   const keep = (v: number) => v >= (lo ?? -Infinity) - 1e-12 && v <= (hi ?? Infinity) + 1e-12;
   const idx = t.values.map((v, i) => (keep(v) ? i : -1)).filter((i) => i >= 0);
-  return { lo: lo ?? t.lo, hi: hi ?? t.hi, values: idx.map((i) => t.values[i]), labels: idx.map((i) => t.labels[i]) };
+  return { lo: lo ?? t.lo, hi: hi ?? t.hi, values: idx.map((i) => t.values[i]), labels: idx.map((i) => t.labels[i]), minor: t.minor?.filter(keep) };
 }
 
 /**
@@ -328,6 +333,14 @@ function drawPanel(p: Panel, box: Box, styles: Map<Series, Resolved>, id: string
   const ty = (v: number) => top + plotH - ((ly(v) - ly(yt.lo)) / (ly(yt.hi) - ly(yt.lo) || 1)) * plotH;
 
   // Grid and ticks.
+  if (yt.minor?.length) {
+    out.push(`<g stroke="#f3f3f3" stroke-width="1">`);
+    for (const v of yt.minor) out.push(`<line x1="${fmt(left)}" y1="${fmt(ty(v))}" x2="${fmt(left + plotW)}" y2="${fmt(ty(v))}"/>`);
+    out.push('</g>');
+    out.push(`<g stroke="#666" stroke-width="1">`);
+    for (const v of yt.minor) out.push(`<line x1="${fmt(left - TICK_LEN / 2)}" y1="${fmt(ty(v))}" x2="${fmt(left)}" y2="${fmt(ty(v))}"/>`);
+    out.push('</g>');
+  }
   out.push(`<g stroke="#e6e6e6" stroke-width="1">`);
   for (const v of xt.values) out.push(`<line x1="${fmt(tx(v))}" y1="${fmt(top)}" x2="${fmt(tx(v))}" y2="${fmt(top + plotH)}"/>`);
   for (const v of yt.values) out.push(`<line x1="${fmt(left)}" y1="${fmt(ty(v))}" x2="${fmt(left + plotW)}" y2="${fmt(ty(v))}"/>`);
@@ -383,33 +396,39 @@ function drawPanel(p: Panel, box: Box, styles: Map<Series, Resolved>, id: string
 
 interface LegendItem { label: string; style: Resolved }
 
-function legendRows(items: LegendItem[], width: number): LegendItem[][] {
-  const rows: LegendItem[][] = [];
-  let row: LegendItem[] = [];
-  let used = 0;
-  for (const it of items) {
-    const w = LEGEND_SAMPLE + 6 + textWidth(it.label, FS.legend) + 22;
-    if (row.length && used + w > width - 20) { rows.push(row); row = []; used = 0; }
-    row.push(it);
-    used += w;
+interface Placed { item: LegendItem; x: number; row: number; size: number }
+
+/**
+ * Legend layout: one centred row when everything fits, else a centred grid of equal columns so
+ * the entries line up; labels wider than the whole chart shrink to fit.
+ */
+function layoutLegend(items: LegendItem[], width: number): { placed: Placed[]; rows: number } {
+  if (!items.length) return { placed: [], rows: 0 };
+  const gap = 22;
+  const room = width - 20;
+  const sizes = items.map((it) => fitSize(it.label, FS.legend, room - LEGEND_SAMPLE - 6));
+  const widths = items.map((it, i) => LEGEND_SAMPLE + 6 + textWidth(it.label, sizes[i]));
+  const total = widths.reduce((a, b) => a + b, 0) + gap * (items.length - 1);
+  const placed: Placed[] = [];
+  if (total <= room) {
+    let x = (width - total) / 2;
+    items.forEach((item, i) => { placed.push({ item, x, row: 0, size: sizes[i] }); x += widths[i] + gap; });
+    return { placed, rows: 1 };
   }
-  if (row.length) rows.push(row);
-  return rows;
+  const colW = Math.max(...widths) + gap;
+  const cols = Math.max(1, Math.floor((room + gap) / colW));
+  const left = (width - (cols * colW - gap)) / 2;
+  items.forEach((item, i) => placed.push({ item, x: left + (i % cols) * colW, row: Math.floor(i / cols), size: sizes[i] }));
+  return { placed, rows: Math.ceil(items.length / cols) };
 }
 
-function drawLegend(rows: LegendItem[][], width: number, y0: number): string {
+function drawLegend(placed: Placed[], y0: number): string {
   const out: string[] = [];
-  rows.forEach((row, r) => {
-    const widths = row.map((it) => LEGEND_SAMPLE + 6 + textWidth(it.label, FS.legend));
-    const total = widths.reduce((a, b) => a + b, 0) + 22 * (row.length - 1);
-    let x = Math.max(10, (width - total) / 2);
-    const y = y0 + r * 20 + 10;
-    row.forEach((it, i) => {
-      out.push(`<line x1="${fmt(x)}" y1="${fmt(y)}" x2="${fmt(x + LEGEND_SAMPLE)}" y2="${fmt(y)}" ${strokeAttrs(it.style)}/>`);
-      out.push(text(x + LEGEND_SAMPLE + 6, y + FS.legend * 0.36, it.label, FS.legend, 'fill="#222"'));
-      x += widths[i] + 22;
-    });
-  });
+  for (const { item, x, row, size } of placed) {
+    const y = y0 + row * 20 + 10;
+    out.push(`<line x1="${fmt(x)}" y1="${fmt(y)}" x2="${fmt(x + LEGEND_SAMPLE)}" y2="${fmt(y)}" ${strokeAttrs(item.style)}/>`);
+    out.push(text(x + LEGEND_SAMPLE + 6, y + FS.legend * 0.36, item.label, size, 'fill="#222"'));
+  }
   return `<g class="legend">\n${out.join('\n')}\n</g>`;
 }
 
@@ -430,8 +449,8 @@ export function lineChart(spec: ChartSpec): string {
     seen.add(s.label);
     items.push({ label: s.label, style: styles.get(s)! });
   }
-  const rows = legendRows(items, W);
-  const legendH = rows.length ? rows.length * 20 + 8 : 0;
+  const legend = layoutLegend(items, W);
+  const legendH = legend.rows ? legend.rows * 20 + 8 : 0;
 
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT_FAMILY}">`);
@@ -444,7 +463,7 @@ export function lineChart(spec: ChartSpec): string {
   const panelW = W / panels.length;
   const panelH = H - top - legendH - 6;
   panels.forEach((p, i) => out.push(drawPanel(p, { x: i * panelW, y: top, w: panelW, h: panelH }, styles, `clip${i}`)));
-  if (rows.length) out.push(drawLegend(rows, W, H - legendH - 2));
+  if (legend.rows) out.push(drawLegend(legend.placed, H - legendH - 2));
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
