@@ -526,7 +526,7 @@ describe('reference backend: every backward agrees with finite differences', () 
       const labels = Int32Array.of(0, 4, 2, 2);
       const loss = () => gradScale * be.crossEntropy(logits, labels, smoothing).loss.data[0];
       const { probs } = be.crossEntropy(logits, labels, smoothing);
-      checkGradient('dlogits', logits, loss, be.crossEntropyBackward(probs, labels, smoothing, gradScale).data, { h: 2 ** -10 });
+      checkGradient('dlogits', logits, loss, be.crossEntropyBackward(probs, labels, smoothing, gradScale).data, { h: 2 ** -8 });
     });
   }
 
@@ -575,18 +575,19 @@ function loadFixture(): Fixture {
 const t = (a: Arr): RefTensor => be.fromArray(Float32Array.from(a.data), a.shape);
 
 /**
- * Within 1e-5 relative to each value, with an absolute floor of 1e-5 of the tensor's largest
- * value: entries that are sums of many terms of both signs can cancel to near zero, where a
- * purely relative bound would demand more than float32 holds.
+ * Within 1e-5 relative to each value; values under a tenth of the tensor's largest are held to
+ * 1e-5 of that tenth instead. Those are sums of many terms of both signs that cancelled, and
+ * PyTorch's own float32 sums (oneDNN's order, not ours) carry an error relative to the terms, not
+ * to the result. Over a dozen regenerated fixtures the worst error was about 3e-7 of the largest.
  */
 function assertTorch(actual: RefTensor | Float32Array, expected: Arr, label: string): void {
   const a = actual instanceof Float32Array ? actual : be.read(actual);
   if (!(actual instanceof Float32Array)) assert.deepEqual(actual.shape, expected.shape, `${label}: shape`);
   assert.equal(a.length, expected.data.length, `${label}: length`);
-  const floor = 1e-5 * maxAbs(expected.data);
+  const floor = 0.1 * maxAbs(expected.data);
   for (let i = 0; i < a.length; i++) {
     const e = expected.data[i];
-    assert.ok(Math.abs(a[i] - e) <= Math.max(1e-5 * Math.abs(e), floor),
+    assert.ok(Math.abs(a[i] - e) <= 1e-5 * Math.max(Math.abs(e), floor),
       `${label}[${i}]: ${a[i]}, PyTorch ${e} (relative error ${(Math.abs(a[i] - e) / Math.abs(e)).toExponential(2)})`);
   }
 }
