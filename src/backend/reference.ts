@@ -42,6 +42,11 @@ function vals(t: RefTensor): Float32Array {
   return t.data;
 }
 
+/** The tensor layer checks shapes; this catches a caller that bypasses it before it reads past an end. */
+function sameSize(op: string, a: Float32Array, b: Float32Array): void {
+  if (a.length !== b.length) throw new Error(`reference backend: ${op} of tensors with ${a.length} and ${b.length} values`);
+}
+
 function convGeometry(x: Shape, w: Shape, p: Conv2dParams): ConvGeometry {
   const [n, c, h, wd] = x, [o, , kh, kw] = w;
   const [sh, sw] = p.stride, [ph, pw] = p.padding, [dh, dw] = p.dilation;
@@ -114,6 +119,7 @@ export class ReferenceBackend implements Backend<RefTensor> {
 
   add(a: RefTensor, b: RefTensor): RefTensor {
     const av = vals(a), bv = vals(b);
+    sameSize('add', av, bv);
     const y = new Float32Array(av.length);
     for (let i = 0; i < y.length; i++) y[i] = av[i] + bv[i];
     return make(y, a.shape);
@@ -121,6 +127,7 @@ export class ReferenceBackend implements Backend<RefTensor> {
 
   addInPlace(dst: RefTensor, src: RefTensor): void {
     const d = vals(dst), s = vals(src);
+    sameSize('addInPlace', d, s);
     for (let i = 0; i < d.length; i++) d[i] += s[i];
   }
 
