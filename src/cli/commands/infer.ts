@@ -22,6 +22,18 @@ const usage = `usage: residual infer --model M [--weights FILE] --input IN.safet
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
+/**
+ * CIFAR reimplementations name the head `linear` (akamaster) or `classifier`; ours is `fc`, as in
+ * torchvision. Renames the head when that is the only difference.
+ */
+function renameHead(sd: Map<string, LoadedTensor>): Map<string, LoadedTensor> {
+  if (sd.has('fc.weight')) return sd;
+  const from = ['linear', 'classifier'].find((p) => sd.has(`${p}.weight`));
+  if (!from) return sd;
+  console.error(`infer: using the weights' "${from}.*" as the classifier "fc.*"`);
+  return new Map([...sd].map(([k, v]) => [k.startsWith(`${from}.`) ? `fc.${k.slice(from.length + 1)}` : k, v]));
+}
+
 /** Options the weights imply: classes from fc, input channels from conv1, option B shortcuts. */
 function optionsFromWeights(model: string, sd: Map<string, LoadedTensor>): ModelOptions {
   const opts: ModelOptions = {};
@@ -54,7 +66,7 @@ export async function run(argv: string[]): Promise<number> {
   const entry = getModel(name);
   await initBackend();
 
-  const weights = values.weights ? loadStateDictFile(values.weights) : null;
+  const weights = values.weights ? renameHead(loadStateDictFile(values.weights)) : null;
   const opts = weights ? optionsFromWeights(name, weights) : {};
   const { tensors } = readSafetensors(values.input!);
   const input = tensors.get('input');
