@@ -29,7 +29,7 @@ Napi::Value ConcatChannels(const Napi::CallbackInfo& info) {
   std::vector<Tensor*> xs;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value v = arr.Get(i);
-    Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::ctor->Value()), "concat inputs must be native tensors");
+    Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())), "concat inputs must be native tensors");
     Tensor* t = Tensor::Unwrap(v.As<Napi::Object>());
     Require(t && t->Alive(), "concat input " + std::to_string(i) + " is a disposed tensor");
     xs.push_back(t);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -100,7 +101,8 @@ enum class Layout { Plain, NHWC, Opaque };
 
 class Tensor : public Napi::ObjectWrap<Tensor> {
  public:
-  static Napi::FunctionReference* ctor;
+  // The class constructor of this environment (each worker thread has its own).
+  static Napi::Function Ctor(Napi::Env env);
   static Napi::Function Init(Napi::Env env);
   explicit Tensor(const Napi::CallbackInfo& info);
   ~Tensor() override;
@@ -191,6 +193,11 @@ void Export(Napi::Env env, Napi::Object exports, const char* name, OpFn fn);
 
 // Parallel loop helper: runs OpenMP only when the work is large enough to pay for the region.
 constexpr int64_t kParallelMin = 1 << 15;
+
+// All native state (caches, pool, scratchpad, stream) is process-wide while worker threads each have
+// their own JS environment, so every op and finalizer runs under this lock. Recursive: a GC
+// finalizer may run inside an op when the op allocates JS objects.
+std::recursive_mutex& GlobalLock();
 
 // Registration of each op family.
 void RegisterTensorOps(Napi::Env env, Napi::Object exports);

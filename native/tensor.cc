@@ -138,6 +138,14 @@ void Prim::Exec(std::unordered_map<int, memory> args) {
 }
 
 void RecordImpl(const std::string& key, const char* impl) {
+  // RESIDUAL_NATIVE_NO_REF=1 turns a reference-kernel choice into an error (for benchmarks and CI).
+  static const bool strict = [] {
+    const char* v = std::getenv("RESIDUAL_NATIVE_NO_REF");
+    return v != nullptr && v[0] == '1';
+  }();
+  if (strict && impl && std::strncmp(impl, "ref", 3) == 0)
+    throw OpError("oneDNN chose the reference kernel " + std::string(impl) + " for " + key +
+                  " (RESIDUAL_NATIVE_NO_REF is set)");
   ++g_cached_prims;
   if (g_impls.size() > 4096) g_impls.clear();
   g_impls.emplace_back(key, impl ? impl : "");
@@ -178,7 +186,18 @@ memory::desc CanonMd(const dims& shape, Layout* layout) {
 
 // ---------------------------------------------------------------- tensor
 
-Napi::FunctionReference* Tensor::ctor = nullptr;
+std::recursive_mutex& GlobalLock() {
+  static std::recursive_mutex m;
+  return m;
+}
+
+namespace {
+struct InstanceData {
+  Napi::FunctionReference ctor;
+};
+}  // namespace
+
+Napi::Function Tensor::Ctor(Napi::Env env) { return env.GetInstanceData<InstanceData>()->ctor.Value(); }
 
 Napi::Function Tensor::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeTensor",
@@ -186,7 +205,9 @@ Napi::Function Tensor::Init(Napi::Env env) {
        InstanceAccessor("disposed", &Tensor::GetDisposed, nullptr),
        InstanceAccessor("byteSize", &Tensor::GetByteSize, nullptr),
        InstanceAccessor("layout", &Tensor::GetLayout, nullptr)});
-  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  auto* data = new InstanceData();
+  data->ctor = Napi::Persistent(f);
+  env.SetInstanceData<InstanceData>(data);
   return f;
 }
 
@@ -194,6 +215,7 @@ Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info),
 
 Tensor::~Tensor() {
   // The finalizer backstop: frees what dispose() did not.
+  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
   try {
     Release();
   } catch (...) {
@@ -289,6 +311,7 @@ memory Tensor::Derived(const memory::desc& src_view, const memory::desc& want) {
 }
 
 Napi::Value Tensor::Dispose(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
   Release();
   return info.Env().Undefined();
 }
@@ -302,7 +325,7 @@ Napi::Value Tensor::GetLayout(const Napi::CallbackInfo& info) {
 }
 
 NewT NewTensor(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md) {
-  Napi::Object obj = Tensor::ctor->New({});
+  Napi::Object obj = Tensor::Ctor(env).New({});
   Tensor* t = Tensor::Unwrap(obj);
   t->Allocate(env, shape, layout, md);
   Napi::Array arr = Napi::Array::New(env, shape.size());
@@ -345,7 +368,7 @@ Tensor* ArgTensorOrNull(const Napi::CallbackInfo& info, size_t i) {
 Tensor* ArgTensor(const Napi::CallbackInfo& info, size_t i) {
   Require(i < info.Length(), "missing tensor argument " + std::to_string(i));
   Napi::Value v = info[i];
-  Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::ctor->Value()),
+  Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())),
           "argument " + std::to_string(i) + " is not a native tensor");
   Tensor* t = Tensor::Unwrap(v.As<Napi::Object>());
   Require(t != nullptr, "argument " + std::to_string(i) + " is not a native tensor");
@@ -393,6 +416,7 @@ struct Slot {
 };
 Napi::Value Trampoline(const Napi::CallbackInfo& info) {
   const Slot* slot = static_cast<const Slot*>(info.Data());
+  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
   try {
     return slot->fn(info);
   } catch (const Napi::Error&) {
@@ -432,9 +456,11 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   return r.obj;
 }
 
+// Zeros are zeros in every layout, so a 4-D one starts in the activation layout (NHWC): gradient
+// accumulators then need no reorder. A weight made by zeros relayouts itself to plain on first use.
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
   dims shape = ArgDims(info, 0);
-  NewT r = NewPlain(info.Env(), shape);
+  NewT r = NewCanon(info.Env(), shape);
   if (r.t->Numel() > 0) std::memset(r.t->Data(), 0, r.t->md.get_size());
   return r.obj;
 }
@@ -478,7 +504,7 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
 
 Napi::Value DisposeFn(const Napi::CallbackInfo& info) {
   // Disposing twice is harmless; disposing something that is not a tensor is an error.
-  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::ctor->Value()),
+  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())),
           "argument 0 is not a native tensor");
   Tensor* t = Tensor::Unwrap(info[0].As<Napi::Object>());
   if (t) t->Release();
@@ -486,7 +512,7 @@ Napi::Value DisposeFn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ByteSize(const Napi::CallbackInfo& info) {
-  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::ctor->Value()),
+  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())),
           "argument 0 is not a native tensor");
   Tensor* t = Tensor::Unwrap(info[0].As<Napi::Object>());
   return Napi::Number::New(info.Env(), t ? static_cast<double>(t->Bytes()) : 0.0);

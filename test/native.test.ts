@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { Worker } from 'node:worker_threads';
 
 import { NativeBackend, type NativeTensor } from '../src/backend/native.js';
 import { ReferenceBackend, type RefTensor } from '../src/backend/reference.js';
@@ -167,6 +168,33 @@ describe('native backend: info and memory', () => {
     assert.ok(nb.read(u).every((v) => v === 0));
     nb.releasePool();
     assert.equal(nb.stats().pooledBytes, 0);
+  });
+
+  it('works from a worker thread alongside the main thread', async () => {
+    const url = new URL('../src/backend/native.js', import.meta.url).href;
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      import(${JSON.stringify(url)}).then(({ NativeBackend }) => {
+        const nb = new NativeBackend();
+        const x = nb.fromArray(new Float32Array(2 * 4 * 5 * 5).fill(1), [2, 4, 5, 5]);
+        const w = nb.fromArray(new Float32Array(8 * 4 * 3 * 3).fill(0.5), [8, 4, 3, 3]);
+        const y = nb.conv2d(x, w, null, { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 });
+        parentPort.postMessage(Array.from(nb.read(y)));
+      }).catch((e) => parentPort.postMessage(String(e)));`;
+    const worker = new Worker(code, { eval: true });
+    // meanwhile, the main thread keeps computing
+    const x = pair([2, 8, 9, 9]);
+    check(nb.relu(x.n), rb.relu(x.r), 'relu on the main thread');
+    const out = await new Promise<unknown>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    await worker.terminate();
+    assert.ok(Array.isArray(out), `worker failed: ${String(out)}`);
+    assert.equal(out.length, 2 * 8 * 3 * 3);
+    assert.ok((out as number[]).every((v) => Math.abs(v - 18) < 1e-5));
+    // a tensor of one thread's environment is not one of another's: an Error, not a crash
+    assert.throws(() => nb.read({ shape: [1] } as unknown as NativeTensor), /not a native tensor/);
   });
 
   it('counts cached weight copies in byteSize and frees them with the tensor', () => {
