@@ -351,7 +351,7 @@ describe('native backend: convolution vs reference', () => {
 // ---------- batch norm ----------
 
 describe('native backend: batch norm vs reference', () => {
-  for (const shape of [[7, 5, 9, 11], [1, 16, 4, 3], [2, 3, 1, 1], [6, 4]] as Shape[]) {
+  for (const shape of [[7, 5, 9, 11], [1, 16, 4, 3], [5, 3, 1, 1], [6, 4]] as Shape[]) {
     it(`train, eval, backward and running stats on [${shape}]`, () => {
       const c = shape[1];
       const x = pair(shape, randomArray(shape, -2, 3));
