@@ -8,7 +8,7 @@ import {
   ResNet, ResidualBlock, cifarResNeXt, createModel, featureNames, getModel, imagenetSpecs, modelNames, resnet18, resnet20,
   resnet50, resnetSpec, traceModel, traceNet, type ModelOptions, type TraceResult,
 } from '../src/models/index.js';
-import { BatchNorm2d, Conv2d, manualSeed } from '../src/nn/index.js';
+import { BatchNorm2d, Conv2d, Linear, manualSeed } from '../src/nn/index.js';
 import { Tensor, crossEntropy, noGrad, tidy } from '../src/tensor/index.js';
 import { readJsonFixture } from './helpers.js';
 
@@ -221,6 +221,41 @@ describe('forward passes (small inputs)', () => {
         const walk = walkFeatureShapes(traceNet(m.spec, [2, ...input]), names);
         assert.deepEqual(shapes, walk);
         x.dispose();
+      } finally {
+        m.dispose();
+      }
+    });
+  }
+
+  // The walk must describe what forward really runs: the same conv, BN and linear layers, in the
+  // same order, with the same output shapes (and so the same MACs).
+  const executed: [string, ModelOptions, number[]][] = [
+    ['resnet18', {}, [3, 40, 36]],
+    ['resnet50', { replaceStrideWithDilation: [false, true, true] }, [3, 36, 36]],
+    ['resnet20', {}, [3, 20, 20]],
+    ['resnet20', { shortcut: 'B' }, [3, 20, 20]],
+  ];
+  for (const [name, opts, input] of executed) {
+    it(`${name} ${JSON.stringify(opts)}: the layers forward runs are the walk's, in order, with its shapes`, () => {
+      manualSeed(9);
+      const m = createModel(name, opts).eval();
+      const ran: [string, number[]][] = [];
+      for (const [path, mod] of m.namedModules()) {
+        if (!(mod instanceof Conv2d || mod instanceof BatchNorm2d || mod instanceof Linear)) continue;
+        const original = mod.forward.bind(mod);
+        mod.forward = (x: Tensor) => {
+          const y = original(x);
+          ran.push([path, [...y.shape]]);
+          return y;
+        };
+      }
+      try {
+        const x = Tensor.fromArray(new Float32Array(input.reduce((a, b) => a * b)).fill(0.25), [1, ...input]);
+        noGrad(() => tidy(() => { m.forward(x); }));
+        x.dispose();
+        const walked = traceModel(name, input, opts).layers
+          .filter((l) => ['Conv2d', 'BatchNorm2d', 'Linear'].includes(l.type)).map((l): [string, number[]] => [l.name, l.outShape]);
+        assert.deepEqual(ran, walked);
       } finally {
         m.dispose();
       }
