@@ -49,8 +49,8 @@ describe('residual summary', () => {
   it('prints one row per layer and the totals', () => {
     const r = residual('summary', 'resnet18');
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^conv1\s+Conv2d\s+\[1, 64, 112, 112\]\s+9,408\s+118,013,952$/m);
-    assert.match(r.stdout, /^layer2\.0\.downsample\.0\s+Conv2d\s+\[1, 128, 28, 28\]\s+8,192\s+6,422,528$/m);
+    assert.match(r.stdout, /^conv1\s+Conv2d 7x7 s2\s+\[1, 64, 112, 112\]\s+9,408\s+118,013,952$/m);
+    assert.match(r.stdout, /^layer2\.0\.downsample\.0\s+Conv2d 1x1 s2\s+\[1, 128, 28, 28\]\s+8,192\s+6,422,528$/m);
     assert.match(r.stdout, /^fc\s+Linear\s+\[1, 1000\]\s+513,000\s+512,000$/m);
     assert.match(r.stdout, /total params: 11,689,512/);
     assert.match(r.stdout, /total MACs: +1,814,073,344 \(1\.814 G/);

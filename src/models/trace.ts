@@ -37,6 +37,8 @@ export interface LayerRecord {
   /** Module path, e.g. "layer1.0.conv1"; the same path the state-dict keys start with. */
   name: string;
   type: string;
+  /** The layer's configuration in a few characters, e.g. "3x3 s2 g32" for a conv. */
+  detail: string;
   outShape: number[];
   params: number;
   macs: number;
@@ -71,9 +73,9 @@ export class Tracer {
     this.containers[name] = type;
   }
 
-  private add(name: string, type: string, outShape: number[], macs: number, state: StateKey[]): number[] {
+  private add(name: string, type: string, outShape: number[], macs: number, state: StateKey[], detail = ''): number[] {
     const params = state.filter((s) => s.kind === 'param').reduce((a, s) => a + prod(s.shape), 0);
-    this.layers.push({ name, type, outShape, params, macs, state });
+    this.layers.push({ name, type, detail, outShape, params, macs, state });
     return outShape;
   }
 
@@ -87,7 +89,9 @@ export class Tracer {
       throw new Error(`${name}: a ${c.kernel}x${c.kernel} kernel does not fit input [${x.join(',')}]; use a larger input`);
     }
     const macs = prod(out) * (c.inChannels / c.groups) * c.kernel * c.kernel;
-    return this.add(name, 'Conv2d', out, macs, [{ key: `${name}.weight`, shape: weight, kind: 'param' }]);
+    const detail = [`${c.kernel}x${c.kernel}`, c.stride > 1 ? `s${c.stride}` : '', c.groups > 1 ? `g${c.groups}` : '',
+      c.dilation > 1 ? `d${c.dilation}` : ''].filter(Boolean).join(' ');
+    return this.add(name, 'Conv2d', out, macs, [{ key: `${name}.weight`, shape: weight, kind: 'param' }], detail);
   }
 
   batchNorm(name: string, x: Shape4): number[] {
@@ -109,7 +113,7 @@ export class Tracer {
     const oh = windowOutputSize(x[2], p.kernel, p.stride, p.padding, 1, false);
     const ow = windowOutputSize(x[3], p.kernel, p.stride, p.padding, 1, false);
     if (oh < 1 || ow < 1) throw new Error(`${name}: the pooling window does not fit input [${x.join(',')}]; use a larger input`);
-    return this.add(name, 'MaxPool2d', [x[0], x[1], oh, ow], 0, []);
+    return this.add(name, 'MaxPool2d', [x[0], x[1], oh, ow], 0, [], `${p.kernel}x${p.kernel} s${p.stride}`);
   }
 
   globalAvgPool(name: string, x: Shape4): number[] {
@@ -118,7 +122,8 @@ export class Tracer {
 
   /** The CIFAR ResNets' option-A shortcut: subsample, zero-pad channels; nothing to learn. */
   shortcutA(name: string, outChannels: number, stride: number, x: Shape4): number[] {
-    return this.add(name, 'ShortcutA', [x[0], outChannels, Math.ceil(x[2] / stride), Math.ceil(x[3] / stride)], 0, []);
+    return this.add(name, 'ShortcutA', [x[0], outChannels, Math.ceil(x[2] / stride), Math.ceil(x[3] / stride)], 0, [],
+      stride > 1 ? `s${stride}` : '');
   }
 
   linear(name: string, inFeatures: number, outFeatures: number, x: readonly number[]): number[] {
@@ -154,7 +159,8 @@ export function groupByDepth(layers: readonly LayerRecord[], depth: number, cont
       last.outShape = l.outShape;
       last.state.push(...l.state);
     } else {
-      out.push({ ...l, name, type: parts.length > depth ? containers[name] ?? 'Module' : l.type, state: [...l.state] });
+      const grouped = parts.length > depth;
+      out.push({ ...l, name, type: grouped ? containers[name] ?? 'Module' : l.type, detail: grouped ? '' : l.detail, state: [...l.state] });
     }
   }
   return out;

@@ -59,11 +59,11 @@ export async function run(argv: string[]): Promise<number> {
   if (values.json) {
     console.log(JSON.stringify({
       model: name, input, output: trace.outputShape.slice(1), params: trace.params, macs: trace.macs,
-      layers: layers.map((l) => ({ name: l.name, type: l.type, output: l.outShape, params: l.params, macs: l.macs })),
+      layers: layers.map((l) => ({ name: l.name, type: l.type, detail: l.detail, output: l.outShape, params: l.params, macs: l.macs })),
     }));
     return 0;
   }
-  const rows = layers.map((l) => [l.name, l.type, shapeText(l.outShape), l.params ? groupDigits(l.params) : '-', l.macs ? groupDigits(l.macs) : '-']);
+  const rows = layers.map((l) => [l.name, l.detail ? `${l.type} ${l.detail}` : l.type, shapeText(l.outShape), l.params ? groupDigits(l.params) : '-', l.macs ? groupDigits(l.macs) : '-']);
   console.log(`${name}: ${entry.description}; input ${shapeText([1, ...input])}\n`);
   console.log(formatTable(['layer', 'type', 'output', 'params', 'MACs'], rows, ['l', 'l', 'l', 'r', 'r']));
   console.log(`\ntotal params: ${groupDigits(trace.params)}\ntotal MACs:   ${groupDigits(trace.macs)} (${humanMacs(trace.macs)}, convolutions and linear layers, batch 1)`);
