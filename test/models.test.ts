@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { initBackend } from '../src/backend/index.js';
 import {
-  ResNet, ResidualBlock, cifarResNeXt, createModel, featureNames, getModel, imagenetSpecs, modelNames, resnet18, resnet20,
+  BasicBlock, ResNet, ResidualBlock, cifarResNeXt, createModel, featureNames, getModel, imagenetSpecs, modelNames, resnet18, resnet20,
   resnet50, resnetSpec, traceModel, traceNet, type ModelOptions, type TraceResult,
 } from '../src/models/index.js';
 import { BatchNorm2d, Conv2d, Linear, manualSeed } from '../src/nn/index.js';
@@ -172,6 +172,7 @@ describe('builders and options', () => {
       const std = Math.sqrt(w.reduce((a, v) => a + v * v, 0) / w.length);
       const expected = Math.sqrt(2 / (conv.outChannels * 9));
       assert.ok(Math.abs(std - expected) / expected < 0.05, `conv std ${std} vs ${expected}`);
+      assert.ok(m.getModule('layer1')!.namedChildren().every(([, b]) => b instanceof BasicBlock));
       for (const [name, mod] of m.namedModules()) {
         if (mod instanceof ResidualBlock) {
           assert.ok(mod.lastNorm.weight.toArray().every((v) => v === 0), `${name}: last BN scale`);

@@ -110,6 +110,27 @@ export class ResidualBlock extends Module {
   }
 }
 
+/** torchvision's BasicBlock: two 3x3 conv-BN layers (expansion 1). */
+export class BasicBlock extends ResidualBlock {
+  constructor(spec: BlockSpec) {
+    if (spec.kind !== 'basic') throw new Error(`BasicBlock: the spec describes a ${spec.kind} block`);
+    super(spec);
+  }
+}
+
+/** torchvision's Bottleneck: 1x1 reduce, 3x3 (grouped, strided, dilated), 1x1 expand (expansion 4 in ResNets). */
+export class Bottleneck extends ResidualBlock {
+  constructor(spec: BlockSpec) {
+    if (spec.kind !== 'bottleneck') throw new Error(`Bottleneck: the spec describes a ${spec.kind} block`);
+    super(spec);
+  }
+}
+
+/** The block class a spec asks for. */
+export function makeBlock(spec: BlockSpec): ResidualBlock {
+  return spec.kind === 'basic' ? new BasicBlock(spec) : new Bottleneck(spec);
+}
+
 /** Walks ResidualBlock's layers in its forward order. */
 export function traceBlock(t: Tracer, prefix: string, b: BlockSpec, x: Shape4): number[] {
   checkSpec(b);

@@ -3,7 +3,7 @@
 // ImageNet family (resnet.ts) and the CIFAR family (cifar.ts) differ only in the NetSpec they build.
 import { BatchNorm2d, Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
 import { Tensor, flatten } from '../tensor/index.js';
-import { ResidualBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
+import { ResidualBlock, makeBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
 import { Tracer, type ConvSpec, type PoolSpec, type TraceResult } from './trace.js';
 
 export interface NetSpec {
@@ -52,7 +52,7 @@ export class ResNet extends Module {
       ? this.registerModule('maxpool', new MaxPool2d(stem.maxPool.kernel, stem.maxPool.stride, stem.maxPool.padding))
       : null;
     spec.stages.forEach((blocks, i) => {
-      this.stages.push(this.registerModule(`layer${i + 1}`, new Sequential(...blocks.map((b) => new ResidualBlock(b)))));
+      this.stages.push(this.registerModule(`layer${i + 1}`, new Sequential(...blocks.map(makeBlock))));
     });
     this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d(1));
     this.head = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));

@@ -2,7 +2,7 @@
 // between them. With C paths of width d, input and output `out` channels:
 //   (a) split-transform-merge: C paths, each 1x1 in->d, 3x3 d->d, 1x1 d->out; the path outputs summed;
 //   (b) early concatenation: C paths of 1x1 in->d, 3x3 d->d; concatenated to C*d; one 1x1 C*d->out;
-//   (c) grouped convolution: 1x1 in->C*d, 3x3 C*d->C*d with C groups, 1x1 C*d->out (ResidualBlock).
+//   (c) grouped convolution: 1x1 in->C*d, 3x3 C*d->C*d with C groups, 1x1 C*d->out (a Bottleneck).
 //
 // BN and ReLU placement, so that the forms are strictly equal (the paper's "when BN and ReLU are
 // appropriately addressed"): BN is per channel, so BN over the C*d channels of (c) is the same as a
@@ -19,7 +19,7 @@
 // conv3 and bn3. A projection shortcut (downsample.0/1), where the shape changes, is shared by all.
 import { BatchNorm2d, Conv2d, Module, ReLU, Sequential, type StateDict, type StateEntry } from '../nn/index.js';
 import { Tensor, add, concatChannels } from '../tensor/index.js';
-import { ResidualBlock, conv1x1, conv3x3, makeConv, shortcutFor, type BlockSpec } from './blocks.js';
+import { Bottleneck, conv1x1, conv3x3, makeConv, shortcutFor, type BlockSpec } from './blocks.js';
 
 export type ResNeXtForm = 'a' | 'b' | 'c';
 
@@ -88,7 +88,7 @@ class Path extends Module {
   }
 }
 
-/** Forms (a) and (b); form (c) is ResidualBlock. */
+/** Forms (a) and (b); form (c) is a Bottleneck. */
 class PathsBlock extends Module {
   readonly paths: Path[];
   readonly conv3: Conv2d | null;
@@ -123,7 +123,7 @@ class PathsBlock extends Module {
 
 /** A ResNeXt block in form (a), (b) or (c). Initial weights are PyTorch's layer defaults. */
 export function resnextBlock(form: ResNeXtForm, config: ResNeXtBlockConfig): Module {
-  if (form === 'c') return new ResidualBlock(groupedBlockSpec(config));
+  if (form === 'c') return new Bottleneck(groupedBlockSpec(config));
   if (form !== 'a' && form !== 'b') throw new Error(`ResNeXt block: form must be 'a', 'b' or 'c', got ${String(form)}`);
   return new PathsBlock(form, checkConfig(config));
 }
