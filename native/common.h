@@ -51,6 +51,16 @@ Prim MakePrim(const PD& pd) {
 // every iteration, so freed buffers are kept (up to a cap) and handed out again. This avoids the
 // page faults and zeroing of fresh mmap'd memory on every op. Cap: RESIDUAL_NATIVE_POOL_MB (default 2048).
 void* PoolAlloc(size_t bytes);
+// Tells the calling environment's garbage collector about memory taken from / given back to the system.
+void ReportExternal(int64_t delta);
+// Which JS environment the current thread is working for (set at the N-API boundary).
+class EnvScope {
+ public:
+  explicit EnvScope(napi_env env);
+  ~EnvScope();
+ private:
+  napi_env prev_;
+};
 void PoolFree(void* p, size_t bytes);
 size_t PooledBytes();
 void PoolRelease();

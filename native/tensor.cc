@@ -36,6 +36,27 @@ size_t g_cached_prims = 0;
 }  // namespace
 
 namespace {
+thread_local napi_env t_env = nullptr;
+int64_t g_footprint = 0;
+}  // namespace
+
+EnvScope::EnvScope(napi_env env) : prev_(t_env) { t_env = env; }
+EnvScope::~EnvScope() { t_env = prev_; }
+
+// The garbage collector is told about memory when the allocator takes it from the system or gives
+// it back, not on every tensor alloc/free: a training step frees and re-allocates the same buffers
+// through the pool, so the reported size stays flat and V8 does not run a mark-compact for every
+// 64 MB of activations. Tensors that are never disposed still drain the pool, which makes the
+// allocator take (and report) more memory, which makes V8 collect them.
+void ReportExternal(int64_t delta) {
+  g_footprint += delta;
+  if (delta != 0 && t_env != nullptr) {
+    int64_t result;
+    napi_adjust_external_memory(t_env, delta, &result);
+  }
+}
+
+namespace {
 struct Pool {
   std::unordered_map<size_t, std::vector<void*>> free;
   size_t pooled = 0;
@@ -50,6 +71,7 @@ struct Pool {
     for (auto& kv : free)
       for (void* p : kv.second) std::free(p);
     free.clear();
+    ReportExternal(-static_cast<int64_t>(pooled));
     pooled = 0;
   }
 };
@@ -71,12 +93,14 @@ void* PoolAlloc(size_t bytes) {
     pool.pooled -= n;
     return p;
   }
-  void* p = std::aligned_alloc(n >= (1u << 20) ? 4096 : 64, n >= (1u << 20) ? (n + 4095) / 4096 * 4096 : n);
+  size_t align = n >= (1u << 20) ? 4096 : 64;
+  void* p = std::aligned_alloc(align, (n + align - 1) / align * align);
   if (!p) {
     pool.Release();  // give cached buffers back to the system and try once more
-    p = std::aligned_alloc(n >= (1u << 20) ? 4096 : 64, n >= (1u << 20) ? (n + 4095) / 4096 * 4096 : n);
+    p = std::aligned_alloc(align, (n + align - 1) / align * align);
     if (!p) throw std::bad_alloc();
   }
+  ReportExternal(static_cast<int64_t>(n));
   return p;
 }
 
@@ -86,6 +110,7 @@ void PoolFree(void* p, size_t bytes) {
   Pool& pool = ThePool();
   if (pool.pooled + n > pool.cap) {
     std::free(p);
+    ReportExternal(-static_cast<int64_t>(n));
     return;
   }
   pool.free[n].push_back(p);
@@ -112,6 +137,7 @@ void* ScratchPtr(size_t bytes) {
     void* p = std::aligned_alloc(4096, n);
     if (!p) throw std::bad_alloc();
     std::free(g_scratch.ptr);
+    ReportExternal(static_cast<int64_t>(n) - static_cast<int64_t>(g_scratch.size));
     g_scratch.ptr = p;
     g_scratch.size = n;
   }
@@ -216,6 +242,7 @@ Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info),
 Tensor::~Tensor() {
   // The finalizer backstop: frees what dispose() did not.
   std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+  EnvScope scope(env_);
   try {
     Release();
   } catch (...) {
@@ -229,13 +256,7 @@ size_t Tensor::Bytes() const {
   return md.get_size() + derived_bytes_;
 }
 
-void Tensor::AdjustMem(int64_t delta) {
-  g_live_bytes += delta;
-  if (delta != 0 && env_ != nullptr) {
-    int64_t result;
-    napi_adjust_external_memory(env_, delta, &result);
-  }
-}
+void Tensor::AdjustMem(int64_t delta) { g_live_bytes += delta; }
 
 void Tensor::Allocate(Napi::Env env, const dims& shp, Layout lay, const memory::desc& d) {
   env_ = env;
@@ -312,6 +333,7 @@ memory Tensor::Derived(const memory::desc& src_view, const memory::desc& want) {
 
 Napi::Value Tensor::Dispose(const Napi::CallbackInfo& info) {
   std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+  EnvScope scope(info.Env());
   Release();
   return info.Env().Undefined();
 }
@@ -417,6 +439,7 @@ struct Slot {
 Napi::Value Trampoline(const Napi::CallbackInfo& info) {
   const Slot* slot = static_cast<const Slot*>(info.Data());
   std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+  EnvScope scope(info.Env());
   try {
     return slot->fn(info);
   } catch (const Napi::Error&) {
@@ -554,6 +577,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("primitivesCreated", static_cast<double>(g_cached_prims));
   o.Set("scratchpadBytes", static_cast<double>(g_scratch.size));
   o.Set("pooledBytes", static_cast<double>(PooledBytes()));
+  o.Set("footprintBytes", static_cast<double>(g_footprint));
   return o;
 }
 

@@ -166,8 +166,11 @@ describe('native backend: info and memory', () => {
     assert.ok(nb.stats().pooledBytes >= numel(shape) * 4);
     const u = nb.zeros(shape); // a recycled buffer must still come back zeroed
     assert.ok(nb.read(u).every((v) => v === 0));
+    const st = nb.stats();
+    assert.ok(st.footprintBytes >= st.liveBytes + st.pooledBytes, 'the reported footprint covers live and pooled buffers');
     nb.releasePool();
     assert.equal(nb.stats().pooledBytes, 0);
+    assert.equal(nb.stats().footprintBytes, st.footprintBytes - st.pooledBytes);
   });
 
   it('works from a worker thread alongside the main thread', async () => {

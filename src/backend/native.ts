@@ -96,6 +96,11 @@ export interface NativeStats {
   scratchpadBytes: number;
   /** Freed tensor buffers kept for reuse (capped by RESIDUAL_NATIVE_POOL_MB, default 2048). */
   pooledBytes: number;
+  /**
+   * Bytes the allocator holds from the system (live tensors, their cached weight copies, pooled
+   * buffers, scratchpad). This is what the garbage collector is told via napi_adjust_external_memory.
+   */
+  footprintBytes: number;
 }
 
 /** The folder with the package's package.json, found by walking up from this file. */
