@@ -427,6 +427,9 @@ dims ArgDims(const Napi::CallbackInfo& info, size_t i) {
     d[k] = static_cast<int64_t>(x);
   }
   Require(d.size() <= 8, "at most 8 dimensions are supported");
+  double total = 1;
+  for (auto v : d) total *= static_cast<double>(v);
+  Require(total <= 4.0e12, "shape has too many elements");
   return d;
 }
 
@@ -516,7 +519,10 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
   }
   NewT r = NewPlain(info.Env(), shape);
   if (x->Numel() == 0) return r.obj;
-  if (x->layout == Layout::Plain) {
+  // NHWC with H*W == 1 or C == 1 has the same bytes as NCHW (e.g. the pooled features before the head).
+  bool same_bytes = x->layout == Layout::Plain ||
+                    (x->layout == Layout::NHWC && (x->Dim(2) * x->Dim(3) == 1 || x->Dim(1) == 1));
+  if (same_bytes) {
     std::memcpy(r.t->Data(), x->Data(), static_cast<size_t>(x->Numel()) * sizeof(float));
   } else {
     memory dst(PlainMd(x->shape), Eng(), r.t->Data());

@@ -121,6 +121,8 @@ describe('native backend: info and memory', () => {
     assert.deepEqual(nb.read(flat), rb.read(p.r));
     const back = nb.reshape(flat, [2, 3, 5, 4]);
     assert.deepEqual(nb.read(back), rb.read(p.r));
+    const one = pair([2, 1, 5, 4]);
+    assert.deepEqual(nb.read(nb.reshape(nhwc(one), [2, 20])), rb.read(one.r));
     // reshape copies: mutating the copy leaves the source alone
     nb.addInPlace(flat, flat);
     assert.deepEqual(nb.read(y), rb.read(p.r));
@@ -421,6 +423,7 @@ describe('native backend: pooling vs reference', () => {
       const x = pair(shape);
       const yr = rb.globalAvgPool(x.r);
       check(nb.globalAvgPool(nhwc(x)), yr, 'y');
+      check(nb.reshape(nb.globalAvgPool(nhwc(x)), [shape[0], shape[1]]), rb.reshape(yr, [shape[0], shape[1]]), 'flattened y');
       const dy = pair(yr.shape);
       check(nb.globalAvgPoolBackward(dy.n, shape), rb.globalAvgPoolBackward(dy.r, shape), 'dx');
       // flattened gradient, as a Linear head hands it back after reshape
