@@ -67,6 +67,9 @@ struct BwdWeiEntry {
 Cache<FwdEntry> g_fwd;
 Cache<BwdDataEntry> g_bwd_data;
 Cache<BwdWeiEntry> g_bwd_wei;
+// Experiment and test knob: let oneDNN choose the activation layout of every convolution (blocked
+// nChw16c in f32 training), paying a reorder on each side, instead of NHWC.
+bool g_any_layout = false;
 
 // Activations explicitly NHWC (so no reorders); weights `any`. If oneDNN only offers a reference
 // kernel for that combination, let it choose the activation layout too and pay the reorders.
@@ -81,9 +84,9 @@ FwdEntry& GetFwd(const ConvShape& s, bool bias) {
       return dnnl::convolution_forward::primitive_desc(d, UserScratchAttr(), Eng());
     };
     auto pd = make(NhwcMd(s.Src()), NhwcMd(s.Dst()));
-    if (IsRef(pd.impl_info_str())) {
+    if (g_any_layout || IsRef(pd.impl_info_str())) {
       auto alt = make(Any(s.Src()), Any(s.Dst()));
-      if (!IsRef(alt.impl_info_str())) pd = alt;
+      if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
     return FwdEntry{pd, MakePrim<decltype(pd), dnnl::convolution_forward>(pd)};
@@ -100,9 +103,9 @@ BwdDataEntry& GetBwdData(const ConvShape& s) {
       return dnnl::convolution_backward_data::primitive_desc(d, UserScratchAttr(), Eng(), f.pd);
     };
     auto pd = make(NhwcMd(s.Src()), NhwcMd(s.Dst()));
-    if (IsRef(pd.impl_info_str())) {
+    if (g_any_layout || IsRef(pd.impl_info_str())) {
       auto alt = make(Any(s.Src()), Any(s.Dst()));
-      if (!IsRef(alt.impl_info_str())) pd = alt;
+      if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
     return BwdDataEntry{pd, MakePrim<decltype(pd), dnnl::convolution_backward_data>(pd)};
@@ -121,9 +124,9 @@ BwdWeiEntry& GetBwdWei(const ConvShape& s, bool bias) {
       return dnnl::convolution_backward_weights::primitive_desc(d, UserScratchAttr(), Eng(), f.pd);
     };
     auto pd = make(NhwcMd(s.Src()), NhwcMd(s.Dst()));
-    if (IsRef(pd.impl_info_str())) {
+    if (g_any_layout || IsRef(pd.impl_info_str())) {
       auto alt = make(Any(s.Src()), Any(s.Dst()));
-      if (!IsRef(alt.impl_info_str())) pd = alt;
+      if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
     return BwdWeiEntry{pd, MakePrim<decltype(pd), dnnl::convolution_backward_weights>(pd)};
@@ -223,11 +226,27 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setConvLayout('nhwc' | 'any')
+Napi::Value SetConvLayout(const Napi::CallbackInfo& info) {
+  Require(info.Length() >= 1 && info[0].IsString(), "expected 'nhwc' or 'any'");
+  std::string v = info[0].As<Napi::String>().Utf8Value();
+  Require(v == "nhwc" || v == "any", "expected 'nhwc' or 'any'");
+  bool any = v == "any";
+  if (any != g_any_layout) {
+    g_any_layout = any;
+    g_fwd.map.clear();
+    g_bwd_data.map.clear();
+    g_bwd_wei.map.clear();
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterConv(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "conv2d", Conv2d);
   Export(env, exports, "conv2dBackward", Conv2dBackward);
+  Export(env, exports, "setConvLayout", SetConvLayout);
 }
 
 }  // namespace residual

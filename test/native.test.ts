@@ -318,6 +318,29 @@ describe('native backend: convolution vs reference', () => {
     });
   }
 
+  it('also computes right when oneDNN picks the activation layout (reorders around the conv)', () => {
+    nb.setConvLayout('any');
+    try {
+      for (const cc of [convCases[1], convCases[4], convCases[8], convCases[11]]) {
+        const x = pair([cc.n, cc.c, cc.h, cc.w]);
+        const w = pair([cc.o, cc.c / cc.g, cc.k[0], cc.k[1]]);
+        const b = cc.bias ? pair([cc.o]) : null;
+        const p = convP(cc.s, cc.p, cc.d, cc.g);
+        const yr = rb.conv2d(x.r, w.r, b ? b.r : null, p);
+        check(nb.conv2d(x.n, w.n, b ? b.n : null, p), yr, 'forward');
+        const dy = pair(yr.shape);
+        const needs = { input: true, weight: true, bias: cc.bias };
+        const gn = nb.conv2dBackward(x.n, w.n, dy.n, p, needs), gr = rb.conv2dBackward(x.r, w.r, dy.r, p, needs);
+        check(gn.dx, gr.dx, 'dx');
+        check(gn.dw, gr.dw, 'dw');
+        if (cc.bias) check(gn.db, gr.db, 'db');
+      }
+      assert.ok(nb.implementations().some((i) => i.key.startsWith('conv_fwd')));
+    } finally {
+      nb.setConvLayout('nhwc');
+    }
+  });
+
   it('sees a weight update made in place (the cached reordered weight is refreshed)', () => {
     const x = pair([2, 16, 7, 7]);
     const w = pair([32, 16, 3, 3]);

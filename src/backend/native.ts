@@ -44,6 +44,7 @@ interface Addon {
   implementations(): { key: string; impl: string }[];
   clearImplementations(): void;
   releasePool(): void;
+  setConvLayout(layout: 'nhwc' | 'any'): void;
   fromArray(data: Float32Array, shape: Shape): T;
   zeros(shape: Shape): T;
   read(t: T): Float32Array;
@@ -169,6 +170,14 @@ export class NativeBackend implements Backend<NativeTensor> {
 
   clearImplementations(): void {
     this.a.clearImplementations();
+  }
+
+  /**
+   * Activation layout of convolutions: 'nhwc' (default: no reorders between ops) or 'any' (oneDNN
+   * picks, e.g. nChw16c, and each conv reorders its input and output). For experiments and tests.
+   */
+  setConvLayout(layout: 'nhwc' | 'any'): void {
+    this.a.setConvLayout(layout);
   }
 
   /** Returns the freed buffers the allocator keeps for reuse to the system. */
