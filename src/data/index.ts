@@ -12,3 +12,4 @@ export * from './transforms.js';
 export * from './imagefolder.js';
 export * from './batch.js';
 export { DataLoader, type DataLoaderOptions, type EpochOptions } from './loader.js';
+export * from './labels.js';

@@ -5,3 +5,4 @@ export * from './resnet.js';
 export * from './cifar.js';
 export * from './resnext_forms.js';
 export * from './registry.js';
+export * from './load.js';

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN,
-  IMAGENET_STD, ImageFolder, cifar10, cifar100, fashionMnist, randomSplit, type AnyDataset, type Dataset, type TransformSpec,
+  IMAGENET_STD, ImageFolder, Subset, cifar10, cifar100, fashionMnist, isSyncDataset, randomSplit, type AnyDataset, type Dataset, type TransformSpec,
 } from '../data/index.js';
 
 export interface DataSpec {
@@ -93,6 +93,18 @@ export async function openData(text: string, opts: { imageSize?: number; skipBad
     default:
       throw new Error(`--data must be fashion-mnist, cifar10:DIR, cifar100:DIR or folder:DIR, got "${text}"`);
   }
+}
+
+/**
+ * The first `n` training samples and the first ceil(n / 5) test samples: a quick run, or a CI test,
+ * on real data.
+ */
+export function subsetData(d: DataSpec, n: number): DataSpec {
+  const cut = (ds: AnyDataset, k: number): AnyDataset => {
+    if (!isSyncDataset(ds)) throw new Error(`--subset needs a dataset held in memory; ${d.name} is decoded lazily`);
+    return new Subset(ds, Array.from({ length: Math.min(k, ds.length) }, (_, i) => i));
+  };
+  return { ...d, train: cut(d.train, n), test: cut(d.test, Math.ceil(n / 5)) };
 }
 
 export function loadersFor(d: DataSpec, o: { batchSize: number; seed: number; evalBatchSize?: number }): { train: DataLoader; test: DataLoader } {

@@ -1,8 +1,8 @@
 // `residual infer`: runs a model in eval mode on a safetensors batch and writes its output.
 import { initBackend } from '../../backend/index.js';
-import { readSafetensors, loadStateDictFile, writeSafetensors, type LoadedTensor } from '../../io/index.js';
+import { readSafetensors, loadStateDictFile, writeSafetensors } from '../../io/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { featureNames, getModel, type ModelOptions } from '../../models/index.js';
+import { featureNames, getModel, optionsFromWeights, renameHead, resolveWeightsPath } from '../../models/index.js';
 import { Tensor, noGrad, tidy } from '../../tensor/index.js';
 import { intOption, parse } from '../args.js';
 
@@ -22,32 +22,6 @@ const usage = `usage: residual infer --model M [--weights FILE] --input IN.safet
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
-/**
- * CIFAR reimplementations name the head `linear` (akamaster) or `classifier`; ours is `fc`, as in
- * torchvision. Renames the head when that is the only difference.
- */
-function renameHead(sd: Map<string, LoadedTensor>): Map<string, LoadedTensor> {
-  if (sd.has('fc.weight')) return sd;
-  const from = ['linear', 'classifier'].find((p) => sd.has(`${p}.weight`));
-  if (!from) return sd;
-  console.error(`infer: using the weights' "${from}.*" as the classifier "fc.*"`);
-  return new Map([...sd].map(([k, v]) => [k.startsWith(`${from}.`) ? `fc.${k.slice(from.length + 1)}` : k, v]));
-}
-
-/** Options the weights imply: classes from fc, input channels from conv1, option B shortcuts. */
-function optionsFromWeights(model: string, sd: Map<string, LoadedTensor>): ModelOptions {
-  const opts: ModelOptions = {};
-  const fc = sd.get('fc.weight');
-  if (fc?.shape.length === 2) opts.numClasses = fc.shape[0];
-  const conv1 = sd.get('conv1.weight');
-  if (conv1?.shape.length === 4) opts.inChannels = conv1.shape[1];
-  const entry = getModel(model);
-  if (entry.family === 'cifar' && /^(resnet|plain)/.test(model) && [...sd.keys()].some((k) => k.includes('.downsample.'))) {
-    opts.shortcut = 'B';
-  }
-  return opts;
-}
-
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse('infer', argv, {
     model: { type: 'string' }, weights: { type: 'string' }, input: { type: 'string' }, output: { type: 'string' },
@@ -66,7 +40,8 @@ export async function run(argv: string[]): Promise<number> {
   const entry = getModel(name);
   await initBackend();
 
-  const weights = values.weights ? renameHead(loadStateDictFile(values.weights)) : null;
+  const weights = values.weights
+    ? renameHead(loadStateDictFile(resolveWeightsPath(values.weights)), (m) => console.error(`infer: ${m}`)) : null;
   const opts = weights ? optionsFromWeights(name, weights) : {};
   const { tensors } = readSafetensors(values.input!);
   const input = tensors.get('input');

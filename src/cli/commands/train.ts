@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { initBackend } from '../../backend/index.js';
 import { createModel, modelNames } from '../../models/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { loadersFor, openData } from '../../train/data_spec.js';
+import { loadersFor, openData, subsetData } from '../../train/data_spec.js';
 import { parseSchedule } from '../../train/schedule.js';
 import { train, type BatchProgress, type EpochMetrics } from '../../train/trainer.js';
 import { intOption, numberOption, parse } from '../args.js';
@@ -13,12 +13,13 @@ export const summary = 'train a model on Fashion-MNIST, CIFAR or an image folder
 const usage = `usage: residual train --model M [--data fashion-mnist|cifar10:DIR|cifar100:DIR|folder:DIR]
   [--epochs 1] [--batch 128] [--lr 0.1] [--momentum 0.9] [--no-nesterov] [--wd 5e-4] [--no-decay-bn-bias]
   [--schedule onecycle[:PCT]|cosine|multistep:E1,E2|constant] [--warmup ITERS] [--label-smoothing 0]
-  [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--json]
+  [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--subset N] [--json]
 
 Defaults are the Fashion-MNIST recipe of BENCHMARKS.md: batch 128, SGD with Nesterov momentum 0.9,
 weight decay 5e-4, one-cycle learning rate peaking at 0.1 after 15% of the run.
 Each epoch appends to OUT/metrics.jsonl and writes OUT/checkpoints/epoch-N/ (model.safetensors,
-optimizer.safetensors, state.json); --resume continues from the newest. Ctrl-C saves and stops.`;
+optimizer.safetensors, state.json); --resume continues from the newest. Ctrl-C saves and stops.
+--subset N trains on the first N samples (and tests on the first N/5): a quick look.`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('train', argv, {
@@ -26,7 +27,7 @@ export async function run(argv: string[]): Promise<number> {
     lr: { type: 'string' }, momentum: { type: 'string' }, 'no-nesterov': { type: 'boolean' }, wd: { type: 'string' },
     'no-decay-bn-bias': { type: 'boolean' }, schedule: { type: 'string' }, warmup: { type: 'string' },
     'label-smoothing': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, resume: { type: 'boolean' },
-    budget: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' },
+    budget: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, subset: { type: 'string' },
   });
   if (v.help) {
     console.log(usage);
@@ -40,7 +41,8 @@ export async function run(argv: string[]): Promise<number> {
   const budget = v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60;
 
   const backend = await initBackend();
-  const data = await openData(v.data ?? 'fashion-mnist', { imageSize: v['image-size'] ? intOption('train', 'image-size', v['image-size'], 224) : undefined, skipBad: v['skip-bad'] });
+  const opened = await openData(v.data ?? 'fashion-mnist', { imageSize: v['image-size'] ? intOption('train', 'image-size', v['image-size'], 224) : undefined, skipBad: v['skip-bad'] });
+  const data = v.subset ? subsetData(opened, intOption('train', 'subset', v.subset, 1)) : opened;
   const loaders = loadersFor(data, { batchSize: batch, seed });
   manualSeed(seed);
   const model = createModel(v.model, { inChannels: data.input[0], numClasses: data.classNames.length });
