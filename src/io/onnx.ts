@@ -503,7 +503,7 @@ export function onnxBytes(model: Module, opts: OnnxExportOptions): { bytes: Uint
 export function exportOnnx(model: Module, opts: OnnxFileOptions): OnnxExportInfo {
   const file = opts.file;
   if (typeof file !== 'string' || file === '') throw new Error('exportOnnx: file must be a path');
-  checkOnnxTarget(file);
+  checkOutputPath(file);
   const { proto, info } = buildOnnx(model, opts);
   const dir = nodePath.dirname(nodePath.resolve(file));
   const tmp = nodePath.join(dir, `.${nodePath.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
@@ -526,7 +526,7 @@ export function exportOnnx(model: Module, opts: OnnxFileOptions): OnnxExportInfo
 }
 
 /** Fails early, with a clear message, when `file` cannot be written (before any work is done). */
-export function checkOnnxTarget(file: string): void {
+export function checkOutputPath(file: string): void {
   const dir = nodePath.dirname(nodePath.resolve(file));
   let st: fs.Stats;
   try {
@@ -535,5 +535,5 @@ export function checkOnnxTarget(file: string): void {
     throw new Error(`cannot write ${file}: the folder ${dir} does not exist (create it first)`);
   }
   if (!st.isDirectory()) throw new Error(`cannot write ${file}: ${dir} is not a folder`);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new Error(`cannot write ${file}: it is a folder; give a file name such as model.onnx`);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new Error(`cannot write ${file}: it is a folder; give a file name inside it`);
 }

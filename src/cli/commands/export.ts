@@ -1,0 +1,126 @@
+// `residual export`: writes a model as ONNX (to serve with onnxruntime, Triton, ...) and/or as a
+// safetensors state dict that torchvision's load_state_dict takes as it is.
+import { initBackend } from '../../backend/index.js';
+import { loadStateDictFile, saveStateDictFile, type LoadedTensor } from '../../io/index.js';
+import { checkOutputPath, exportOnnx } from '../../io/onnx.js';
+import { manualSeed } from '../../nn/index.js';
+import { getModel, type ModelOptions } from '../../models/index.js';
+import { intOption, parse, shapeOption } from '../args.js';
+import { resolve } from 'node:path';
+
+export const summary = 'write a model as ONNX (onnxruntime) and/or safetensors (PyTorch)';
+
+const usage = `usage: residual export --model M [--weights FILE] [--input CxHxW] [--num-classes K]
+                       [--onnx OUT.onnx] [--safetensors OUT.safetensors]
+                       [--opset N] [--static-batch] [--keep-batchnorm] [--seed N]
+
+  --model M            a name from \`residual models\`
+  --weights FILE       .pth (torch.save) or .safetensors state dict with torchvision key names; classes
+                       and input channels are taken from it. Without it: random init (--seed)
+  --input CxHxW        input the ONNX graph declares (default: the model's, e.g. 3x224x224)
+  --num-classes K      classifier outputs when no weights are given (default: the model's)
+  --onnx FILE          write ONNX: input "input" [batch, C, H, W], output "logits" [batch, K]
+  --safetensors FILE   write the state dict as safetensors (torchvision keys, num_batches_tracked I64)
+  --opset N            ONNX operator set, 13..22 (default 17)
+  --static-batch       fix the batch at 1 instead of a symbolic "batch" dimension
+  --keep-batchnorm     keep BatchNormalization nodes instead of folding them into the convolutions
+  --seed N             seed of the random init when no weights are given (default 0)
+At least one of --onnx and --safetensors is required.`;
+
+/** CIFAR reimplementations name the head `linear` or `classifier`; ours is `fc`, as in torchvision. */
+function renameHead(sd: Map<string, LoadedTensor>): Map<string, LoadedTensor> {
+  if (sd.has('fc.weight')) return sd;
+  const from = ['linear', 'classifier'].find((p) => sd.has(`${p}.weight`));
+  if (!from) return sd;
+  console.error(`export: using the weights' "${from}.*" as the classifier "fc.*"`);
+  return new Map([...sd].map(([k, v]) => [k.startsWith(`${from}.`) ? `fc.${k.slice(from.length + 1)}` : k, v]));
+}
+
+function megabytes(n: number): string {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parse('export', argv, {
+    model: { type: 'string' }, weights: { type: 'string' }, input: { type: 'string' }, 'num-classes': { type: 'string' },
+    onnx: { type: 'string' }, safetensors: { type: 'string' }, opset: { type: 'string' },
+    'static-batch': { type: 'boolean' }, 'keep-batchnorm': { type: 'boolean' }, seed: { type: 'string' },
+  });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  if (!values.model) {
+    console.error(`export: missing --model\n${usage}`);
+    return 2;
+  }
+  if (!values.onnx && !values.safetensors) {
+    console.error(`export: nothing to write; give --onnx OUT.onnx and/or --safetensors OUT.safetensors\n${usage}`);
+    return 2;
+  }
+  const name = values.model;
+  const entry = getModel(name);
+  // Every argument is checked before the (possibly slow) build and weight loading.
+  for (const out of [values.onnx, values.safetensors]) if (out) checkOutputPath(out);
+  if (values.onnx && values.safetensors && resolve(values.onnx) === resolve(values.safetensors)) {
+    throw new Error('export: --onnx and --safetensors name the same file');
+  }
+  const input = values.input === undefined ? null : shapeOption('export', 'input', values.input);
+  const numClasses = values['num-classes'] === undefined ? null : intOption('export', 'num-classes', values['num-classes'], 0);
+  const opset = intOption('export', 'opset', values.opset, 17);
+  const seed = values.seed === undefined ? 0 : Number(values.seed);
+  if (!Number.isInteger(seed) || seed < 0) throw new Error(`export: --seed must be a non-negative integer, got "${values.seed}"`);
+
+  await initBackend();
+  const weights = values.weights ? renameHead(loadStateDictFile(values.weights)) : null;
+  const opts: ModelOptions = {};
+  if (weights) {
+    const fc = weights.get('fc.weight');
+    if (fc?.shape.length === 2) opts.numClasses = fc.shape[0];
+    const conv1 = weights.get('conv1.weight');
+    if (conv1?.shape.length === 4) opts.inChannels = conv1.shape[1];
+    // CIFAR ResNets come with option A (no downsample keys) or B (projections): the weights say which.
+    if (entry.family === 'cifar' && /^(resnet|plain)/.test(name) && [...weights.keys()].some((k) => k.includes('.downsample.'))) {
+      opts.shortcut = 'B';
+    }
+  }
+  if (numClasses !== null) {
+    if (opts.numClasses !== undefined && opts.numClasses !== numClasses) {
+      throw new Error(`export: --num-classes ${numClasses} disagrees with the weights, whose classifier has ${opts.numClasses} outputs`);
+    }
+    opts.numClasses = numClasses;
+  }
+  if (input) {
+    if (opts.inChannels !== undefined && opts.inChannels !== input[0]) {
+      throw new Error(`export: --input ${values.input} has ${input[0]} channels, but the weights expect ${opts.inChannels}`);
+    }
+    opts.inChannels = input[0];
+  }
+  const spec = entry.spec(opts);
+  const shape = input ?? [spec.stem.conv.inChannels, entry.defaultInput[1], entry.defaultInput[2]];
+
+  if (!weights) manualSeed(seed);
+  const model = entry.build(opts, { initWeights: !weights });
+  try {
+    if (weights) model.loadStateDict(weights);
+    model.eval();
+    const source = values.weights ?? `random init, seed ${seed}`;
+    if (values.onnx) {
+      const info = exportOnnx(model, {
+        file: values.onnx, input: shape, opset, dynamicBatch: !values['static-batch'], foldBatchNorm: !values['keep-batchnorm'],
+        metadata: { weights: source },
+      });
+      const ops = Object.entries(info.ops).map(([op, n]) => `${n} ${op}`).join(', ');
+      console.log(`${name}: wrote ${values.onnx} (ONNX opset ${info.opset}, ${megabytes(info.bytes)}; ${info.nodes} nodes: ${ops}; ` +
+        `${info.inputName} [${info.inputShape.join(', ')}] -> ${info.outputName} [${info.outputShape.join(', ')}])`);
+    }
+    if (values.safetensors) {
+      const sd = model.stateDict();
+      saveStateDictFile(values.safetensors, sd, { format: 'pt', model: name, weights: source });
+      console.log(`${name}: wrote ${values.safetensors} (safetensors, ${sd.size} tensors, ${model.parameterCount()} parameters)`);
+    }
+  } finally {
+    model.dispose();
+  }
+  return 0;
+}
