@@ -1,0 +1,83 @@
+// `residual experiment <name>`: the papers' experiments, each into a run folder with report.md.
+import { join } from 'node:path';
+import { initBackend } from '../../backend/index.js';
+import {
+  DEFAULT_BUDGET, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
+} from '../../experiments/index.js';
+import { intOption, parse } from '../args.js';
+
+export const summary = 'run a paper experiment (degradation, cardinality, forms, complexity) and write its report';
+
+const usage = `usage: residual experiment <${experimentNames().join('|')}> [options]
+
+${experimentNames().map((n) => `  ${n.padEnd(12)} ${experiments[n].summary}`).join('\n')}
+
+options:
+  --data fashion-mnist|cifar10:DIR|cifar100:DIR   dataset (default fashion-mnist)
+  --budget 30m|3e     minutes of training shared by the experiment's models, or epochs per model (default 30m)
+  --full              the paper's recipe instead (degradation: 64k iterations of batch 128, lr 0.1 /10 at 32k
+                      and 48k, wd 1e-4, momentum 0.9; cardinality: ResNeXt-29 at width 64, 300 epochs, wd 5e-4)
+  --subset N          train on the first N training samples; --test-subset N: evaluate on the first N test samples
+                      (default 2000 without --full)
+  --batch N           mini-batch (default 128); --evals N: test evaluations along each run (default 10)
+  --out DIR           run folder (default runs/experiment-<name>-<time>); --resume continues an interrupted one there
+  --seed S            (default 0); --json prints progress and the result as JSON lines
+  degradation:  --depths 20,56          plain and residual nets of these depths (6n+2)
+  cardinality:  --cardinalities 1,2,4,8 --width D (d of C=1, default 16) --base B (stem width, default 16) --depth 29
+  forms:        --cardinalities 2,4,8,32 --width 64 --channels 256 --size 28 --batch 8 --repeats 10
+
+Each run writes DIR/report.md (scale, tables, plots, whether the paper's claim held), PNG plots, and for the
+training experiments DIR/models/<model>/ (metrics.jsonl, curve.jsonl, checkpoints, curves.png).`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse('experiment', argv, {
+    data: { type: 'string' }, budget: { type: 'string' }, full: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' },
+    json: { type: 'boolean' }, subset: { type: 'string' }, 'test-subset': { type: 'string' }, batch: { type: 'string' }, evals: { type: 'string' },
+    depths: { type: 'string' }, cardinalities: { type: 'string' }, width: { type: 'string' }, base: { type: 'string' }, depth: { type: 'string' },
+    channels: { type: 'string' }, size: { type: 'string' }, repeats: { type: 'string' }, resume: { type: 'boolean' },
+  }, true);
+  if (v.help) {
+    console.log(usage);
+    return 0;
+  }
+  const [name, ...extra] = positionals;
+  if (!name) {
+    console.error(usage);
+    return 2;
+  }
+  if (!experiments[name]) throw new Error(`experiment: unknown experiment "${name}"; one of ${experimentNames().join(', ')}`);
+  if (extra.length) throw new Error(`experiment: unexpected argument "${extra[0]}". See residual experiment --help`);
+  if (v.full && v.budget) throw new Error('experiment: --full and --budget exclude each other (--full is the paper\'s whole recipe)');
+  const seed = v.seed === undefined ? 0 : Number(v.seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`experiment: --seed must be a non-negative integer, got "${v.seed}"`);
+  const int = (k: keyof typeof v & string) => (v[k] === undefined ? undefined : intOption('experiment', k, v[k] as string, 1));
+  const json = !!v.json;
+  const o: ExperimentOptions = {
+    data: v.data ?? 'fashion-mnist',
+    budget: v.budget ? parseBudget(v.budget) : DEFAULT_BUDGET,
+    full: !!v.full,
+    out: v.out ?? join('runs', `experiment-${name}-${new Date().toISOString().replace(/[:.]/g, '-')}`),
+    seed,
+    subset: int('subset'),
+    testSubset: int('test-subset'),
+    batch: int('batch'),
+    evals: int('evals'),
+    depths: v.depths ? parseIntList('depths', v.depths) : undefined,
+    cardinalities: v.cardinalities ? parseIntList('cardinalities', v.cardinalities) : undefined,
+    width: int('width'),
+    base: int('base'),
+    depth: int('depth'),
+    channels: int('channels'),
+    size: int('size'),
+    repeats: int('repeats'),
+    resume: !!v.resume,
+    log: (event, text) => console.log(json ? JSON.stringify(event) : text),
+  };
+  const backend = await initBackend();
+  if (json) console.log(JSON.stringify({ event: 'start', experiment: name, out: o.out, backend: backend.name, threads: backend.info().threads }));
+  else console.log(`experiment ${name} -> ${o.out} (${backend.name} backend, ${backend.info().threads} threads)`);
+  const r = await runExperiment(name, o);
+  if (json) console.log(JSON.stringify({ event: 'end', ...r }));
+  else console.log(`done in ${(r.seconds / 60).toFixed(1)} min: the paper's claim ${r.held === null ? 'was not decided' : r.held ? 'held' : 'did not hold'} at this scale; report ${r.report}`);
+  return 0;
+}

@@ -1,0 +1,221 @@
+// The ResNeXt paper's three equivalent block forms (Xie et al. 2017, Figure 3), run: (a) C paths
+// summed, (b) paths concatenated before one 1x1, (c) a grouped 3x3. Form (c) gets random weights
+// and BN statistics, (a) and (b) get the same numbers rearranged; all three run the same input.
+// The claim: they compute the same function (our bound: 1e-5 of the output's scale) and (c), the
+// one the paper implements, is the fastest.
+import { join } from 'node:path';
+import { convertResNeXtBlockState, resnextBlock, type ResNeXtBlockConfig, type ResNeXtForm } from '../models/resnext_forms.js';
+import { InitRandom, type Module, type StateDict } from '../nn/index.js';
+import { Tensor, noGrad, tidy } from '../tensor/index.js';
+import { lineChart, svgToPng } from '../report/index.js';
+import { equalCostWidths } from './cardinality.js';
+import { backendLine, int, table, writeText } from './markdown.js';
+import type { ExperimentOptions } from './options.js';
+import type { ExperimentResult } from './index.js';
+
+export const summary = 'the three ResNeXt block forms on converted weights: output difference and speed (ResNeXt paper, Figure 3)';
+
+const FORMS: ResNeXtForm[] = ['a', 'b', 'c'];
+export const TOLERANCE = 1e-5;
+
+/** Random conv weights (He scale), non-trivial BN affine and running statistics. */
+function randomize(sd: StateDict, rng: InitRandom): StateDict {
+  const out: StateDict = new Map();
+  for (const [k, e] of sd) {
+    const data = new Float32Array(e.data.length);
+    for (let i = 0; i < data.length; i++) {
+      if (k.endsWith('num_batches_tracked')) data[i] = 1;
+      else if (k.endsWith('running_var')) data[i] = 0.5 + rng.next();
+      else if (k.endsWith('running_mean') || k.endsWith('bias')) data[i] = 0.2 * rng.normal();
+      else if (e.shape.length === 1) data[i] = 0.5 + rng.next();
+      else data[i] = rng.normal() * Math.sqrt(2 / (e.shape[1] * (e.shape[2] ?? 1) * (e.shape[3] ?? 1)));
+    }
+    out.set(k, { ...e, data });
+  }
+  return out;
+}
+
+/** max |a - b| and that over max(1, max |b|). */
+function difference(a: Float32Array, b: Float32Array): { abs: number; scaled: number } {
+  let abs = 0;
+  let scale = 1;
+  for (let i = 0; i < b.length; i++) {
+    abs = Math.max(abs, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return { abs, scaled: abs / scale };
+}
+
+const median = (v: number[]) => [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)];
+
+interface ConfigResult {
+  C: number;
+  d: number;
+  params: Record<ResNeXtForm, number>;
+  /** Differences from form (c): eval-mode output, train-mode output, train-mode input gradient. */
+  diff: Record<'a' | 'b', { evalOut: { abs: number; scaled: number }; trainOut: { abs: number; scaled: number }; grad: { abs: number; scaled: number } }>;
+  forwardMs: Record<ResNeXtForm, number>;
+  trainMs: Record<ResNeXtForm, number>;
+}
+
+function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, seed: number): ConfigResult {
+  const rng = new InitRandom(seed);
+  const blocks = {} as Record<ResNeXtForm, Module>;
+  blocks.c = resnextBlock('c', config);
+  const grouped = randomize(blocks.c.stateDict(), rng);
+  blocks.c.loadStateDict(grouped);
+  for (const f of ['a', 'b'] as const) {
+    blocks[f] = resnextBlock(f, config);
+    blocks[f].loadStateDict(convertResNeXtBlockState(grouped, 'c', f, config.cardinality));
+  }
+  const x = Tensor.fromArray(Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal()), shape, { requiresGrad: true });
+  // A fixed cotangent for backward; the blocks keep the input's shape (stride 1, in = out channels).
+  const cotangent = Tensor.fromArray(Float32Array.from({ length: x.size }, (_, i) => Math.sin(i * 1.7)), shape);
+
+  const evalOut = {} as Record<ResNeXtForm, Float32Array>;
+  const trainOut = {} as Record<ResNeXtForm, Float32Array>;
+  const grads = {} as Record<ResNeXtForm, Float32Array>;
+  for (const f of FORMS) {
+    blocks[f].eval();
+    evalOut[f] = noGrad(() => tidy(() => blocks[f].forward(x).toArray()) as never) as Float32Array;
+  }
+  // Training mode: batch statistics, and the gradient of <y, g> for a fixed g. Each form starts
+  // from the same running statistics (the step updates them identically in every form).
+  for (const f of FORMS) {
+    blocks[f].train();
+    const r = tidy(() => {
+      const y = blocks[f].forward(x);
+      const values = y.toArray();
+      y.backward(cotangent);
+      const dx = x.grad!.toArray();
+      x.grad!.dispose();
+      x.grad = null;
+      return { y: values, dx } as never;
+    }) as { y: Float32Array; dx: Float32Array };
+    trainOut[f] = r.y;
+    grads[f] = r.dx;
+    blocks[f].zeroGrad();
+  }
+
+  // Timing, interleaved (a b c a b c ...) so a noisy neighbour hurts every form alike; the first
+  // round creates the kernels and is not counted.
+  const fwd: Record<ResNeXtForm, number[]> = { a: [], b: [], c: [] };
+  const step: Record<ResNeXtForm, number[]> = { a: [], b: [], c: [] };
+  for (let r = 0; r <= repeats; r++) {
+    for (const f of FORMS) {
+      blocks[f].eval();
+      let t = performance.now();
+      noGrad(() => tidy(() => { blocks[f].forward(x).toArray(); }));
+      if (r > 0) fwd[f].push(performance.now() - t);
+      blocks[f].train();
+      t = performance.now();
+      tidy(() => {
+        const y = blocks[f].forward(x);
+        y.backward(cotangent);
+        x.grad!.toArray();
+        x.grad!.dispose();
+        x.grad = null;
+      });
+      if (r > 0) step[f].push(performance.now() - t);
+      blocks[f].zeroGrad();
+    }
+  }
+  const params = Object.fromEntries(FORMS.map((f) => [f, blocks[f].parameterCount()])) as Record<ResNeXtForm, number>;
+  for (const f of FORMS) blocks[f].dispose();
+  x.dispose();
+  cotangent.dispose();
+  const diff = {} as ConfigResult['diff'];
+  for (const f of ['a', 'b'] as const) {
+    diff[f] = { evalOut: difference(evalOut[f], evalOut.c), trainOut: difference(trainOut[f], trainOut.c), grad: difference(grads[f], grads.c) };
+  }
+  return {
+    C: config.cardinality, d: config.pathWidth, params, diff,
+    forwardMs: { a: median(fwd.a), b: median(fwd.b), c: median(fwd.c) },
+    trainMs: { a: median(step.a), b: median(step.b), c: median(step.c) },
+  };
+}
+
+const e = (v: number) => v.toExponential(1);
+
+export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
+  const log = o.log ?? (() => {});
+  const started = Date.now();
+  const channels = o.channels ?? 256;
+  const d1 = o.width ?? 64;
+  const cards = o.cardinalities ?? [2, 4, 8, 32];
+  const widths = equalCostWidths(cards, d1, channels);
+  const size = o.size ?? 28;
+  const batch = o.batch ?? 8;
+  const repeats = o.repeats ?? 10;
+  const shape = [batch, channels, size, size];
+  const results: ConfigResult[] = [];
+  for (let i = 0; i < cards.length; i++) {
+    const config: ResNeXtBlockConfig = { inChannels: channels, outChannels: channels, cardinality: cards[i], pathWidth: widths[i] };
+    log({ event: 'config', cardinality: cards[i], width: widths[i] }, `forms: ${cards[i]}x${widths[i]}d block, input ${shape.join('x')}, ${repeats} timed repeats`);
+    const r = measure(config, shape, repeats, o.seed + i);
+    results.push(r);
+    log({ event: 'measured', ...r }, `  max difference from (c): (a) ${e(Math.max(r.diff.a.evalOut.abs, r.diff.a.trainOut.abs))}, (b) ${e(Math.max(r.diff.b.evalOut.abs, r.diff.b.trainOut.abs))}; ` +
+      `forward ms a/b/c ${FORMS.map((f) => r.forwardMs[f].toFixed(1)).join('/')}, forward+backward ${FORMS.map((f) => r.trainMs[f].toFixed(1)).join('/')}`);
+  }
+  const worst = Math.max(...results.flatMap((r) => (['a', 'b'] as const).flatMap((f) => [r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled, r.diff[f].grad.scaled])));
+  const equal = worst <= TOLERANCE;
+  const fastestC = results.filter((r) => r.forwardMs.c <= Math.min(r.forwardMs.a, r.forwardMs.b) && r.trainMs.c <= Math.min(r.trainMs.a, r.trainMs.b)).length;
+
+  const diffRows = results.flatMap((r) => (['a', 'b'] as const).map((f) => [`${r.C}x${r.d}d`, `(${f}) vs (c)`, int(r.params[f]), e(r.diff[f].evalOut.abs),
+    e(r.diff[f].trainOut.abs), e(r.diff[f].grad.abs), e(Math.max(r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled, r.diff[f].grad.scaled)),
+    Math.max(r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled, r.diff[f].grad.scaled) <= TOLERANCE ? 'yes' : 'NO']));
+  const speedRows = results.map((r) => [`${r.C}x${r.d}d`, ...FORMS.map((f) => r.forwardMs[f].toFixed(2)), ...FORMS.map((f) => r.trainMs[f].toFixed(2)),
+    `${(r.forwardMs.a / r.forwardMs.c).toFixed(1)}x / ${(r.forwardMs.b / r.forwardMs.c).toFixed(1)}x`]);
+
+  const figure = 'forms_speed.png';
+  const xs = results.map((r) => r.C);
+  await svgToPng(lineChart({
+    title: `ResNeXt block forms, ${channels} channels, input ${shape.join('x')}: median time against cardinality (equal cost)`,
+    width: 1100, height: 440,
+    panels: [
+      { title: 'forward (eval)', xLabel: 'cardinality C', yLabel: 'ms', logY: true, series: FORMS.map((f) => ({ label: `form (${f})`, x: xs, y: results.map((r) => r.forwardMs[f]) })) },
+      { title: 'forward + backward (train)', xLabel: 'cardinality C', yLabel: 'ms', logY: true, series: FORMS.map((f) => ({ label: `form (${f})`, x: xs, y: results.map((r) => r.trainMs[f]) })) },
+    ],
+  }), join(o.out, figure), { scale: 2 });
+
+  const wall = (Date.now() - started) / 1000;
+  const report = [
+    '# ResNeXt block forms (a), (b), (c) (Xie et al. 2017, Figure 3)',
+    '',
+    `One ResNeXt block with ${channels} input and output channels in each form: (a) C paths of 1x1, 3x3, 1x1 summed, then BN; (b) C paths of 1x1, 3x3 ` +
+      'concatenated, then one 1x1 and BN; (c) 1x1, grouped 3x3, 1x1 (a torchvision Bottleneck). Form (c) gets random weights and BN statistics; ' +
+      '(a) and (b) get the same numbers rearranged by `convertResNeXtBlockState`. No training.',
+    '',
+    '## Scale',
+    '',
+    `- blocks: C x d = ${results.map((r) => `${r.C}x${r.d}d`).join(', ')} (d by equation 4 for a C=1 width of ${d1}, as Table 2)`,
+    `- input: ${shape.join('x')} (batch x channels x height x width), normal random values, seed ${o.seed}`,
+    `- timing: median of ${repeats} runs after one warm-up, forms interleaved, ${backendLine()}; ${wall.toFixed(1)} s in all`,
+    '',
+    '## Equal outputs',
+    '',
+    table(['block', 'forms', 'params', 'max |diff| eval output', 'max |diff| train output', 'max |diff| input gradient', 'scaled max', 'within 1e-5'], diffRows,
+      [false, false, true, true, true, true, true, false]),
+    '',
+    '"scaled": the difference over max(1, max |value of form (c)|). Train mode normalizes with batch statistics; the gradient is that of <y, g> for a fixed g.',
+    '',
+    '## Speed (median ms)',
+    '',
+    table(['block', 'fwd (a)', 'fwd (b)', 'fwd (c)', 'fwd+bwd (a)', 'fwd+bwd (b)', 'fwd+bwd (c)', 'fwd (a)/(c), (b)/(c)'], speedRows,
+      [false, true, true, true, true, true, true, true]),
+    '',
+    `![median time of each form against cardinality](${figure})`,
+    '',
+    '## The claim at this scale',
+    '',
+    `- ${equal ? 'HELD' : 'DID NOT HOLD'}: the three forms compute the same function (worst scaled difference ${e(worst)}, bound 1e-5).`,
+    `- Form (c) was the fastest, forward and forward+backward, for ${fastestC} of ${results.length} block shapes. ` +
+      'The paper chose (c) as "more succinct and faster"; (a) and (b) run C small convolutions where (c) runs one grouped convolution.',
+    '',
+  ].join('\n');
+  writeText(join(o.out, 'report.md'), report);
+  return {
+    experiment: 'forms', out: o.out, report: join(o.out, 'report.md'), figures: [join(o.out, figure)], held: equal, seconds: wall,
+    worst_scaled_difference: worst, configs: results,
+  };
+}

@@ -1,0 +1,40 @@
+// The little markdown the reports need: tables, numbers, durations.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { defaultBackend } from '../backend/index.js';
+
+/** A GitHub-style table; `right` marks numeric columns to right-align. */
+export function table(headers: string[], rows: (string | number)[][], right: boolean[] = []): string {
+  const esc = (c: string | number) => String(c).replace(/\|/g, '\\|');
+  const lines = [`| ${headers.map(esc).join(' | ')} |`, `|${headers.map((_, i) => (right[i] ? '---:' : '---')).join('|')}|`];
+  for (const r of rows) lines.push(`| ${r.map(esc).join(' | ')} |`);
+  return lines.join('\n');
+}
+
+export const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+export const pct = (fraction: number | null | undefined, digits = 2): string =>
+  fraction === null || fraction === undefined || !Number.isFinite(fraction) ? '-' : `${(100 * fraction).toFixed(digits)}%`;
+
+/** 12,345,678 MACs as "12.35 M", 4.1e9 as "4.100 G". */
+export function macs(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(3)} G` : `${(n / 1e6).toFixed(2)} M`;
+}
+
+export function duration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '-';
+  if (seconds < 90) return `${seconds.toFixed(1)} s`;
+  if (seconds < 5400) return `${(seconds / 60).toFixed(1)} min`;
+  return `${(seconds / 3600).toFixed(2)} h`;
+}
+
+export function writeText(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, text.endsWith('\n') ? text : text + '\n');
+}
+
+/** "native backend (oneDNN 2.6.3), 2 threads": timings mean little without it. */
+export function backendLine(): string {
+  const b = defaultBackend();
+  const info = b.info() as { threads?: number; onednnVersion?: string };
+  return `${b.name} backend${info.onednnVersion ? ` (oneDNN ${info.onednnVersion})` : ''}, ${info.threads ?? 1} thread${info.threads === 1 ? '' : 's'}`;
+}

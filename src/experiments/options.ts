@@ -1,0 +1,74 @@
+// What every experiment takes: the data, how much training it may spend, where it writes, and
+// the scale knobs that let CI run it tiny. The CLI fills this in; code can call experiments directly.
+
+/** `30m`: minutes of training shared by all the models of an experiment; `3e`: epochs per model. */
+export type Budget = { kind: 'minutes'; minutes: number } | { kind: 'epochs'; epochs: number };
+
+export interface ExperimentOptions {
+  /** `fashion-mnist` (default), `cifar10:DIR` or `cifar100:DIR`. */
+  data: string;
+  budget: Budget;
+  /** The paper's recipe (64k iterations, batch 128, ...) instead of a budget. */
+  full: boolean;
+  /** The run folder: report.md, PNGs, and one folder per model. */
+  out: string;
+  seed: number;
+  /** Train on the first N training samples only. */
+  subset?: number;
+  /** Evaluate on the first N test samples only. */
+  testSubset?: number;
+  /** Mini-batch size (default 128, the papers'). */
+  batch?: number;
+  /** How many times each model is evaluated on the test set along its run. */
+  evals?: number;
+  /** degradation: the depths of the plain/residual pairs (6n+2). */
+  depths?: number[];
+  /** cardinality: the cardinalities to compare; forms: the (C, d) pairs come from these. */
+  cardinalities?: number[];
+  /** cardinality and forms: bottleneck width d of the C=1 baseline (the others' d is solved to match its cost). */
+  width?: number;
+  /** forms: the block's input and output channels (default 256, the paper's conv2 template). */
+  channels?: number;
+  /** cardinality: stem width (stage outputs 4x, 8x, 16x it). */
+  base?: number;
+  /** cardinality: network depth 9n+2. */
+  depth?: number;
+  /** forms: spatial size of the input maps. */
+  size?: number;
+  /** forms: timed repetitions per measurement. */
+  repeats?: number;
+  /** Continue the model runs an interrupted experiment left in `out` (their checkpoints). */
+  resume?: boolean;
+  /** Progress: an event for --json, and its text for a person. */
+  log?: (event: Record<string, unknown>, text: string) => void;
+}
+
+export const DEFAULT_BUDGET: Budget = { kind: 'minutes', minutes: 30 };
+
+export function parseBudget(text: string): Budget {
+  const m = /^(\d+(?:\.\d+)?)\s*(m|min|e|ep|epochs?)?$/i.exec(text.trim());
+  if (!m) throw new Error(`--budget must look like 30m (minutes shared by the experiment's models) or 3e (epochs per model), got "${text}"`);
+  const n = Number(m[1]);
+  if (!(n > 0)) throw new Error(`--budget must be positive, got "${text}"`);
+  const unit = (m[2] ?? 'm').toLowerCase();
+  if (unit.startsWith('e')) {
+    if (!Number.isInteger(n)) throw new Error(`--budget in epochs must be a whole number, got "${text}"`);
+    return { kind: 'epochs', epochs: n };
+  }
+  return { kind: 'minutes', minutes: n };
+}
+
+export function describeBudget(b: Budget): string {
+  return b.kind === 'minutes' ? `${b.minutes} min of training shared by the models` : `${b.epochs} epoch${b.epochs === 1 ? '' : 's'} per model`;
+}
+
+/** A list option "20,56" as positive integers. */
+export function parseIntList(name: string, text: string): number[] {
+  const v = text.split(',').filter((s) => s.trim() !== '').map(Number);
+  if (v.length === 0 || v.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--${name} must be a comma-separated list of positive integers, got "${text}"`);
+  return v;
+}
+
+export function logger(o: ExperimentOptions): (event: Record<string, unknown>, text: string) => void {
+  return o.log ?? (() => {});
+}
