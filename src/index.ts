@@ -1,0 +1,15 @@
+// The public API of Residual: `import { initBackend, loadModel, Tensor } from 'residual'`.
+export { initBackend, defaultBackend, referenceBackend, type Backend, type BackendInfo } from './backend/index.js';
+export * from './tensor/index.js';
+export * from './nn/index.js';
+export * from './models/index.js';
+export {
+  loadStateDictFile, openStateDictFile, saveStateDictFile, readSafetensors, writeSafetensors, WeightFileError,
+  type LoadedTensor,
+} from './io/index.js';
+export * from './data/index.js';
+export { SGD, decayGroups, type SgdConfig, type ParamGroup } from './train/sgd.js';
+export { learningRate, parseSchedule, type ScheduleSpec } from './train/schedule.js';
+export { train, evaluate, type TrainOptions, type EpochMetrics, type TrainResult } from './train/trainer.js';
+export { saveCheckpoint, loadCheckpoint, listCheckpoints } from './train/checkpoint.js';
+export { openData, loadersFor, subsetData, type DataSpec } from './train/data_spec.js';
