@@ -28,10 +28,9 @@ Napi::Value ConcatChannels(const Napi::CallbackInfo& info) {
   Require(arr.Length() >= 1, "concat needs at least one tensor");
   std::vector<Tensor*> xs;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
-    Napi::Value v = arr.Get(i);
-    Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())), "concat inputs must be native tensors");
-    Tensor* t = Tensor::Unwrap(v.As<Napi::Object>());
-    Require(t && t->Alive(), "concat input " + std::to_string(i) + " is a disposed tensor");
+    Tensor* t = TensorOf(info.Env(), arr.Get(i));
+    Require(t != nullptr, "concat inputs must be native tensors");
+    Require(t->Alive(), "concat input " + std::to_string(i) + " is a disposed tensor");
     xs.push_back(t);
   }
   dims shape = xs[0]->shape;

@@ -85,6 +85,8 @@ struct Key {
 };
 
 // A bounded cache of primitive bundles: cleared when it grows past a limit (shapes in a model are few).
+// A reference returned by Get stays valid until the next Get on the same cache inserts: callers
+// never hold one across a second insertion into the same cache.
 template <typename V>
 struct Cache {
   std::unordered_map<std::string, std::shared_ptr<V>> map;
@@ -189,6 +191,7 @@ void Reorder(const memory& src, const memory& dst);
 
 // ---------------------------------------------------------------- arguments and errors
 
+Tensor* TensorOf(Napi::Env env, Napi::Value v);
 Tensor* ArgTensor(const Napi::CallbackInfo& info, size_t i);
 Tensor* ArgTensorOrNull(const Napi::CallbackInfo& info, size_t i);
 int64_t ArgInt(const Napi::CallbackInfo& info, size_t i);

@@ -387,12 +387,18 @@ Tensor* ArgTensorOrNull(const Napi::CallbackInfo& info, size_t i) {
   return ArgTensor(info, i);
 }
 
+// The tensor behind `v`, or null when `v` is not a tensor made by this environment (including an
+// object that merely has the tensor prototype).
+Tensor* TensorOf(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Tensor::Ctor(env))) return nullptr;
+  void* p = nullptr;
+  if (napi_unwrap(env, v, &p) != napi_ok) return nullptr;
+  return static_cast<Tensor*>(p);
+}
+
 Tensor* ArgTensor(const Napi::CallbackInfo& info, size_t i) {
   Require(i < info.Length(), "missing tensor argument " + std::to_string(i));
-  Napi::Value v = info[i];
-  Require(v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())),
-          "argument " + std::to_string(i) + " is not a native tensor");
-  Tensor* t = Tensor::Unwrap(v.As<Napi::Object>());
+  Tensor* t = TensorOf(info.Env(), info[i]);
   Require(t != nullptr, "argument " + std::to_string(i) + " is not a native tensor");
   Require(t->Alive(), "argument " + std::to_string(i) + " is a disposed tensor");
   return t;
@@ -533,18 +539,16 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
 
 Napi::Value DisposeFn(const Napi::CallbackInfo& info) {
   // Disposing twice is harmless; disposing something that is not a tensor is an error.
-  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())),
-          "argument 0 is not a native tensor");
-  Tensor* t = Tensor::Unwrap(info[0].As<Napi::Object>());
-  if (t) t->Release();
+  Tensor* t = info.Length() >= 1 ? TensorOf(info.Env(), info[0]) : nullptr;
+  Require(t != nullptr, "argument 0 is not a native tensor");
+  t->Release();
   return info.Env().Undefined();
 }
 
 Napi::Value ByteSize(const Napi::CallbackInfo& info) {
-  Require(info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(Tensor::Ctor(info.Env())),
-          "argument 0 is not a native tensor");
-  Tensor* t = Tensor::Unwrap(info[0].As<Napi::Object>());
-  return Napi::Number::New(info.Env(), t ? static_cast<double>(t->Bytes()) : 0.0);
+  Tensor* t = info.Length() >= 1 ? TensorOf(info.Env(), info[0]) : nullptr;
+  Require(t != nullptr, "argument 0 is not a native tensor");
+  return Napi::Number::New(info.Env(), static_cast<double>(t->Bytes()));
 }
 
 const char* IsaName(dnnl::cpu_isa isa) {

@@ -229,6 +229,16 @@ describe('native backend: info and memory', () => {
     assert.throws(() => nb.conv2d(big, wk, null, convP(1, 0, 1, 1)), /conv2d/);
     const { argmax } = nb.maxPool2d(pair([1, 2, 6, 6]).n, { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceilMode: false, countIncludePad: true });
     assert.throws(() => nb.read(argmax), /opaque/);
+    assert.throws(() => nb.relu(argmax), /opaque/);
+    const pool = { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceilMode: false, countIncludePad: true } as const;
+    assert.throws(() => nb.maxPool2dBackward(pair([1, 2, 8, 8]).n, argmax, pair([1, 2, 4, 4]).n, pool), /argmax/);
+    const proto = Object.getPrototypeOf(pair([1]).n) as object;
+    assert.throws(() => nb.read(Object.create(proto) as NativeTensor), /not a native tensor/);
+    assert.throws(() => nb.concatChannels([{ shape: [1, 1, 1, 1] } as unknown as NativeTensor]), /native tensors/);
+    const sgd: SgdOptions = { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false };
+    assert.throws(() => nb.sgdStep(pair([3]).n, pair([3]).n, null, true, sgd), /momentum buffer/);
+    assert.throws(() => nb.zeros([1e6, 1e6, 1e6]), /too many/);
+    assert.throws(() => nb.zeros([-1]), /non-negative/);
   });
 });
 
