@@ -49,7 +49,8 @@ Prim MakePrim(const PD& pd) {
 
 // A caching allocator for tensor buffers: a training step frees and re-allocates the same sizes
 // every iteration, so freed buffers are kept (up to a cap) and handed out again. This avoids the
-// page faults and zeroing of fresh mmap'd memory on every op. Cap: RESIDUAL_NATIVE_POOL_MB (default 2048).
+// page faults and zeroing of fresh mmap'd memory on every op. The pool keeps at most
+// max(RESIDUAL_NATIVE_POOL_MB (default 1024), peak live tensor bytes); PoolRelease empties it.
 void* PoolAlloc(size_t bytes);
 // Tells the calling environment's garbage collector about memory taken from / given back to the system.
 void ReportExternal(int64_t delta);

@@ -38,6 +38,7 @@ size_t g_cached_prims = 0;
 namespace {
 thread_local napi_env t_env = nullptr;
 int64_t g_footprint = 0;
+int64_t g_peak_live = 0;
 }  // namespace
 
 EnvScope::EnvScope(napi_env env) : prev_(t_env) { t_env = env; }
@@ -63,7 +64,7 @@ struct Pool {
   size_t cap = 0;
   Pool() {
     const char* env = std::getenv("RESIDUAL_NATIVE_POOL_MB");
-    long mb = env ? std::atol(env) : 2048;
+    long mb = env ? std::atol(env) : 1024;
     cap = mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
   }
   ~Pool() { Release(); }
@@ -108,7 +109,9 @@ void PoolFree(void* p, size_t bytes) {
   if (!p) return;
   size_t n = Rounded(bytes);
   Pool& pool = ThePool();
-  if (pool.pooled + n > pool.cap) {
+  // Keep up to the peak of live tensor memory (a training step re-allocates all of it), at least the cap.
+  size_t limit = std::max(pool.cap, static_cast<size_t>(std::max<int64_t>(g_peak_live, 0)));
+  if (pool.pooled + n > limit) {
     std::free(p);
     ReportExternal(-static_cast<int64_t>(n));
     return;
@@ -256,7 +259,10 @@ size_t Tensor::Bytes() const {
   return md.get_size() + derived_bytes_;
 }
 
-void Tensor::AdjustMem(int64_t delta) { g_live_bytes += delta; }
+void Tensor::AdjustMem(int64_t delta) {
+  g_live_bytes += delta;
+  g_peak_live = std::max(g_peak_live, g_live_bytes);
+}
 
 void Tensor::Allocate(Napi::Env env, const dims& shp, Layout lay, const memory::desc& d) {
   env_ = env;

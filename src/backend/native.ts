@@ -95,7 +95,10 @@ export interface NativeStats {
   liveBytes: number;
   primitivesCreated: number;
   scratchpadBytes: number;
-  /** Freed tensor buffers kept for reuse (capped by RESIDUAL_NATIVE_POOL_MB, default 2048). */
+  /**
+   * Freed tensor buffers kept for reuse: at most max(RESIDUAL_NATIVE_POOL_MB (default 1024), the peak
+   * of live tensor bytes), so a training loop stops allocating after its first step. releasePool() empties it.
+   */
   pooledBytes: number;
   /**
    * Bytes the allocator holds from the system (live tensors, their cached weight copies, pooled
