@@ -19,8 +19,8 @@ struct BnBwd {
   dnnl::batch_normalization_backward::primitive_desc pd;
   Prim prim;
 };
-Cache<BnFwd> g_fwd;
-Cache<BnBwd> g_bwd;
+Cache<BnFwd>& g_fwd = *new Cache<BnFwd>();  // never destroyed: nothing may run at process exit
+Cache<BnBwd>& g_bwd = *new Cache<BnBwd>();  // never destroyed: nothing may run at process exit
 
 int64_t Bits(double v) {
   float f = static_cast<float>(v);

@@ -64,9 +64,9 @@ struct BwdWeiEntry {
   Prim prim;
 };
 
-Cache<FwdEntry> g_fwd;
-Cache<BwdDataEntry> g_bwd_data;
-Cache<BwdWeiEntry> g_bwd_wei;
+Cache<FwdEntry>& g_fwd = *new Cache<FwdEntry>();  // never destroyed: nothing may run at process exit
+Cache<BwdDataEntry>& g_bwd_data = *new Cache<BwdDataEntry>();  // never destroyed: nothing may run at process exit
+Cache<BwdWeiEntry>& g_bwd_wei = *new Cache<BwdWeiEntry>();  // never destroyed: nothing may run at process exit
 // Experiment and test knob: let oneDNN choose the activation layout of every convolution (blocked
 // nChw16c in f32 training), paying a reorder on each side, instead of NHWC.
 bool g_any_layout = false;

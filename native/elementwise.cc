@@ -19,7 +19,7 @@ memory::desc MdFor(Layout l, const dims& shape) { return l == Layout::NHWC ? Nhw
 struct BinaryEntry {
   Prim prim;
 };
-Cache<BinaryEntry> g_binary;
+Cache<BinaryEntry>& g_binary = *new Cache<BinaryEntry>();  // never destroyed: nothing may run at process exit
 
 Prim& GetAdd(Layout l, const dims& shape) {
   Key k = ShapeKey("add", l, shape);
@@ -37,7 +37,7 @@ struct ReluEntry {
   Prim fwd;
   Prim bwd;
 };
-Cache<ReluEntry> g_relu;
+Cache<ReluEntry>& g_relu = *new Cache<ReluEntry>();  // never destroyed: nothing may run at process exit
 
 ReluEntry& GetRelu(Layout l, const dims& shape) {
   Key k = ShapeKey("relu", l, shape);

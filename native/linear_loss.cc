@@ -22,9 +22,9 @@ struct IpBwdWei {
   dnnl::inner_product_backward_weights::primitive_desc pd;
   Prim prim;
 };
-Cache<IpFwd> g_fwd;
-Cache<IpBwdData> g_bwd_data;
-Cache<IpBwdWei> g_bwd_wei;
+Cache<IpFwd>& g_fwd = *new Cache<IpFwd>();  // never destroyed: nothing may run at process exit
+Cache<IpBwdData>& g_bwd_data = *new Cache<IpBwdData>();  // never destroyed: nothing may run at process exit
+Cache<IpBwdWei>& g_bwd_wei = *new Cache<IpBwdWei>();  // never destroyed: nothing may run at process exit
 
 memory::desc Nc(int64_t a, int64_t b) { return memory::desc({a, b}, dt::f32, tag::ab); }
 memory::desc Any(int64_t a, int64_t b) { return memory::desc({a, b}, dt::f32, tag::any); }

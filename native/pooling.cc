@@ -58,8 +58,8 @@ struct PoolBwd {
   dnnl::pooling_backward::primitive_desc pd;
   Prim prim;
 };
-Cache<PoolFwd> g_fwd;
-Cache<PoolBwd> g_bwd;
+Cache<PoolFwd>& g_fwd = *new Cache<PoolFwd>();  // never destroyed: nothing may run at process exit
+Cache<PoolBwd>& g_bwd = *new Cache<PoolBwd>();  // never destroyed: nothing may run at process exit
 
 PoolFwd& GetFwd(const PoolShape& s, algorithm alg) {
   Key k = PoolKey("pool_fwd", s, alg);

@@ -13,12 +13,14 @@ namespace residual {
 
 // ---------------------------------------------------------------- engine, stream, scratchpad
 
+// The engine, stream, caches and pool are created once and never destroyed: tensors finalized while
+// Node tears an environment down must never meet an already-destroyed global.
 dnnl::engine& Eng() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  static dnnl::engine& eng = *new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return eng;
 }
 dnnl::stream& Strm() {
-  static dnnl::stream s(Eng());
+  static dnnl::stream& s = *new dnnl::stream(Eng());
   return s;
 }
 
@@ -26,7 +28,6 @@ namespace {
 struct Scratch {
   void* ptr = nullptr;
   size_t size = 0;
-  ~Scratch() { std::free(ptr); }
 };
 Scratch g_scratch;
 std::vector<std::pair<std::string, std::string>> g_impls;
@@ -67,7 +68,6 @@ struct Pool {
     long mb = env ? std::atol(env) : 1024;
     cap = mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
   }
-  ~Pool() { Release(); }
   void Release() {
     for (auto& kv : free)
       for (void* p : kv.second) std::free(p);
@@ -77,7 +77,7 @@ struct Pool {
   }
 };
 Pool& ThePool() {
-  static Pool pool;
+  static Pool& pool = *new Pool();
   return pool;
 }
 size_t Rounded(size_t bytes) { return (bytes + 63) / 64 * 64; }
