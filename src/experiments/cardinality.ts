@@ -7,7 +7,7 @@ import { cifarResNeXtSpec } from '../models/cifar.js';
 import { traceNet } from '../models/net.js';
 import { lineChart, svgToPng, type Series } from '../report/index.js';
 import { errorRange } from './degradation.js';
-import { int, macs, pct, table, writeText } from './markdown.js';
+import { int, judgeLower, macs, overall, pct, table, writeText } from './markdown.js';
 import { describeBudget, logger, type ExperimentOptions } from './options.js';
 import {
   XIE2017_CIFAR, XIE2017_EPOCHS, batchFor, contender, openExperimentData, planFor, scaleSection, trainContender,
@@ -112,21 +112,24 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
       macs(r.macs), `${((r.macs / target.macs - 1) * 100).toFixed(1)}%`, pct(r.finalTrainError), pct(r.finalTestError), pct(r.bestTestError),
       `${(r.seconds / 60).toFixed(1)} min`];
   });
+  // Each step of cardinality against the one before, and the largest against C=1, judged against
+  // the test set's sampling noise (two standard errors).
+  const n = data.test.length;
   const done = runs.filter((r) => r.stopped !== 'interrupted');
   const errs = done.map((r) => r.finalTestError);
-  const n = data.test.length;
   const se = errs.length ? Math.sqrt((errs[0] * (1 - errs[0])) / n) : NaN;
   let held: boolean | null = null;
-  let claim = 'not measured (run incomplete)';
+  const claims: string[] = [];
   if (done.length === cards.length && done.length >= 2) {
-    const monotone = errs.every((e, i) => i === 0 || e < errs[i - 1]);
-    const baseErr = errs[cards.indexOf(1)];
-    const beaten = cards.filter((C, i) => C > 1 && errs[i] < baseErr);
-    held = monotone;
-    claim = `${monotone ? 'HELD' : 'DID NOT HOLD'}: test error ${monotone ? 'fell' : 'did not fall'} at every step of cardinality ` +
-      `(${cards.map((C, i) => `C=${C} ${pct(errs[i])}`).join(', ')}). ` +
-      `${beaten.length} of ${cards.length - 1} higher cardinalities beat the C=1 baseline.`;
-  }
+    const steps = cards.slice(1).map((C, i) => ({ C, prev: cards[i], j: judgeLower(errs[i + 1], errs[i], n, n) }));
+    const last = cards.length - 1;
+    const ends = judgeLower(errs[last], errs[0], n, n);
+    for (const s of steps) claims.push(`${s.j.verdict}: C=${s.C} has lower test error than C=${s.prev} (${pct(errs[cards.indexOf(s.C)])} vs ${pct(errs[cards.indexOf(s.prev)])}, two standard errors ${pct(2 * s.j.se)})`);
+    if (cards.length > 2) claims.push(`${ends.verdict}: C=${cards[last]} has lower test error than C=${cards[0]} (${pct(errs[last])} vs ${pct(errs[0])}, two standard errors ${pct(2 * ends.se)})`);
+    held = overall([...steps.map((s) => s.j.verdict), ends.verdict]);
+    // A step that is only noise does not refute the trend when the ends differ clearly.
+    if (held === null && ends.verdict === 'HELD' && !steps.some((s) => s.j.verdict === 'DID NOT HOLD')) held = true;
+  } else claims.push('NOT MEASURED: the run is incomplete');
   const wall = (Date.now() - started) / 1000;
   const report = [
     `# Cardinality at equal cost (Xie et al. 2017, Table 2 and 3)`,
@@ -148,11 +151,21 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     `"d by eq. 4": the width the paper's per-block formula C(${4 * base}d + 9d² + d·${4 * base}) gives (Table 2's method; for 256 channels and d=64 it gives 64, 40, 24, 14, 4 at C = 1, 2, 4, 8, 32). ` +
       `Test error is measured on ${n} samples: one standard error is about ${pct(se)}, so differences under ~${pct(2 * se)} are noise.`,
     '',
+    ...(() => {
+      const off = solved.filter((x) => Math.abs(x.params / target.params - 1) > 0.05 || Math.abs(x.macs / target.macs - 1) > 0.05);
+      return off.length
+        ? [`NOTE: ${off.map((x) => `${x.C}x${x.d}d`).join(', ')} could not match the baseline's cost within 5% (d is a whole number of channels; ` +
+          'a wider baseline, --width and --base, gives finer steps). Compare those rows with care.', '']
+        : [];
+    })(),
     `![test error (left) and training error (right) against epochs](${figure})`,
     '',
     '## The claim at this scale',
     '',
-    `- ${claim}`,
+    ...claims.map((c) => `- ${c}`),
+    '',
+    held === true ? 'Overall: at equal cost, higher cardinality gave lower test error at this scale.'
+      : held === false ? 'Overall: the claim did not hold at this scale.' : 'Overall: this run could not decide the claim; the differences are within sampling noise.',
     '',
     'Paper (ImageNet-1K, ResNeXt-50 at ~4.1 GFLOPs): top-1 error 23.9 (1x64d), 23.0 (2x40d), 22.6 (4x24d), 22.3 (8x14d), 22.2 (32x4d); ' +
       'on CIFAR-10 ResNeXt-29 8x64d reaches 3.65%, 16x64d 3.58% (Table 7). The gains are a few tenths of a percent per doubling on ImageNet after 100 epochs; ' +

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { cifarResNetSpec } from '../models/cifar.js';
 import { lineChart, svgToPng, type Series } from '../report/index.js';
-import { int, macs, pct, table, writeText } from './markdown.js';
+import { int, macs, overall, judgeLower, pct, table, writeText, type Verdict } from './markdown.js';
 import { describeBudget, logger, type ExperimentOptions } from './options.js';
 import {
   HE2015_CIFAR, HE2015_ITERATIONS, batchFor, contender, openExperimentData, planFor, scaleSection, trainContender,
@@ -82,17 +82,20 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
 
   // The claim, checked pairwise between the shallowest and the deepest of each family.
   const [lo, hi] = [Math.min(...depths), Math.max(...depths)];
-  const verdicts: { claim: string; held: boolean | null; detail: string }[] = [];
+  // Training errors are over the last segment's samples; a difference under two standard errors is noise.
+  const nTrain = plan.segment * plan.batch;
+  const verdicts: { claim: string; verdict: Verdict | 'NOT MEASURED'; detail: string }[] = [];
   for (const residual of [false, true]) {
     const a = byName.get(`${residual ? 'resnet' : 'plain'}${lo}`);
     const b = byName.get(`${residual ? 'resnet' : 'plain'}${hi}`);
     const family = residual ? 'ResNet' : 'plain';
-    const claim = residual ? `deeper ResNet (${hi}) trains to a lower training error than ResNet-${lo}` : `deeper plain net (${hi}) trains to a higher training error than plain-${lo}`;
-    if (!a || !b || a.stopped === 'interrupted' || b.stopped === 'interrupted') { verdicts.push({ claim, held: null, detail: 'not measured (run incomplete)' }); continue; }
-    const held = residual ? b.finalTrainError < a.finalTrainError : b.finalTrainError > a.finalTrainError;
-    verdicts.push({ claim, held, detail: `${family}-${lo} ${pct(a.finalTrainError)} vs ${family}-${hi} ${pct(b.finalTrainError)} training error; test ${pct(a.finalTestError)} vs ${pct(b.finalTestError)}` });
+    const claim = residual ? `the deeper ResNet-${hi} trains to a lower training error than ResNet-${lo}` : `the deeper plain-${hi} trains to a higher training error than plain-${lo}`;
+    if (!a || !b || a.stopped === 'interrupted' || b.stopped === 'interrupted') { verdicts.push({ claim, verdict: 'NOT MEASURED', detail: 'run incomplete' }); continue; }
+    const j = residual ? judgeLower(b.finalTrainError, a.finalTrainError, nTrain, nTrain) : judgeLower(a.finalTrainError, b.finalTrainError, nTrain, nTrain);
+    verdicts.push({ claim, verdict: j.verdict, detail: `${family}-${lo} ${pct(a.finalTrainError)} vs ${family}-${hi} ${pct(b.finalTrainError)} training error, ` +
+      `two standard errors ${pct(2 * j.se)}; test error ${pct(a.finalTestError)} vs ${pct(b.finalTestError)}` });
   }
-  const held = verdicts.every((v) => v.held === true);
+  const held = overall(verdicts.map((v) => (v.verdict === 'NOT MEASURED' ? 'INCONCLUSIVE' : v.verdict)));
   const wall = (Date.now() - started) / 1000;
   const report = [
     '# Degradation: plain vs residual nets (He et al. 2015, Figure 6)',
@@ -117,11 +120,11 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     '',
     '## The claim at this scale',
     '',
-    ...verdicts.map((v) => `- ${v.held === null ? 'NOT MEASURED' : v.held ? 'HELD' : 'DID NOT HOLD'}: ${v.claim} (${v.detail})`),
+    ...verdicts.map((v) => `- ${v.verdict}: ${v.claim} (${v.detail})`),
     '',
-    held
+    held === true
       ? 'Both halves of the paper\'s claim held at this scale.'
-      : 'The paper\'s claim did not fully hold at this scale. ' +
+      : (held === false ? 'The paper\'s claim did not hold at this scale. ' : 'This run could not decide the paper\'s claim: the differences are within sampling noise. ') +
         `The paper trains ${HE2015_ITERATIONS.toLocaleString('en-US')} iterations on CIFAR-10; the gap between plain-20 and plain-56 is visible there from early on, while ` +
         'the ResNets\' ordering settles only after the learning-rate drops. A short run, a small subset or an easy dataset can hide either effect.',
     '',

@@ -38,3 +38,22 @@ export function backendLine(): string {
   const info = b.info() as { threads?: number; onednnVersion?: string };
   return `${b.name} backend${info.onednnVersion ? ` (oneDNN ${info.onednnVersion})` : ''}, ${info.threads ?? 1} thread${info.threads === 1 ? '' : 's'}`;
 }
+
+export type Verdict = 'HELD' | 'DID NOT HOLD' | 'INCONCLUSIVE';
+
+/**
+ * A claim that `a` is below `b` (error rates measured on `na` and `nb` samples), judged against
+ * sampling noise: it held or failed only when the difference exceeds two standard errors.
+ */
+export function judgeLower(a: number, b: number, na: number, nb: number): { verdict: Verdict; se: number } {
+  const se = Math.sqrt((a * (1 - a)) / Math.max(1, na) + (b * (1 - b)) / Math.max(1, nb));
+  if (!Number.isFinite(a) || !Number.isFinite(b)) return { verdict: 'INCONCLUSIVE', se };
+  const d = b - a;
+  return { verdict: d > 2 * se ? 'HELD' : d < -2 * se ? 'DID NOT HOLD' : 'INCONCLUSIVE', se };
+}
+
+/** HELD if all held, DID NOT HOLD if any failed, else INCONCLUSIVE; as held: true / false / null. */
+export function overall(vs: Verdict[]): boolean | null {
+  if (vs.length && vs.every((v) => v === 'HELD')) return true;
+  return vs.includes('DID NOT HOLD') ? false : null;
+}

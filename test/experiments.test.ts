@@ -1,0 +1,201 @@
+// `residual experiment` end to end at a tiny scale (a few hundred samples, one epoch, small nets):
+// every experiment writes its report with the tables and its PNG plots; the block forms agree
+// within 1e-5; the complexity table equals REFERENCE.md's exact figures, parsed from the file.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { cifarResNeXtSpec, traceNet } from '../src/models/index.js';
+import { compareToPrinted } from '../src/experiments/complexity.js';
+import { equalCostWidths, parseBudget, solveWidth } from '../src/experiments/index.js';
+import { judgeLower } from '../src/experiments/markdown.js';
+import { makePlan } from '../src/experiments/training.js';
+import { repoRoot } from './helpers.js';
+
+const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+const work = mkdtempSync(join(tmpdir(), 'residual-experiments-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+/** Runs the CLI with --json and returns the final result event. */
+function experiment(...args: string[]): Record<string, unknown> {
+  const r = spawnSync(process.execPath, [cli, 'experiment', ...args, '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `residual experiment ${args.join(' ')} failed:\n${r.stderr}\n${r.stdout}`);
+  const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const end = events.find((e) => e.event === 'end');
+  assert.ok(end, `an end event in ${r.stdout}`);
+  return end;
+}
+
+function assertPng(file: string): void {
+  assert.ok(existsSync(file), `${file} exists`);
+  assert.deepEqual([...readFileSync(file).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${file} is a PNG`);
+}
+
+/** The rows of the markdown table whose header row starts with `firstHeader`, as cells. */
+function tableRows(md: string, firstHeader: string): string[][] {
+  const lines = md.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(`| ${firstHeader} |`));
+  assert.ok(start >= 0, `a table headed "${firstHeader}"`);
+  const rows: string[][] = [];
+  for (let i = start + 2; i < lines.length && lines[i].startsWith('|'); i++) rows.push(lines[i].slice(1, -1).split(' | ').map((c) => c.trim()));
+  return rows;
+}
+
+const tiny = ['--subset', '256', '--test-subset', '128', '--batch', '32'];
+
+describe('residual experiment degradation', () => {
+  const out = join(work, 'degradation');
+  let result: Record<string, unknown>;
+  it('trains plain and residual nets of depth 8 and 14 and writes report, figure and run folders', () => {
+    result = experiment('degradation', '--depths', '8,14', ...tiny, '--budget', '1e', '--evals', '2', '--out', out);
+    const report = readFileSync(join(out, 'report.md'), 'utf8');
+    assert.match(report, /^# Degradation/m);
+    assert.match(report, /fashion-mnist, 256 training samples/);
+    assert.match(report, /8 iterations of batch 32 per model \(1\.00 epochs\)/);
+    const rows = tableRows(report, 'model');
+    assert.deepEqual(rows.map((r) => r[0]), ['plain-8', 'plain-14', 'ResNet-8', 'ResNet-14']);
+    for (const r of rows) for (const c of [4, 5]) assert.match(r[c], /^\d+\.\d\d%$/, `error cells of ${r[0]}`);
+    // Plain and residual twins have the same parameters (option A shortcuts).
+    assert.equal(rows[0][2], rows[2][2]);
+    assert.match(report, /^- (HELD|DID NOT HOLD|INCONCLUSIVE): the deeper plain-14/m);
+    assert.match(report, /!\[.*\]\(degradation\.png\)/);
+    assertPng(join(out, 'degradation.png'));
+    for (const m of ['plain8', 'plain14', 'resnet8', 'resnet14']) {
+      const metrics = readFileSync(join(out, 'models', m, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number });
+      assert.deepEqual(metrics.map((x) => x.iteration), [4, 8], `${m}: a test evaluation every 4 iterations`);
+      const curve = readFileSync(join(out, 'models', m, 'curve.jsonl'), 'utf8').trim().split('\n');
+      assert.equal(curve.length, 8, `${m}: a training-error point per iteration`);
+      assertPng(join(out, 'models', m, 'curves.png'));
+    }
+  });
+  it('--resume on a finished run reuses its models instead of training again', () => {
+    const again = experiment('degradation', '--depths', '8,14', ...tiny, '--budget', '1e', '--evals', '2', '--out', out, '--resume');
+    assert.deepEqual(again.models, result.models);
+  });
+});
+
+describe('residual experiment cardinality', () => {
+  it('solves d for equal cost, trains each cardinality within a time budget, and writes the table and plot', () => {
+    const out = join(work, 'cardinality');
+    // A minutes budget: a few timed steps of each model fix the common iteration count.
+    const r = experiment('cardinality', '--cardinalities', '1,2,4', '--width', '8', '--base', '8', '--depth', '11', ...tiny, '--budget', '0.1m',
+      '--evals', '2', '--out', out);
+    const report = readFileSync(join(out, 'report.md'), 'utf8');
+    const rows = tableRows(report, 'C');
+    assert.deepEqual(rows.map((x) => x[0]), ['1', '2', '4']);
+    const params = rows.map((x) => Number(x[4].replace(/,/g, '')));
+    for (const p of params) assert.ok(Math.abs(p / params[0] - 1) < 0.1, `params ${p} within 10% of the C=1 baseline's ${params[0]}`);
+    assert.match(report, /## The claim at this scale/);
+    assertPng(join(out, 'cardinality.png'));
+    const plan = r.plan as { iterations: number; basis: string };
+    assert.match(plan.basis, /0\.1 min budget shared by 3 models/);
+    assert.ok(plan.iterations >= 2);
+  });
+});
+
+describe('residual experiment forms', () => {
+  it('the three block forms agree within 1e-5 and each is timed', () => {
+    const out = join(work, 'forms');
+    const r = experiment('forms', '--cardinalities', '2,8', '--channels', '32', '--width', '8', '--size', '6', '--batch', '2', '--repeats', '2', '--out', out);
+    assert.ok((r.worst_scaled_difference as number) < 1e-5, `worst difference ${r.worst_scaled_difference}`);
+    assert.equal(r.held, true);
+    const report = readFileSync(join(out, 'report.md'), 'utf8');
+    const diffs = tableRows(report, 'block');
+    assert.equal(diffs.length, 4, 'two forms against (c) for two block shapes');
+    for (const d of diffs) assert.equal(d[d.length - 1], 'yes');
+    const speed = report.slice(report.indexOf('## Speed'));
+    const times = tableRows(speed, 'block');
+    assert.deepEqual(times.map((t) => t[0]), ['2x5d', '8x2d']);
+    for (const t of times) for (const c of t.slice(1, 7)) assert.ok(Number(c) > 0, `time ${c}`);
+    assertPng(join(out, 'forms_speed.png'));
+  });
+});
+
+// REFERENCE.md lives with the project's shared notes; without it, its two tables as they stand there.
+const REFERENCE_FALLBACK = `
+| resnet18 | 11,689,512 | 1.814 | 69.758 |
+| resnet34 | 21,797,672 | 3.664 | 73.314 |
+| resnet50 | 25,557,032 | 4.089 | 76.130 |
+| resnet101 | 44,549,160 | 7.801 | 77.374 |
+| resnet152 | 60,192,808 | 11.514 | 78.312 |
+| resnext50_32x4d | 25,028,904 | 4.230 | 77.618 |
+| resnext101_32x8d | 88,791,336 | 16.414 | 79.312 |
+| resnext101_64x4d | 83,455,272 | 15.460 | 83.246 (V1 of that builder) |
+| wide_resnet50_2 | 68,883,240 | 11.398 | 78.468 |
+| wide_resnet101_2 | 126,886,696 | 22.753 | 78.848 |
+| resnet20 | 269,722 | 40.6 | 8.75% |
+| resnet32 | 464,154 | 68.9 | 7.51% |
+| resnet44 | 658,586 | 97.2 | 7.17% |
+| resnet56 | 853,018 | 125.5 | 6.97% |
+| resnet110 | 1,727,962 | 252.9 | 6.43% (best 6.61±0.16 mean of 5) |
+| resnet1202 | 19,421,274 | 2829.2 | 7.93% |
+`;
+
+function referenceFigures(): Map<string, { params: number; macs: string }> {
+  const file = process.env.RESIDUAL_REFERENCE_MD ?? '/work/shared/REFERENCE.md';
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : REFERENCE_FALLBACK;
+  const out = new Map<string, { params: number; macs: string }>();
+  for (const m of text.matchAll(/^\| (\w+) \| ([\d,]+) \| ([\d.]+) \|/gm)) out.set(m[1], { params: Number(m[2].replace(/,/g, '')), macs: m[3] });
+  return out;
+}
+
+describe('residual experiment complexity', () => {
+  it('our params and MACs equal REFERENCE.md\'s exact figures for the ImageNet and CIFAR models', () => {
+    const out = join(work, 'complexity');
+    const r = experiment('complexity', '--out', out);
+    assert.equal(r.held, true);
+    const ref = referenceFigures();
+    assert.equal(ref.size, 16, 'REFERENCE.md lists 10 ImageNet and 6 CIFAR models');
+    const report = readFileSync(join(out, 'report.md'), 'utf8');
+    const rows = new Map(tableRows(report, 'model').map((x) => [x[0], x]));
+    for (const [name, f] of ref) {
+      const row = rows.get(name);
+      assert.ok(row, `${name} is in the table`);
+      assert.equal(Number(row[3].replace(/,/g, '')), f.params, `${name} params`);
+      assert.equal(row[4].split(' ')[0], f.macs, `${name} MACs`);
+      assert.equal(row[6], 'equal');
+      assert.equal(row[8], 'equal');
+    }
+    // Every registered model has a row.
+    assert.ok(rows.has('plain56') && rows.has('resnext29_16x64d') && rows.has('plain34'));
+    assert.match(report, /## Against the papers' printed figures/);
+    assertPng(join(out, 'complexity.png'));
+  });
+});
+
+describe('experiment helpers', () => {
+  it('--budget parses minutes and epochs', () => {
+    assert.deepEqual(parseBudget('30m'), { kind: 'minutes', minutes: 30 });
+    assert.deepEqual(parseBudget('2.5'), { kind: 'minutes', minutes: 2.5 });
+    assert.deepEqual(parseBudget('3e'), { kind: 'epochs', epochs: 3 });
+    assert.throws(() => parseBudget('1.5e'), /whole number/);
+    assert.throws(() => parseBudget('soon'), /30m/);
+  });
+  it('the width solver reproduces ResNeXt Table 2 (d = 64, 40, 24, 14, 4), from eq. 4 and from the whole ResNeXt-29', () => {
+    assert.deepEqual(equalCostWidths([1, 2, 4, 8, 32], 64, 256), [64, 40, 24, 14, 4]);
+    const cost = (C: number, d: number) => {
+      const t = traceNet(cifarResNeXtSpec({ cardinality: C, bottleneckWidth: d }), [3, 32, 32]);
+      return { params: t.params, macs: t.macs };
+    };
+    assert.deepEqual([2, 4, 8, 32].map((C) => solveWidth(cost(1, 64), (d) => cost(C, d)).d), [40, 24, 14, 4]);
+  });
+  it('a plan splits the run into whole segments of test evaluations', () => {
+    const p = makePlan(64_000, 128, 50_000, 64, 'paper');
+    assert.equal(p.iterations, 64_000);
+    assert.equal(p.segment, 1000);
+    assert.equal(p.curveEvery, 320);
+    assert.ok(Math.abs(p.epochs - 163.84) < 1e-9);
+  });
+  it('printed figures compare at their own precision', () => {
+    assert.equal(compareToPrinted(269_722, '0.27', 1e6), 'equal');
+    assert.equal(compareToPrinted(25_557_032, '25.5', 1e6), 'last digit');
+    assert.equal(compareToPrinted(4.089e9, '3.8', 1e9), 'differs');
+  });
+  it('claims are judged against sampling noise', () => {
+    assert.equal(judgeLower(0.05, 0.10, 10_000, 10_000).verdict, 'HELD');
+    assert.equal(judgeLower(0.10, 0.05, 10_000, 10_000).verdict, 'DID NOT HOLD');
+    assert.equal(judgeLower(0.09, 0.10, 100, 100).verdict, 'INCONCLUSIVE');
+  });
+});
