@@ -206,7 +206,7 @@ using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
 void Export(Napi::Env env, Napi::Object exports, const char* name, OpFn fn);
 
 // Parallel loop helper: runs OpenMP only when the work is large enough to pay for the region.
-constexpr int64_t kParallelMin = 1 << 15;
+constexpr int64_t kParallelMin = 1 << 17;
 
 // All native state (caches, pool, scratchpad, stream) is process-wide while worker threads each have
 // their own JS environment, so every op and finalizer runs under this lock. Recursive: a GC

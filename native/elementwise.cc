@@ -55,6 +55,12 @@ ReluEntry& GetRelu(Layout l, const dims& shape) {
 }
 
 
+// Below this many elements a plain loop beats a oneDNN primitive: its OpenMP region costs more than
+// the work (microseconds on an idle machine, up to milliseconds when the vCPUs are shared).
+constexpr int64_t kSmall = 1 << 16;
+
+const float* F(const memory& m) { return static_cast<const float*>(m.get_data_handle()); }
+
 void SameCount(Tensor* a, Tensor* b) {
   Require(a->shape == b->shape, "tensors must have the same shape");
   Require(a->layout != Layout::Opaque && b->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
@@ -65,7 +71,15 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   Tensor* b = ArgTensor(info, 1);
   SameCount(a, b);
   NewT y = NewCanon(info.Env(), a->shape);
-  if (a->Numel() == 0) return y.obj;
+  int64_t n = a->Numel();
+  if (n == 0) return y.obj;
+  if (n <= kSmall) {
+    memory am = AsCanon(a), bm = AsCanon(b);
+    const float *pa = F(am), *pb = F(bm);
+    float* py = y.t->Data();
+    for (int64_t i = 0; i < n; ++i) py[i] = pa[i] + pb[i];
+    return y.obj;
+  }
   GetAdd(y.t->layout, a->shape).Exec({{DNNL_ARG_SRC_0, AsCanon(a)}, {DNNL_ARG_SRC_1, AsCanon(b)}, {DNNL_ARG_DST, y.t->mem}});
   return y.obj;
 }
@@ -78,6 +92,15 @@ Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
   SameCount(dst, src);
   if (dst->Numel() == 0) return info.Env().Undefined();
   if (dst->layout == Layout::Plain && src->layout == Layout::NHWC) dst->Relayout(Layout::NHWC);
+  int64_t n = dst->Numel();
+  if (n <= kSmall) {
+    memory sm = AsLayout(src, dst->layout);
+    const float* ps = F(sm);
+    float* pd = dst->Data();
+    for (int64_t i = 0; i < n; ++i) pd[i] += ps[i];
+    dst->Touch();
+    return info.Env().Undefined();
+  }
   GetAdd(dst->layout, dst->shape).Exec({{DNNL_ARG_SRC_0, dst->mem}, {DNNL_ARG_SRC_1, AsLayout(src, dst->layout)}, {DNNL_ARG_DST, dst->mem}});
   dst->Touch();
   return info.Env().Undefined();
@@ -91,8 +114,12 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
   const float* in = x->Data();
   float* out = y.t->Data();
   int64_t n = x->Numel();
-#pragma omp parallel for simd if (n > kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = in[i] * s;
+  if (n > kParallelMin) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) out[i] = in[i] * s;
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = in[i] * s;
+  }
   return y.obj;
 }
 
@@ -100,7 +127,15 @@ Napi::Value Relu(const Napi::CallbackInfo& info) {
   Tensor* x = ArgTensor(info, 0);
   Require(x->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
   NewT y = NewCanon(info.Env(), x->shape);
-  if (x->Numel() == 0) return y.obj;
+  int64_t n = x->Numel();
+  if (n == 0) return y.obj;
+  if (n <= kSmall) {
+    memory xm = AsCanon(x);
+    const float* px = F(xm);
+    float* py = y.t->Data();
+    for (int64_t i = 0; i < n; ++i) py[i] = px[i] <= 0.f ? 0.f : px[i];  // keeps NaN, as torch.relu
+    return y.obj;
+  }
   GetRelu(y.t->layout, x->shape).fwd.Exec({{DNNL_ARG_SRC, AsCanon(x)}, {DNNL_ARG_DST, y.t->mem}});
   return y.obj;
 }
@@ -111,7 +146,15 @@ Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   Tensor* dy = ArgTensor(info, 1);
   SameCount(y, dy);
   NewT dx = NewCanon(info.Env(), y->shape);
-  if (y->Numel() == 0) return dx.obj;
+  int64_t n = y->Numel();
+  if (n == 0) return dx.obj;
+  if (n <= kSmall) {
+    memory ym = AsCanon(y), gm = AsCanon(dy);
+    const float *py = F(ym), *pg = F(gm);
+    float* pd = dx.t->Data();
+    for (int64_t i = 0; i < n; ++i) pd[i] = py[i] > 0.f ? pg[i] : 0.f;
+    return dx.obj;
+  }
   GetRelu(dx.t->layout, y->shape).bwd.Exec({{DNNL_ARG_DST, AsCanon(y)}, {DNNL_ARG_DIFF_DST, AsCanon(dy)}, {DNNL_ARG_DIFF_SRC, dx.t->mem}});
   return dx.obj;
 }

@@ -29,20 +29,29 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   float* pp = p->Data();
   float* bp = buf && mom != 0.f ? buf->Data() : nullptr;
   int64_t n = p->Numel();
-  if (bp == nullptr) {
-#pragma omp parallel for simd if (n > kParallelMin) schedule(static)
-    for (int64_t i = 0; i < n; ++i) pp[i] -= lr * (gp[i] + wd * pp[i]);
-  } else {
-    float keep = 1.f - damp;
-#pragma omp parallel for simd if (n > kParallelMin) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      float d = gp[i] + wd * pp[i];
-      float b = first ? d : mom * bp[i] + keep * d;
-      bp[i] = b;
-      pp[i] -= lr * (nesterov ? d + mom * b : b);
+  // OpenMP only pays for large parameters; a parallel region costs more than a small loop.
+  float keep = 1.f - damp;
+  auto plain = [=](int64_t i) { pp[i] -= lr * (gp[i] + wd * pp[i]); };
+  auto with_momentum = [=](int64_t i) {
+    float d = gp[i] + wd * pp[i];
+    float b = first ? d : mom * bp[i] + keep * d;
+    bp[i] = b;
+    pp[i] -= lr * (nesterov ? d + mom * b : b);
+  };
+  if (n > kParallelMin) {
+    if (bp == nullptr) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) plain(i);
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) with_momentum(i);
     }
-    buf->Touch();
+  } else if (bp == nullptr) {
+    for (int64_t i = 0; i < n; ++i) plain(i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) with_momentum(i);
   }
+  if (bp != nullptr) buf->Touch();
   p->Touch();
   return info.Env().Undefined();
 }

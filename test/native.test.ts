@@ -245,7 +245,8 @@ describe('native backend: info and memory', () => {
 // ---------- elementwise ----------
 
 describe('native backend: elementwise', () => {
-  for (const shape of [[7, 5, 3, 9], [1, 33, 1, 1], [4, 11], [17]] as Shape[]) {
+  // small ones run as plain loops, large ones (over 65536 elements) as oneDNN primitives
+  for (const shape of [[7, 5, 3, 9], [1, 33, 1, 1], [4, 11], [17], [4, 32, 24, 24], [300, 250]] as Shape[]) {
     it(`add, addInPlace, scale, relu, reluBackward on [${shape}]`, () => {
       const a = pair(shape), b = pair(shape);
       check(nb.add(a.n, b.n), rb.add(a.r, b.r), 'add');
@@ -538,7 +539,7 @@ describe('native backend: sgdStep vs reference', () => {
   ];
   for (const o of opts) {
     it(`lr ${o.lr} momentum ${o.momentum} dampening ${o.dampening} wd ${o.weightDecay}${o.nesterov ? ' nesterov' : ''}`, () => {
-      for (const shape of [[16, 8, 3, 3], [10]] as Shape[]) {
+      for (const shape of [[16, 8, 3, 3], [10], [512, 300]] as Shape[]) {
         const p = pair(shape);
         const buf = o.momentum !== 0 ? pair(shape, new Float32Array(numel(shape))) : null;
         for (let step = 0; step < 3; step++) {
