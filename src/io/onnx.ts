@@ -116,6 +116,11 @@ function int64Bytes(values: readonly bigint[]): Uint8Array {
   return out;
 }
 
+/** The prefix of a child's name: "layer1.0." under "layer1.0", nothing at the top. */
+function at(path: string): string {
+  return path ? `${path}.` : '';
+}
+
 function shapeText(s: readonly number[]): string {
   return s.join('x');
 }
@@ -237,8 +242,8 @@ class Emitter {
       weight = folded;
       bias = withShift || bias ? b : null;
     }
-    const inputs = [x.name, this.g.floatInit(`${path}.weight`, conv.weight.shape, weight)];
-    if (bias) inputs.push(this.g.floatInit(`${path}.bias`, [conv.outChannels], bias));
+    const inputs = [x.name, this.g.floatInit(`${at(path)}weight`, conv.weight.shape, weight)];
+    if (bias) inputs.push(this.g.floatInit(`${at(path)}bias`, [conv.outChannels], bias));
     const name = this.g.node('Conv', path, inputs, [
       { name: 'dilations', ints: p.dilation },
       { name: 'group', i: p.groups },
@@ -251,7 +256,7 @@ class Emitter {
 
   batchNorm(path: string, bn: BatchNorm2d, x: Value): Value {
     if (x.shape[0] !== bn.numFeatures) this.fail(path, `has ${bn.numFeatures} channels, its input ${x.shape[0]}`);
-    const f = (key: string, t: { toArray(): Float32Array }) => this.g.floatInit(`${path}.${key}`, [bn.numFeatures], t.toArray());
+    const f = (key: string, t: { toArray(): Float32Array }) => this.g.floatInit(`${at(path)}${key}`, [bn.numFeatures], t.toArray());
     const inputs = [x.name, f('weight', bn.weight), f('bias', bn.bias), f('running_mean', bn.runningMean), f('running_var', bn.runningVar)];
     return { name: this.g.node('BatchNormalization', path, inputs, [{ name: 'epsilon', f: bn.eps }]), shape: x.shape };
   }
@@ -302,8 +307,8 @@ class Emitter {
     if (x.shape.length !== 1 || x.shape[0] !== m.inFeatures) {
       this.fail(path, `a linear layer of ${m.inFeatures} inputs cannot take [${x.shape.join(', ')}] per sample (flatten first)`);
     }
-    const inputs = [x.name, this.g.floatInit(`${path}.weight`, m.weight.shape, m.weight.toArray())];
-    if (m.bias) inputs.push(this.g.floatInit(`${path}.bias`, [m.outFeatures], m.bias.toArray()));
+    const inputs = [x.name, this.g.floatInit(`${at(path)}weight`, m.weight.shape, m.weight.toArray())];
+    if (m.bias) inputs.push(this.g.floatInit(`${at(path)}bias`, [m.outFeatures], m.bias.toArray()));
     const name = this.g.node('Gemm', path, inputs, [{ name: 'transB', i: 1 }], undefined, output);
     return { name, shape: [m.outFeatures] };
   }
@@ -319,12 +324,12 @@ class Emitter {
       const ends = this.g.int64Init('shortcutA.ends', [INT64_MAX, INT64_MAX]);
       const axes = this.g.int64Init('shortcutA.axes', [2n, 3n]);
       const steps = this.g.int64Init(`shortcutA.steps${stride}`, [st, st]);
-      y = { name: this.g.node('Slice', `${path}.subsample`, [x.name, starts, ends, axes, steps]), shape: [c, Math.ceil(h / stride), Math.ceil(w / stride)] };
+      y = { name: this.g.node('Slice', `${at(path)}subsample`, [x.name, starts, ends, axes, steps]), shape: [c, Math.ceil(h / stride), Math.ceil(w / stride)] };
     }
     if (outChannels === c) return y;
     const before = Math.floor((outChannels - c) / 2), after = outChannels - c - before;
     const pads = this.g.int64Init(`shortcutA.pads${before}_${after}`, [0n, BigInt(before), 0n, 0n, 0n, BigInt(after), 0n, 0n]);
-    const name = this.g.node('Pad', `${path}.pad`, [y.name, pads], [{ name: 'mode', s: 'constant' }]);
+    const name = this.g.node('Pad', `${at(path)}pad`, [y.name, pads], [{ name: 'mode', s: 'constant' }]);
     return { name, shape: [outChannels, y.shape[1]!, y.shape[2]!] };
   }
 
@@ -332,26 +337,26 @@ class Emitter {
     let y = x;
     const last = b.convs.length - 1;
     b.convs.forEach((conv, i) => {
-      y = this.convBn(`${path}.conv${i + 1}`, conv, `${path}.bn${i + 1}`, b.norms[i]!, y);
-      if (i < last) y = this.relu(`${path}.relu`, y);
+      y = this.convBn(`${at(path)}conv${i + 1}`, conv, `${at(path)}bn${i + 1}`, b.norms[i]!, y);
+      if (i < last) y = this.relu(`${at(path)}relu`, y);
     });
     const { shortcut, outChannels, stride } = b.spec;
-    if (shortcut === 'identity') y = this.add(`${path}.add`, y, x);
-    else if (shortcut === 'projection') y = this.add(`${path}.add`, y, this.downsample(`${path}.downsample`, b.downsample, x));
-    else if (shortcut === 'optionA') y = this.add(`${path}.add`, y, this.shortcutA(`${path}.shortcut`, x, outChannels, stride));
-    return this.relu(`${path}.relu`, y);
+    if (shortcut === 'identity') y = this.add(`${at(path)}add`, y, x);
+    else if (shortcut === 'projection') y = this.add(`${at(path)}add`, y, this.downsample(`${at(path)}downsample`, b.downsample, x));
+    else if (shortcut === 'optionA') y = this.add(`${at(path)}add`, y, this.shortcutA(`${at(path)}shortcut`, x, outChannels, stride));
+    return this.relu(`${at(path)}relu`, y);
   }
 
   downsample(path: string, ds: Sequential | null, x: Value): Value {
     const conv = ds?.at(0), bn = ds?.at(1);
     if (!(conv instanceof Conv2d) || !(bn instanceof BatchNorm2d) || ds!.length !== 2) this.fail(path, 'expected a projection shortcut (conv, BN)');
-    return this.convBn(`${path}.0`, conv, `${path}.1`, bn, x);
+    return this.convBn(`${at(path)}0`, conv, `${at(path)}1`, bn, x);
   }
 
   /** ResNeXt forms (a) and (b): C paths, summed through their own 1x1s (a) or concatenated into one (b). */
   paths(path: string, b: PathsBlockLike, x: Value): Value {
     const outs = b.paths.map((p, i) => {
-      const pp = `${path}.paths.${i}`;
+      const pp = `${at(path)}paths.${i}`;
       let y = this.relu(`${pp}.relu`, this.convBn(`${pp}.conv1`, p.conv1, `${pp}.bn1`, p.bn1, x));
       y = this.relu(`${pp}.relu`, this.convBn(`${pp}.conv2`, p.conv2, `${pp}.bn2`, p.bn2, y));
       return y;
@@ -362,32 +367,33 @@ class Emitter {
       // and the first one also the shift.
       const affine = this.g.fold ? bnAffine(b.bn3) : null;
       const convs = b.paths.map((p, i) => {
-        if (!p.conv3) this.fail(`${path}.paths.${i}`, 'a form (a) path needs its conv3');
-        return this.conv(`${path}.paths.${i}.conv3`, p.conv3, outs[i]!, affine, affine ? `${path}.bn3` : '', i === 0);
+        if (!p.conv3) this.fail(`${at(path)}paths.${i}`, 'a form (a) path needs its conv3');
+        return this.conv(`${at(path)}paths.${i}.conv3`, p.conv3, outs[i]!, affine, affine ? `${at(path)}bn3` : '', i === 0);
       });
-      z = convs.reduce((acc, v, i) => this.add(`${path}.sum${i}`, acc, v));
-      if (!affine) z = this.batchNorm(`${path}.bn3`, b.bn3, z);
+      z = convs.reduce((acc, v, i) => this.add(`${at(path)}sum${i}`, acc, v));
+      if (!affine) z = this.batchNorm(`${at(path)}bn3`, b.bn3, z);
     } else {
       if (!b.conv3) this.fail(path, 'a form (b) block needs its conv3');
       const shape = [outs.reduce((a, o) => a + o.shape[0]!, 0), outs[0]!.shape[1]!, outs[0]!.shape[2]!];
-      const cat = { name: this.g.node('Concat', `${path}.concat`, outs.map((o) => o.name), [{ name: 'axis', i: 1 }]), shape };
-      z = this.convBn(`${path}.conv3`, b.conv3, `${path}.bn3`, b.bn3, cat);
+      const cat = { name: this.g.node('Concat', `${at(path)}concat`, outs.map((o) => o.name), [{ name: 'axis', i: 1 }]), shape };
+      z = this.convBn(`${at(path)}conv3`, b.conv3, `${at(path)}bn3`, b.bn3, cat);
     }
-    const s = b.downsample ? this.downsample(`${path}.downsample`, b.downsample, x) : x;
-    return this.relu(`${path}.relu`, this.add(`${path}.add`, z, s));
+    const s = b.downsample ? this.downsample(`${at(path)}downsample`, b.downsample, x) : x;
+    return this.relu(`${at(path)}relu`, this.add(`${at(path)}add`, z, s));
   }
 
-  resnet(m: ResNet, x: Value, output: string): Value {
-    let y = this.relu('relu', this.convBn('conv1', m.conv1, 'bn1', m.bn1, x));
-    if (m.maxpool) y = this.maxPool('maxpool', m.maxpool, y);
-    m.stages.forEach((stage, i) => { y = this.module(`layer${i + 1}`, stage, y); });
-    y = this.flatten('flatten', this.globalAvgPool('avgpool', y));
-    return this.linear('fc', m.fc, y, output);
+  resnet(m: ResNet, x: Value, output: string, path = ''): Value {
+    const p = at(path);
+    let y = this.relu(`${p}relu`, this.convBn(`${p}conv1`, m.conv1, `${p}bn1`, m.bn1, x));
+    if (m.maxpool) y = this.maxPool(`${p}maxpool`, m.maxpool, y);
+    m.stages.forEach((stage, i) => { y = this.module(`${p}layer${i + 1}`, stage, y); });
+    y = this.flatten(`${p}flatten`, this.globalAvgPool(`${p}avgpool`, y));
+    return this.linear(`${p}fc`, m.fc, y, output);
   }
 
   /** Any supported module; a Sequential's conv followed by a BN is fused like a block's. */
   module(path: string, m: Module, x: Value): Value {
-    const child = (name: string) => (path ? `${path}.${name}` : name);
+    const child = (name: string) => `${at(path)}${name}`;
     if (m instanceof ResidualBlock) return this.residualBlock(path, m, x);
     if (isPathsBlock(m)) return this.paths(path, m, x);
     if (m instanceof Sequential) {
@@ -411,7 +417,7 @@ class Emitter {
     if (m instanceof AdaptiveAvgPool2d) return this.globalAvgPool(path, x);
     if (m instanceof Flatten) return this.flatten(path, x);
     if (m instanceof Linear) return this.linear(path, m, x);
-    if (m instanceof ResNet) return this.resnet(m, x, this.g.unique(`${path}.logits`));
+    if (m instanceof ResNet) return this.resnet(m, x, this.g.unique(`${at(path)}logits`), path);
     return this.fail(path, `cannot export a ${m.constructor.name}; supported: ResNet, residual blocks, ResNeXt blocks of ` +
       'forms (a)/(b)/(c), Sequential, Conv2d, BatchNorm2d, ReLU, MaxPool2d, AdaptiveAvgPool2d, Flatten, Linear');
   }
