@@ -23,7 +23,8 @@ options:
   --out DIR           run folder (default runs/experiment-<name>-<time>); --resume continues an interrupted one there
   --seed S            (default 0); --json prints progress and the result as JSON lines
   degradation:  --depths 20,56          plain and residual nets of these depths (6n+2)
-  cardinality:  --cardinalities 1,2,4,8 --width D (d of C=1, default 16) --base B (stem width, default 16) --depth 29
+  cardinality:  --cardinalities 1,2,4,8 --width D (d of C=1, default 16) --base B (stem width, default 16) --depth 20
+                (--full: ResNeXt-29, width 64, base 64: the paper's 1x64d .. 8x14d at equal cost)
   forms:        --cardinalities 2,4,8,32 --width 64 --channels 256 --size 28 --batch 8 --repeats 10
 
 Each run writes DIR/report.md (scale, tables, plots, whether the paper's claim held), PNG plots, and for the
@@ -78,6 +79,12 @@ export async function run(argv: string[]): Promise<number> {
   else console.log(`experiment ${name} -> ${o.out} (${backend.name} backend, ${backend.info().threads} threads)`);
   const r = await runExperiment(name, o);
   if (json) console.log(JSON.stringify({ event: 'end', ...r }));
-  else console.log(`done in ${(r.seconds / 60).toFixed(1)} min: the paper's claim ${r.held === null ? 'was not decided' : r.held ? 'held' : 'did not hold'} at this scale; report ${r.report}`);
+  const models = (r.models as { stopped?: string }[] | undefined) ?? [];
+  if (models.some((m) => m.stopped === 'interrupted')) {
+    if (!json) console.log(`interrupted: the report covers what finished; continue with the same arguments plus --resume --out ${o.out}`);
+    return 130;
+  }
+  if (json) return 0;
+  console.log(`done in ${(r.seconds / 60).toFixed(1)} min: the paper's claim ${r.held === null ? 'was not decided' : r.held ? 'held' : 'did not hold'} at this scale; report ${r.report}`);
   return 0;
 }
