@@ -1,10 +1,10 @@
 // `residual export`: writes a model as ONNX (to serve with onnxruntime, Triton, ...) and/or as a
 // safetensors state dict that torchvision's load_state_dict takes as it is.
 import { initBackend } from '../../backend/index.js';
-import { loadStateDictFile, saveStateDictFile, type LoadedTensor } from '../../io/index.js';
+import { loadStateDictFile, saveStateDictFile } from '../../io/index.js';
 import { checkOutputPath, exportOnnx } from '../../io/onnx.js';
 import { manualSeed } from '../../nn/index.js';
-import { getModel, type ModelOptions } from '../../models/index.js';
+import { getModel, optionsFromWeights, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
 import { intOption, parse, shapeOption } from '../args.js';
 import { resolve } from 'node:path';
 
@@ -26,15 +26,6 @@ const usage = `usage: residual export --model M [--weights FILE] [--input CxHxW]
   --keep-batchnorm     keep BatchNormalization nodes instead of folding them into the convolutions
   --seed N             seed of the random init when no weights are given (default 0)
 At least one of --onnx and --safetensors is required.`;
-
-/** CIFAR reimplementations name the head `linear` or `classifier`; ours is `fc`, as in torchvision. */
-function renameHead(sd: Map<string, LoadedTensor>): Map<string, LoadedTensor> {
-  if (sd.has('fc.weight')) return sd;
-  const from = ['linear', 'classifier'].find((p) => sd.has(`${p}.weight`));
-  if (!from) return sd;
-  console.error(`export: using the weights' "${from}.*" as the classifier "fc.*"`);
-  return new Map([...sd].map(([k, v]) => [k.startsWith(`${from}.`) ? `fc.${k.slice(from.length + 1)}` : k, v]));
-}
 
 function megabytes(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
@@ -72,18 +63,9 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`export: --seed must be a non-negative integer, got "${values.seed}"`);
 
   await initBackend();
-  const weights = values.weights ? renameHead(loadStateDictFile(values.weights)) : null;
-  const opts: ModelOptions = {};
-  if (weights) {
-    const fc = weights.get('fc.weight');
-    if (fc?.shape.length === 2) opts.numClasses = fc.shape[0];
-    const conv1 = weights.get('conv1.weight');
-    if (conv1?.shape.length === 4) opts.inChannels = conv1.shape[1];
-    // CIFAR ResNets come with option A (no downsample keys) or B (projections): the weights say which.
-    if (entry.family === 'cifar' && /^(resnet|plain)/.test(name) && [...weights.keys()].some((k) => k.includes('.downsample.'))) {
-      opts.shortcut = 'B';
-    }
-  }
+  const weights = values.weights
+    ? renameHead(loadStateDictFile(resolveWeightsPath(values.weights)), (m) => console.error(`export: ${m}`)) : null;
+  const opts: ModelOptions = weights ? optionsFromWeights(name, weights) : {};
   if (numClasses !== null) {
     if (opts.numClasses !== undefined && opts.numClasses !== numClasses) {
       throw new Error(`export: --num-classes ${numClasses} disagrees with the weights, whose classifier has ${opts.numClasses} outputs`);
