@@ -8,7 +8,7 @@ import * as forms from './forms.js';
 import type { ExperimentOptions } from './options.js';
 
 export * from './options.js';
-export { type Plan, type Recipe, HE2015_CIFAR, XIE2017_CIFAR } from './training.js';
+export { type Plan, type Recipe, HE2015_CIFAR, XIE2017_CIFAR, checkDataOption } from './training.js';
 export { solveWidth, equalCostWidths } from './cardinality.js';
 
 export interface ExperimentResult {

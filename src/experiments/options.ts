@@ -39,6 +39,8 @@ export interface ExperimentOptions {
   repeats?: number;
   /** Continue the model runs an interrupted experiment left in `out` (their checkpoints). */
   resume?: boolean;
+  /** A transient progress line during training (a terminal's status line), at most a few per second. */
+  progress?: (text: string) => void;
   /** Progress: an event for --json, and its text for a person. */
   log?: (event: Record<string, unknown>, text: string) => void;
 }

@@ -34,10 +34,14 @@ function firstN(ds: AnyDataset, n: number, what: string): AnyDataset {
 }
 
 /** The experiment's data: Fashion-MNIST or CIFAR, cut to --subset / --test-subset samples. */
-export async function openExperimentData(o: ExperimentOptions, defaultTestSubset?: number): Promise<ExperimentData> {
-  if (!/^(fashion-mnist$|cifar10:|cifar100:)/.test(o.data)) {
-    throw new Error(`--data must be fashion-mnist, cifar10:DIR or cifar100:DIR (the experiments use the papers' 32x32-style nets), got "${o.data}"`);
+export function checkDataOption(data: string): void {
+  if (!/^(fashion-mnist$|cifar10:|cifar100:)/.test(data)) {
+    throw new Error(`--data must be fashion-mnist, cifar10:DIR or cifar100:DIR (the experiments use the papers' 32x32-style nets), got "${data}"`);
   }
+}
+
+export async function openExperimentData(o: ExperimentOptions, defaultTestSubset?: number): Promise<ExperimentData> {
+  checkDataOption(o.data);
   const spec = await openData(o.data);
   const testN = o.testSubset ?? defaultTestSubset;
   return {
@@ -214,7 +218,7 @@ function readCurve(file: string, upTo: number): CurvePoint[] {
  * curves.png). With `resume`, a run folder left by an interrupted run continues where it stopped.
  */
 export async function trainContender(m: Contender, data: ExperimentData, plan: Plan, recipe: Recipe, dir: string,
-  o: { seed: number; resume?: boolean; log: (e: Record<string, unknown>, t: string) => void }): Promise<ModelRun> {
+  o: { seed: number; resume?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
   const started = Date.now();
   manualSeed(o.seed);
   const model = new ResNet(m.spec);
@@ -230,6 +234,7 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
   let prev = { epoch: -1, batch: 0, correct: 0, loss: 0 };
   let win = { correct: 0, loss: 0, n: 0 };
   let first = true;
+  let lastProgress = 0;
   const onBatch = (p: { epoch: number; batch: number; acc: number; loss: number; lr: number }) => {
     const iteration = p.epoch * plan.segment + p.batch;
     if (first) {
@@ -254,6 +259,11 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
       win.n += (p.batch - prev.batch) * B;
     }
     prev = { epoch: p.epoch, batch: p.batch, correct, loss };
+    const now = Date.now();
+    if (o.progress && now - lastProgress > 250) {
+      lastProgress = now;
+      o.progress(`${m.name}: iteration ${iteration}/${plan.iterations}, running loss ${p.loss.toFixed(3)}, error ${(100 * (1 - p.acc)).toFixed(1)}%, lr ${p.lr.toPrecision(2)}`);
+    }
     if ((iteration % plan.curveEvery === 0 || iteration === plan.iterations) && win.n > 0) {
       const point = { iteration, train_error: 1 - win.correct / win.n, train_loss: win.loss / win.n, lr: p.lr };
       curve.push(point);

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { initBackend } from '../../backend/index.js';
 import {
-  DEFAULT_BUDGET, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
+  DEFAULT_BUDGET, checkDataOption, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
 } from '../../experiments/index.js';
 import { intOption, parse } from '../args.js';
 
@@ -53,6 +53,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`experiment: --seed must be a non-negative integer, got "${v.seed}"`);
   const int = (k: keyof typeof v & string) => (v[k] === undefined ? undefined : intOption('experiment', k, v[k] as string, 1));
   const json = !!v.json;
+  const tty = !json && process.stdout.isTTY;
   const o: ExperimentOptions = {
     data: v.data ?? 'fashion-mnist',
     budget: v.budget ? parseBudget(v.budget) : DEFAULT_BUDGET,
@@ -72,8 +73,14 @@ export async function run(argv: string[]): Promise<number> {
     size: int('size'),
     repeats: int('repeats'),
     resume: !!v.resume,
-    log: (event, text) => console.log(json ? JSON.stringify(event) : text),
+    // On a terminal a status line shows the batch being trained; log lines print over it.
+    log: (event, text) => {
+      if (tty) process.stdout.write('\r\x1b[2K');
+      console.log(json ? JSON.stringify(event) : text);
+    },
+    progress: tty ? (text) => process.stdout.write(`\r\x1b[2K${text.slice(0, (process.stdout.columns ?? 100) - 1)}`) : undefined,
   };
+  checkDataOption(o.data);
   const backend = await initBackend();
   if (json) console.log(JSON.stringify({ event: 'start', experiment: name, out: o.out, backend: backend.name, threads: backend.info().threads }));
   else console.log(`experiment ${name} -> ${o.out} (${backend.name} backend, ${backend.info().threads} threads)`);
