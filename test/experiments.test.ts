@@ -170,6 +170,7 @@ describe('experiment helpers', () => {
     assert.deepEqual(parseBudget('30m'), { kind: 'minutes', minutes: 30 });
     assert.deepEqual(parseBudget('2.5'), { kind: 'minutes', minutes: 2.5 });
     assert.deepEqual(parseBudget('3e'), { kind: 'epochs', epochs: 3 });
+    assert.deepEqual(parseBudget('500i'), { kind: 'iterations', iterations: 500 });
     assert.throws(() => parseBudget('1.5e'), /whole number/);
     assert.throws(() => parseBudget('soon'), /30m/);
   });

@@ -1,8 +1,11 @@
 // What every experiment takes: the data, how much training it may spend, where it writes, and
 // the scale knobs that let CI run it tiny. The CLI fills this in; code can call experiments directly.
 
-/** `30m`: minutes of training shared by all the models of an experiment; `3e`: epochs per model. */
-export type Budget = { kind: 'minutes'; minutes: number } | { kind: 'epochs'; epochs: number };
+/**
+ * `30m`: minutes of training shared by all the models of an experiment; `3e`: epochs per model;
+ * `500i`: iterations per model (a fixed length, for runs to be repeated exactly).
+ */
+export type Budget = { kind: 'minutes'; minutes: number } | { kind: 'epochs'; epochs: number } | { kind: 'iterations'; iterations: number };
 
 export interface ExperimentOptions {
   /** `fashion-mnist` (default), `cifar10:DIR` or `cifar100:DIR`. */
@@ -48,20 +51,21 @@ export interface ExperimentOptions {
 export const DEFAULT_BUDGET: Budget = { kind: 'minutes', minutes: 30 };
 
 export function parseBudget(text: string): Budget {
-  const m = /^(\d+(?:\.\d+)?)\s*(m|min|e|ep|epochs?)?$/i.exec(text.trim());
-  if (!m) throw new Error(`--budget must look like 30m (minutes shared by the experiment's models) or 3e (epochs per model), got "${text}"`);
+  const m = /^(\d+(?:\.\d+)?)\s*(m|min|e|ep|epochs?|i|it|iterations?)?$/i.exec(text.trim());
+  if (!m) throw new Error(`--budget must look like 30m (minutes shared by the experiment's models), 3e (epochs per model) or 500i (iterations per model), got "${text}"`);
   const n = Number(m[1]);
   if (!(n > 0)) throw new Error(`--budget must be positive, got "${text}"`);
   const unit = (m[2] ?? 'm').toLowerCase();
-  if (unit.startsWith('e')) {
-    if (!Number.isInteger(n)) throw new Error(`--budget in epochs must be a whole number, got "${text}"`);
-    return { kind: 'epochs', epochs: n };
+  if (unit.startsWith('e') || unit.startsWith('i')) {
+    if (!Number.isInteger(n)) throw new Error(`--budget in ${unit.startsWith('e') ? 'epochs' : 'iterations'} must be a whole number, got "${text}"`);
+    return unit.startsWith('e') ? { kind: 'epochs', epochs: n } : { kind: 'iterations', iterations: n };
   }
   return { kind: 'minutes', minutes: n };
 }
 
 export function describeBudget(b: Budget): string {
-  return b.kind === 'minutes' ? `${b.minutes} min of training shared by the models` : `${b.epochs} epoch${b.epochs === 1 ? '' : 's'} per model`;
+  if (b.kind === 'minutes') return `${b.minutes} min of training shared by the models`;
+  return b.kind === 'epochs' ? `${b.epochs} epoch${b.epochs === 1 ? '' : 's'} per model` : `${b.iterations} iterations per model`;
 }
 
 /** A list option "20,56" as positive integers. */

@@ -151,6 +151,7 @@ export async function planFor(o: ExperimentOptions, models: Contender[], data: E
   const n = data.train.length;
   if (o.full) return makePlan(full.iterations, batch, n, evals, full.basis);
   const b = o.budget;
+  if (b.kind === 'iterations') return makePlan(b.iterations, batch, n, evals, `--budget ${b.iterations}i`);
   if (b.kind === 'epochs') return makePlan(b.epochs * Math.floor(n / batch), batch, n, evals, `${b.epochs} epoch${b.epochs === 1 ? '' : 's'} of ${n} samples per model`);
   log({ event: 'calibrate', models: models.map((m) => m.name) }, `timing a few training steps of each model to fit the ${b.minutes} min budget...`);
   const secs = await calibrate(models, data, batch);

@@ -14,7 +14,8 @@ ${experimentNames().map((n) => `  ${n.padEnd(12)} ${experiments[n].summary}`).jo
 
 options:
   --data fashion-mnist|cifar10:DIR|cifar100:DIR   dataset (default fashion-mnist)
-  --budget 30m|3e     minutes of training shared by the experiment's models, or epochs per model (default 30m)
+  --budget 30m|3e|500i  minutes of training shared by the experiment's models, or epochs or iterations
+                      per model (default 30m)
   --full              the paper's recipe instead (degradation: 64k iterations of batch 128, lr 0.1 /10 at 32k
                       and 48k, wd 1e-4, momentum 0.9; cardinality: ResNeXt-29 at width 64, 300 epochs, wd 5e-4)
   --subset N          train on the first N training samples; --test-subset N: evaluate on the first N test samples
