@@ -112,13 +112,22 @@ size_t& CachedPrimitiveCount();
 // raw buffer when two tensors share a layout.
 enum class Layout { Plain, NHWC, Opaque };
 
-class Tensor : public Napi::ObjectWrap<Tensor> {
+// The native side of a JS tensor object, attached with napi_wrap. dispose() frees the buffers AND
+// removes the wrap (napi_remove_wrap) and deletes this object at once, so a disposed tensor leaves
+// nothing waiting for a GC finalizer (Node runs those only when the event loop turns: a synchronous
+// training loop would otherwise pile up one pending object per tensor). Tensors that are never
+// disposed are freed by the finalizer.
+class Tensor {
  public:
   // The class constructor of this environment (each worker thread has its own).
   static Napi::Function Ctor(Napi::Env env);
   static Napi::Function Init(Napi::Env env);
-  explicit Tensor(const Napi::CallbackInfo& info);
-  ~Tensor() override;
+  explicit Tensor(napi_env env) : env_(env) {}
+  ~Tensor();
+  Tensor(const Tensor&) = delete;
+  Tensor& operator=(const Tensor&) = delete;
+  // Frees the tensor behind `obj` now (no-op when already disposed).
+  static void DisposeObject(napi_env env, napi_value obj);
 
   // Allocates `md` (or wraps nothing for zero elements) and attaches it.
   void Allocate(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md);
@@ -158,11 +167,6 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   bool alive_ = false;
   napi_env env_ = nullptr;
   void AdjustMem(int64_t delta);
-
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
-  Napi::Value GetByteSize(const Napi::CallbackInfo& info);
-  Napi::Value GetLayout(const Napi::CallbackInfo& info);
 };
 
 // Live tensor accounting (for tests and leak checks).

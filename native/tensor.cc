@@ -228,24 +228,100 @@ struct InstanceData {
 
 Napi::Function Tensor::Ctor(Napi::Env env) { return env.GetInstanceData<InstanceData>()->ctor.Value(); }
 
+namespace {
+
+// The tensor wrapped in `v` (null when none: disposed, or not made by our constructor).
+Tensor* Wrapped(napi_env env, napi_value v) {
+  void* p = nullptr;
+  if (napi_unwrap(env, v, &p) != napi_ok) return nullptr;
+  return static_cast<Tensor*>(p);
+}
+
+void FinalizeTensor(napi_env env, void* data, void* /*hint*/) {
+  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+  EnvScope scope(env);
+  delete static_cast<Tensor*>(data);
+}
+
+napi_value JsConstruct(napi_env env, napi_callback_info cb) {
+  napi_value self;
+  if (napi_get_cb_info(env, cb, nullptr, nullptr, &self, nullptr) != napi_ok) return nullptr;
+  auto* t = new Tensor(env);
+  if (napi_wrap(env, self, t, FinalizeTensor, nullptr, nullptr) != napi_ok) {
+    delete t;
+    napi_throw_error(env, nullptr, "native tensor: cannot attach native state");
+    return nullptr;
+  }
+  return self;
+}
+
+napi_value This(napi_env env, napi_callback_info cb) {
+  napi_value self = nullptr;
+  napi_get_cb_info(env, cb, nullptr, nullptr, &self, nullptr);
+  return self;
+}
+
+napi_value JsDispose(napi_env env, napi_callback_info cb) {
+  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+  EnvScope scope(env);
+  Tensor::DisposeObject(env, This(env, cb));
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  return undef;
+}
+
+napi_value JsDisposed(napi_env env, napi_callback_info cb) {
+  Tensor* t = Wrapped(env, This(env, cb));
+  napi_value r;
+  napi_get_boolean(env, t == nullptr || !t->Alive(), &r);
+  return r;
+}
+
+napi_value JsByteSize(napi_env env, napi_callback_info cb) {
+  Tensor* t = Wrapped(env, This(env, cb));
+  napi_value r;
+  napi_create_double(env, t ? static_cast<double>(t->Bytes()) : 0.0, &r);
+  return r;
+}
+
+napi_value JsLayout(napi_env env, napi_callback_info cb) {
+  Tensor* t = Wrapped(env, This(env, cb));
+  const char* s = t == nullptr || !t->Alive() ? "disposed"
+                  : t->layout == Layout::NHWC ? "nhwc"
+                  : t->layout == Layout::Plain ? "plain" : "opaque";
+  napi_value r;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+}  // namespace
+
+void Tensor::DisposeObject(napi_env env, napi_value obj) {
+  void* p = nullptr;
+  if (napi_remove_wrap(env, obj, &p) == napi_ok && p != nullptr) delete static_cast<Tensor*>(p);
+}
+
 Napi::Function Tensor::Init(Napi::Env env) {
-  Napi::Function f = DefineClass(env, "NativeTensor",
-      {InstanceMethod("dispose", &Tensor::Dispose),
-       InstanceAccessor("disposed", &Tensor::GetDisposed, nullptr),
-       InstanceAccessor("byteSize", &Tensor::GetByteSize, nullptr),
-       InstanceAccessor("layout", &Tensor::GetLayout, nullptr)});
+  const napi_property_attributes acc = static_cast<napi_property_attributes>(napi_enumerable | napi_configurable);
+  napi_property_descriptor props[] = {
+      {"dispose", nullptr, JsDispose, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"disposed", nullptr, nullptr, JsDisposed, nullptr, nullptr, acc, nullptr},
+      {"byteSize", nullptr, nullptr, JsByteSize, nullptr, nullptr, acc, nullptr},
+      {"layout", nullptr, nullptr, JsLayout, nullptr, nullptr, acc, nullptr},
+  };
+  napi_value cls;
+  NAPI_THROW_IF_FAILED(env, napi_define_class(env, "NativeTensor", NAPI_AUTO_LENGTH, JsConstruct, nullptr,
+                                              sizeof(props) / sizeof(props[0]), props, &cls),
+                       Napi::Function());
+  Napi::Function f(env, cls);
   auto* data = new InstanceData();
   data->ctor = Napi::Persistent(f);
   env.SetInstanceData<InstanceData>(data);
   return f;
 }
 
-Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info), env_(info.Env()) {}
-
 Tensor::~Tensor() {
-  // The finalizer backstop: frees what dispose() did not.
-  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-  EnvScope scope(env_);
+  // Runs on dispose (after napi_remove_wrap) or from the GC finalizer, always under GlobalLock.
   try {
     Release();
   } catch (...) {
@@ -337,24 +413,10 @@ memory Tensor::Derived(const memory::desc& src_view, const memory::desc& want) {
   return d.mem;
 }
 
-Napi::Value Tensor::Dispose(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-  EnvScope scope(info.Env());
-  Release();
-  return info.Env().Undefined();
-}
-Napi::Value Tensor::GetDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !alive_); }
-Napi::Value Tensor::GetByteSize(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(Bytes()));
-}
-Napi::Value Tensor::GetLayout(const Napi::CallbackInfo& info) {
-  const char* s = !alive_ ? "disposed" : layout == Layout::NHWC ? "nhwc" : layout == Layout::Plain ? "plain" : "opaque";
-  return Napi::String::New(info.Env(), s);
-}
-
 NewT NewTensor(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md) {
   Napi::Object obj = Tensor::Ctor(env).New({});
-  Tensor* t = Tensor::Unwrap(obj);
+  Tensor* t = Wrapped(env, obj);
+  Require(t != nullptr, "cannot create a tensor object");
   t->Allocate(env, shape, layout, md);
   Napi::Array arr = Napi::Array::New(env, shape.size());
   for (size_t i = 0; i < shape.size(); ++i) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
@@ -395,17 +457,23 @@ Tensor* ArgTensorOrNull(const Napi::CallbackInfo& info, size_t i) {
 
 // The tensor behind `v`, or null when `v` is not a tensor made by this environment (including an
 // object that merely has the tensor prototype).
+bool IsTensorObject(Napi::Env env, Napi::Value v) {
+  return v.IsObject() && v.As<Napi::Object>().InstanceOf(Tensor::Ctor(env));
+}
+
 Tensor* TensorOf(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Tensor::Ctor(env))) return nullptr;
-  void* p = nullptr;
-  if (napi_unwrap(env, v, &p) != napi_ok) return nullptr;
-  return static_cast<Tensor*>(p);
+  if (!IsTensorObject(env, v)) return nullptr;
+  return Wrapped(env, v);
 }
 
 Tensor* ArgTensor(const Napi::CallbackInfo& info, size_t i) {
   Require(i < info.Length(), "missing tensor argument " + std::to_string(i));
   Tensor* t = TensorOf(info.Env(), info[i]);
-  Require(t != nullptr, "argument " + std::to_string(i) + " is not a native tensor");
+  if (t == nullptr) {
+    // A disposed tensor has lost its native side: it is still an instance of the class.
+    Require(!IsTensorObject(info.Env(), info[i]), "argument " + std::to_string(i) + " is a disposed tensor");
+    throw OpError("argument " + std::to_string(i) + " is not a native tensor");
+  }
   Require(t->Alive(), "argument " + std::to_string(i) + " is a disposed tensor");
   return t;
 }
@@ -545,16 +613,15 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
 
 Napi::Value DisposeFn(const Napi::CallbackInfo& info) {
   // Disposing twice is harmless; disposing something that is not a tensor is an error.
-  Tensor* t = info.Length() >= 1 ? TensorOf(info.Env(), info[0]) : nullptr;
-  Require(t != nullptr, "argument 0 is not a native tensor");
-  t->Release();
+  Require(info.Length() >= 1 && IsTensorObject(info.Env(), info[0]), "argument 0 is not a native tensor");
+  Tensor::DisposeObject(info.Env(), info[0]);
   return info.Env().Undefined();
 }
 
 Napi::Value ByteSize(const Napi::CallbackInfo& info) {
-  Tensor* t = info.Length() >= 1 ? TensorOf(info.Env(), info[0]) : nullptr;
-  Require(t != nullptr, "argument 0 is not a native tensor");
-  return Napi::Number::New(info.Env(), static_cast<double>(t->Bytes()));
+  Require(info.Length() >= 1 && IsTensorObject(info.Env(), info[0]), "argument 0 is not a native tensor");
+  Tensor* t = TensorOf(info.Env(), info[0]);
+  return Napi::Number::New(info.Env(), t ? static_cast<double>(t->Bytes()) : 0.0);
 }
 
 const char* IsaName(dnnl::cpu_isa isa) {
