@@ -61,7 +61,7 @@ Napi::Value ConcatChannels(const Napi::CallbackInfo& info) {
 
 Napi::Value SplitChannels(const Napi::CallbackInfo& info) {
   Tensor* x = ArgTensor(info, 0);
-  dims sizes = ArgDims(info, 1);
+  dims sizes = ArgSizes(info, 1);
   Require(x->Rank() >= 2, "input must be [N,C,...]");
   int64_t sum = 0;
   for (auto s : sizes) sum += s;

@@ -203,6 +203,8 @@ int64_t ArgInt(const Napi::CallbackInfo& info, size_t i);
 double ArgNum(const Napi::CallbackInfo& info, size_t i);
 bool ArgBool(const Napi::CallbackInfo& info, size_t i);
 dims ArgDims(const Napi::CallbackInfo& info, size_t i);
+// A list of sizes that is not a shape (e.g. the channel counts of a split): any length.
+dims ArgSizes(const Napi::CallbackInfo& info, size_t i);
 void Require(bool cond, const std::string& msg);
 
 using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);

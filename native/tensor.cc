@@ -495,17 +495,22 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::Boolean>().Value();
 }
 
-dims ArgDims(const Napi::CallbackInfo& info, size_t i) {
+dims ArgSizes(const Napi::CallbackInfo& info, size_t i) {
   Require(i < info.Length() && info[i].IsArray(), "argument " + std::to_string(i) + " must be an array of sizes");
   Napi::Array a = info[i].As<Napi::Array>();
   dims d(a.Length());
   for (uint32_t k = 0; k < a.Length(); ++k) {
     Napi::Value v = a.Get(k);
-    Require(v.IsNumber(), "shape entries must be numbers");
+    Require(v.IsNumber(), "sizes must be numbers");
     double x = v.As<Napi::Number>().DoubleValue();
-    Require(std::isfinite(x) && x >= 0 && x == std::floor(x) && x < 9.0e15, "shape entries must be non-negative integers");
+    Require(std::isfinite(x) && x >= 0 && x == std::floor(x) && x < 9.0e15, "sizes must be non-negative integers");
     d[k] = static_cast<int64_t>(x);
   }
+  return d;
+}
+
+dims ArgDims(const Napi::CallbackInfo& info, size_t i) {
+  dims d = ArgSizes(info, i);
   Require(d.size() <= 8, "at most 8 dimensions are supported");
   double total = 1;
   for (auto v : d) total *= static_cast<double>(v);
