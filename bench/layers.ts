@@ -76,7 +76,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Our side, in this process: the public ops with the autograd tape, as a training step uses them. */
 async function runOurs(spec: { layers: LayerSpec[]; warmup: number; repeats: number }): Promise<EngineResult> {
   const { initBackend } = await import('../src/backend/index.js');
-  const { Tensor, batchNorm, conv2d, relu, tidy } = await import('../src/tensor/index.js');
+  const { Tensor, batchNorm, conv2d, keep, relu, tidy } = await import('../src/tensor/index.js');
   const backend = await initBackend('native');
   const rand = (n: number, scale: number) => Float32Array.from({ length: n }, () => (Math.random() * 2 - 1) * scale);
   const layers: EngineResult['layers'] = [];
@@ -92,7 +92,7 @@ async function runOurs(spec: { layers: LayerSpec[]; warmup: number; repeats: num
     const step = () => {
       tidy(() => {
         const y = relu(batchNorm(conv2d(x, weight, null, { stride: l.stride, padding: l.padding, groups: l.groups }), gamma, beta, rm, rv, { training: true }));
-        dy ??= Tensor.fromArray(rand(y.size, 1), y.shape);
+        dy ??= keep(Tensor.fromArray(rand(y.size, 1), y.shape)); // reused across steps, outlives tidy
         y.backward(dy);
       });
       for (const t of [x, weight, gamma, beta]) { t.grad?.dispose(); t.grad = null; }
