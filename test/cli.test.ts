@@ -1,7 +1,7 @@
 // The command line end to end, as a person uses it: train a little on Fashion-MNIST, then evaluate,
 // predict, plot and resume from the run folder it wrote; and the errors a person sees for bad input.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,6 +82,29 @@ describe('residual CLI', () => {
     assert.equal(r.code, 0, r.stderr);
     const epochs = jsonLines(r.stdout).filter((l) => 'epoch' in l);
     assert.deepEqual(epochs.map((e) => e.epoch), [3]);
+  });
+
+  it('Ctrl-C saves a checkpoint mid-epoch; --resume then ends exactly where an uninterrupted run ends', async () => {
+    const args = ['train', '--model', 'resnet20', '--subset', '1536', '--epochs', '2', '--batch', '32', '--json'];
+    const whole = residual(...args, '--out', join(dir, 'whole'));
+    assert.equal(whole.code, 0, whole.stderr);
+    const cut = join(dir, 'cut');
+    const child = spawn(process.execPath, [cli, ...args, '--out', cut], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    // Interrupt once training is under way (the start line is printed before the first batch).
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    await new Promise((r) => setTimeout(r, 2500));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    assert.equal(code, 130, `exit code after Ctrl-C (output: ${out})`);
+    assert.match(jsonLines(out).pop()!.stopped as string, /interrupted/);
+    const resumed = residual(...args, '--out', cut, '--resume');
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const last = (text: string) => jsonLines(text).filter((l) => 'epoch' in l).pop()!;
+    for (const k of ['epoch', 'train_loss', 'train_acc', 'test_loss', 'test_acc']) {
+      assert.equal(last(resumed.stdout)[k], last(whole.stdout)[k], `final ${k}`);
+    }
   });
 
   it('bad input gets a clear error and a non-zero exit, never a stack trace', () => {
