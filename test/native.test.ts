@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { NativeBackend, type NativeTensor } from '../src/backend/native.js';
 import { ReferenceBackend, type RefTensor } from '../src/backend/reference.js';
 import type { Conv2dParams, Pool2dParams, SgdOptions, Shape } from '../src/backend/types.js';
+import { rng } from './helpers.js';
 
 const nb = new NativeBackend();
 const rb = new ReferenceBackend();
@@ -17,17 +18,6 @@ const TOL = 1e-4;
 
 // ---------- helpers ----------
 
-/** Deterministic uniform [0, 1) generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = rng(1234);
 
 function numel(shape: Shape): number {

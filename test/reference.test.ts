@@ -11,22 +11,12 @@ import {
   conv2dBackwardData, conv2dBackwardWeight, conv2dForward, type ConvGeometry,
 } from '../src/backend/reference/conv.js';
 import type { Conv2dParams, Pool2dParams, SgdOptions, Shape } from '../src/backend/types.js';
+import { rng } from './helpers.js';
 
 const be = new ReferenceBackend();
 
 // ---------- helpers ----------
 
-/** Deterministic uniform [0, 1) generator (mulberry32), so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function numel(shape: Shape): number {
   return shape.reduce((a, b) => a * b, 1);
