@@ -11,7 +11,8 @@
         "native/elementwise.cc",
         "native/linear_loss.cc",
         "native/channels.cc",
-        "native/optimizer.cc"
+        "native/optimizer.cc",
+        "native/inference.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterLinearLoss(env, exports);
   RegisterChannels(env, exports);
   RegisterOptimizer(env, exports);
+  RegisterInference(env, exports);
   return exports;
 }
 

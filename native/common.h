@@ -228,5 +228,6 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports);
 void RegisterLinearLoss(Napi::Env env, Napi::Object exports);
 void RegisterChannels(Napi::Env env, Napi::Object exports);
 void RegisterOptimizer(Napi::Env env, Napi::Object exports);
+void RegisterInference(Napi::Env env, Napi::Object exports);
 
 }  // namespace residual

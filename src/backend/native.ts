@@ -87,6 +87,34 @@ interface Addon {
     param: T, grad: T, buf: T | null, firstStep: boolean, lr: number, momentum: number, dampening: number,
     weightDecay: number, nesterov: boolean,
   ): void;
+  planCreate(desc: PlanDescription): PlanHandle;
+  planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
+  planDispose(plan: PlanHandle): void;
+  planInfo(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] };
+  setNumThreads(n: number): void;
+}
+
+/** An inference plan owned by the addon (native/inference.cc); opaque to TypeScript. */
+export type PlanHandle = { readonly __plan: unique symbol };
+
+/** One step of an inference plan. Shapes are per sample [C, H, W]; src/dst are buffer indices. */
+export type PlanOp = { name: string; src: number; dst: number; in: number[]; out: number[] } & (
+  | {
+    type: 'conv'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+    groups: number; relu: boolean; sum: boolean; weight: Float32Array; bias: Float32Array;
+  }
+  | { type: 'maxpool'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number }
+  | { type: 'shortcutA'; stride: number }
+  | { type: 'gap' }
+  | { type: 'linear'; weight: Float32Array; bias: Float32Array });
+
+/** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
+export interface PlanDescription {
+  input: number[];
+  maxBatch: number;
+  buffers: number;
+  inputBuffer: number;
+  ops: PlanOp[];
 }
 
 /** Counters of the native engine, for leak checks and tests. */
@@ -302,6 +330,24 @@ export class NativeBackend implements Backend<NativeTensor> {
   }
   shortcutABackward(dy: T, inputShape: Shape, stride: number): T {
     return this.a.shortcutABackward(dy, inputShape, stride);
+  }
+
+  // ---- compiled inference (native/inference.cc) ----
+  planCreate(desc: PlanDescription): PlanHandle {
+    return this.a.planCreate(desc);
+  }
+  planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array {
+    return this.a.planRun(plan, x, n);
+  }
+  planDispose(plan: PlanHandle): void {
+    this.a.planDispose(plan);
+  }
+  planInfo(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] } {
+    return this.a.planInfo(plan);
+  }
+  /** OpenMP threads of this (the JS) thread's oneDNN calls; set it before compiling a plan. */
+  setNumThreads(n: number): void {
+    this.a.setNumThreads(n);
   }
 
   // ---- optimizer ----

@@ -1,0 +1,429 @@
+// The compiled inference plan: a whole network (BN already folded into the conv weights by the
+// caller, in float64) run as a fixed list of oneDNN primitives over preallocated NHWC buffers.
+//
+// - Convolutions are forward_inference with weights `any` (reordered once, at build) and NHWC
+//   activations; ReLU is an eltwise post-op; a residual sum is a `sum` post-op followed by ReLU, on a
+//   dst buffer that already holds the shortcut (the block input itself for an identity shortcut).
+// - Max pool, global average pool and the inner-product head are inference primitives too; the
+//   option-A shortcut (CIFAR) is a strided copy.
+// - Primitives for the plan's batch size are built at creation; a smaller batch gets its own set on
+//   first use (NHWC puts N outermost, so its activations are a prefix of the same buffers).
+// - Execution is sequential under the global lock, with the shared user scratchpad.
+#include <omp.h>
+
+#include <cstring>
+#include <functional>
+#include <map>
+
+#include "common.h"
+
+namespace residual {
+namespace {
+
+using dnnl::algorithm;
+using dnnl::prop_kind;
+
+struct Shape3 {
+  int64_t c = 0, h = 0, w = 0;
+  int64_t Size() const { return c * h * w; }
+};
+
+enum class OpKind { Conv, MaxPool, ShortcutA, GlobalAvgPool, Linear };
+
+struct OpDesc {
+  OpKind kind;
+  int src = -1, dst = -1;
+  Shape3 in, out;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
+  bool relu = false, sum = false;
+  std::vector<float> weight, bias;  // plain OIHW / [out, in]; emptied once reordered
+  memory wei;                       // weights in the format of the first primitive built
+  memory bia;
+  std::string name;
+};
+
+// One batch size's primitives and the memory objects they run on.
+struct Program {
+  std::vector<std::function<void()>> steps;
+  memory user_in;  // NCHW over the caller's array (data handle set per run)
+};
+
+class Plan {
+ public:
+  Shape3 input;
+  int64_t max_batch = 1;
+  int64_t classes = 0;
+  int input_buf = 0, output_buf = 0;
+  std::vector<OpDesc> ops;
+  std::vector<float*> bufs;
+  std::vector<int64_t> buf_floats;  // per sample
+  std::map<int64_t, Program> programs;
+  size_t bytes = 0;
+  std::vector<std::pair<std::string, std::string>> impls;
+
+  ~Plan() {
+    for (float* b : bufs) std::free(b);
+    ReportExternal(-static_cast<int64_t>(bytes));
+  }
+
+  Program& Get(int64_t n) {
+    auto it = programs.find(n);
+    if (it != programs.end()) return it->second;
+    return programs.emplace(n, Build(n)).first->second;
+  }
+
+ private:
+  memory Nhwc(int buf, const Shape3& s, int64_t n) const {
+    return memory(NhwcMd({n, s.c, s.h, s.w}), Eng(), bufs[buf]);
+  }
+  void Impl(const std::string& name, int64_t n, const char* impl) {
+    if (programs.empty() || n == max_batch) impls.emplace_back(name, impl ? impl : "");
+    RecordImpl("plan:" + name + ":n" + std::to_string(n), impl);
+  }
+  // Weights for a primitive that wants `want`: the stored copy, or a one-off reorder of it.
+  memory Ready(OpDesc& op, const memory::desc& plain, const memory::desc& want) {
+    if (!op.wei) {
+      memory user(plain, Eng(), op.weight.data());
+      op.wei = memory(want, Eng());
+      Reorder(user, op.wei);
+      Strm().wait();
+      bytes += want.get_size();
+      ReportExternal(static_cast<int64_t>(want.get_size()));
+      op.weight.clear();
+      op.weight.shrink_to_fit();
+      return op.wei;
+    }
+    if (op.wei.get_desc() == want) return op.wei;
+    memory m(want, Eng());
+    Reorder(op.wei, m);
+    Strm().wait();
+    return m;
+  }
+  memory Bias(OpDesc& op, int64_t len) {
+    if (!op.bia) {
+      op.bia = memory(memory::desc({len}, dt::f32, tag::x), Eng());
+      std::memcpy(op.bia.get_data_handle(), op.bias.data(), len * sizeof(float));
+      op.bias.clear();
+      op.bias.shrink_to_fit();
+    }
+    return op.bia;
+  }
+
+  void AddConv(Program& p, OpDesc& op, int64_t n) {
+    const bool grouped = op.groups > 1;
+    dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
+                      : dims{op.out.c, op.in.c, op.kh, op.kw};
+    memory::desc wplain(wd, dt::f32, grouped ? tag::goihw : tag::oihw);
+    dnnl::post_ops po;
+    if (op.sum) po.append_sum(1.f);
+    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr = UserScratchAttr();
+    attr.set_post_ops(po);
+    dims src_d{n, op.in.c, op.in.h, op.in.w}, dst_d{n, op.out.c, op.out.h, op.out.w};
+    auto make = [&](const memory::desc& src, const memory::desc& dst) {
+      dnnl::convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src,
+                                        memory::desc(wd, dt::f32, tag::any), memory::desc({op.out.c}, dt::f32, tag::x), dst,
+                                        {op.sh, op.sw}, {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
+      return dnnl::convolution_forward::primitive_desc(d, attr, Eng());
+    };
+    auto pd = make(NhwcMd(src_d), NhwcMd(dst_d));
+    // NHWC for every conv (no reorders); should oneDNN only offer a reference kernel for that, let
+    // it choose the activation layout and pay a reorder on each side.
+    if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
+      auto alt = make(memory::desc(src_d, dt::f32, tag::any), memory::desc(dst_d, dt::f32, tag::any));
+      if (std::strncmp(alt.impl_info_str(), "ref", 3) != 0) pd = alt;
+    }
+    Impl(op.name, n, pd.impl_info_str());
+    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
+    memory wei = Ready(op, wplain, pd.weights_desc());
+    memory bias = Bias(op, op.out.c);
+    memory src = Nhwc(op.src, op.in, n), dst = Nhwc(op.dst, op.out, n);
+    memory src_x = pd.src_desc() == src.get_desc() ? src : memory(pd.src_desc(), Eng());
+    memory dst_x = pd.dst_desc() == dst.get_desc() ? dst : memory(pd.dst_desc(), Eng());
+    bool re_src = src_x != src, re_dst = dst_x != dst, sum = op.sum;
+    p.steps.push_back([=]() mutable {
+      if (re_src) Reorder(src, src_x);
+      if (re_dst && sum) Reorder(dst, dst_x);
+      prim->Exec({{DNNL_ARG_SRC, src_x}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst_x}});
+      if (re_dst) Reorder(dst_x, dst);
+    });
+  }
+
+  void AddMaxPool(Program& p, OpDesc& op, int64_t n) {
+    int64_t prh = std::max(op.ph, (op.out.h - 1) * op.sh + op.kh - op.in.h - op.ph);
+    int64_t prw = std::max(op.pw, (op.out.w - 1) * op.sw + op.kw - op.in.w - op.pw);
+    memory src = Nhwc(op.src, op.in, n), dst = Nhwc(op.dst, op.out, n);
+    dnnl::pooling_forward::desc d(prop_kind::forward_inference, algorithm::pooling_max, src.get_desc(), dst.get_desc(),
+                                  {op.sh, op.sw}, {op.kh, op.kw}, {op.ph, op.pw}, {prh, prw});
+    dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
+    Impl(op.name, n, pd.impl_info_str());
+    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
+    p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
+  }
+
+  void AddGap(Program& p, OpDesc& op, int64_t n) {
+    memory src = Nhwc(op.src, op.in, n), dst = Nhwc(op.dst, op.out, n);
+    dnnl::pooling_forward::desc d(prop_kind::forward_inference, algorithm::pooling_avg_exclude_padding, src.get_desc(),
+                                  dst.get_desc(), {op.in.h, op.in.w}, {op.in.h, op.in.w}, {0, 0}, {0, 0});
+    dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
+    Impl(op.name, n, pd.impl_info_str());
+    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
+    p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
+  }
+
+  void AddLinear(Program& p, OpDesc& op, int64_t n) {
+    // [N, C, 1, 1] NHWC is the same bytes as [N, C] row-major.
+    int64_t k = op.in.Size(), m = op.out.c;
+    memory src(memory::desc({n, k}, dt::f32, tag::ab), Eng(), bufs[op.src]);
+    memory dst(memory::desc({n, m}, dt::f32, tag::ab), Eng(), bufs[op.dst]);
+    dnnl::inner_product_forward::desc d(prop_kind::forward_inference, src.get_desc(), memory::desc({m, k}, dt::f32, tag::any),
+                                        memory::desc({m}, dt::f32, tag::x), dst.get_desc());
+    dnnl::inner_product_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
+    Impl(op.name, n, pd.impl_info_str());
+    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::inner_product_forward>(pd));
+    memory wei = Ready(op, memory::desc({m, k}, dt::f32, tag::ab), pd.weights_desc());
+    memory bias = Bias(op, m);
+    p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}}); });
+  }
+
+  void AddShortcutA(Program& p, OpDesc& op, int64_t n) {
+    const float* in = bufs[op.src];
+    float* out = bufs[op.dst];
+    Shape3 a = op.in, b = op.out;
+    int64_t s = op.sh, before = (b.c - a.c) / 2;
+    p.steps.push_back([=]() {
+      std::memset(out, 0, static_cast<size_t>(n * b.Size()) * sizeof(float));
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t i = 0; i < b.h; ++i)
+          for (int64_t j = 0; j < b.w; ++j)
+            std::memcpy(out + ((k * b.h + i) * b.w + j) * b.c + before, in + ((k * a.h + i * s) * a.w + j * s) * a.c,
+                        a.c * sizeof(float));
+    });
+  }
+
+  Program Build(int64_t n) {
+    Program p;
+    memory::desc user_md({n, input.c, input.h, input.w}, dt::f32, tag::nchw);
+    p.user_in = memory(user_md, Eng(), nullptr);
+    memory in = Nhwc(input_buf, input, n), user = p.user_in;
+    auto re = std::make_shared<dnnl::reorder>(user, in);
+    p.steps.push_back([=]() mutable { re->execute(Strm(), user, in); });
+    for (OpDesc& op : ops) {
+      switch (op.kind) {
+        case OpKind::Conv: AddConv(p, op, n); break;
+        case OpKind::MaxPool: AddMaxPool(p, op, n); break;
+        case OpKind::GlobalAvgPool: AddGap(p, op, n); break;
+        case OpKind::Linear: AddLinear(p, op, n); break;
+        case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
+      }
+    }
+    return p;
+  }
+};
+
+// The JS handle: an External that owns the plan until dispose() or garbage collection.
+struct PlanBox {
+  Plan* plan = nullptr;
+  ~PlanBox() { delete plan; }
+};
+
+int64_t Int(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  Require(v.IsNumber(), std::string("plan op field \"") + k + "\" must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  Require(d == static_cast<double>(static_cast<int64_t>(d)) && d >= 0, std::string("plan op field \"") + k + "\" must be a non-negative integer");
+  return static_cast<int64_t>(d);
+}
+bool Bool(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  return v.IsBoolean() && v.As<Napi::Boolean>().Value();
+}
+Shape3 Shape(const Napi::Object& o, const char* k) {
+  Napi::Value v = o.Get(k);
+  Require(v.IsArray() && v.As<Napi::Array>().Length() == 3, std::string("plan op field \"") + k + "\" must be [C, H, W]");
+  Napi::Array a = v.As<Napi::Array>();
+  Shape3 s;
+  s.c = a.Get(0u).As<Napi::Number>().Int64Value();
+  s.h = a.Get(1u).As<Napi::Number>().Int64Value();
+  s.w = a.Get(2u).As<Napi::Number>().Int64Value();
+  Require(s.c >= 1 && s.h >= 1 && s.w >= 1, std::string("plan op field \"") + k + "\" must be positive");
+  return s;
+}
+std::vector<float> Floats(const Napi::Object& o, const char* k, size_t expect) {
+  Napi::Value v = o.Get(k);
+  Require(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
+          std::string("plan op field \"") + k + "\" must be a Float32Array");
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  Require(a.ElementLength() == expect, std::string("plan op field \"") + k + "\" has " + std::to_string(a.ElementLength()) +
+                                           " values, expected " + std::to_string(expect));
+  return std::vector<float>(a.Data(), a.Data() + expect);
+}
+
+// planCreate({ input: [C,H,W], maxBatch, buffers, inputBuffer, ops: [...] }) -> handle
+Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
+  Require(info.Length() >= 1 && info[0].IsObject(), "expected a plan description object");
+  Napi::Object d = info[0].As<Napi::Object>();
+  auto plan = std::make_unique<Plan>();
+  plan->input = Shape(d, "input");
+  plan->max_batch = Int(d, "maxBatch");
+  Require(plan->max_batch >= 1, "maxBatch must be at least 1");
+  int64_t nbuf = Int(d, "buffers");
+  Require(nbuf >= 1 && nbuf < 1024, "bad buffer count");
+  plan->input_buf = static_cast<int>(Int(d, "inputBuffer"));
+  plan->buf_floats.assign(nbuf, 0);
+  auto use = [&](int b, const Shape3& s) {
+    Require(b >= 0 && b < nbuf, "buffer index out of range");
+    plan->buf_floats[b] = std::max(plan->buf_floats[b], s.Size());
+  };
+  use(plan->input_buf, plan->input);
+  Napi::Value opsv = d.Get("ops");
+  Require(opsv.IsArray(), "ops must be an array");
+  Napi::Array arr = opsv.As<Napi::Array>();
+  Require(arr.Length() >= 1, "a plan needs at least one op");
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Require(arr.Get(i).IsObject(), "every op must be an object");
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
+    std::string type = o.Get("type").ToString().Utf8Value();
+    OpDesc op;
+    op.name = o.Has("name") ? o.Get("name").ToString().Utf8Value() : type + std::to_string(i);
+    op.src = static_cast<int>(Int(o, "src"));
+    op.dst = static_cast<int>(Int(o, "dst"));
+    op.in = Shape(o, "in");
+    op.out = Shape(o, "out");
+    if (type == "conv") {
+      op.kind = OpKind::Conv;
+      op.kh = Int(o, "kh"); op.kw = Int(o, "kw"); op.sh = Int(o, "sh"); op.sw = Int(o, "sw");
+      op.ph = Int(o, "ph"); op.pw = Int(o, "pw"); op.dh = Int(o, "dh"); op.dw = Int(o, "dw");
+      op.groups = Int(o, "groups");
+      op.relu = Bool(o, "relu");
+      op.sum = Bool(o, "sum");
+      Require(op.groups >= 1 && op.in.c % op.groups == 0 && op.out.c % op.groups == 0, op.name + ": channels must divide by groups");
+      Require(op.sh >= 1 && op.sw >= 1 && op.dh >= 1 && op.dw >= 1 && op.kh >= 1 && op.kw >= 1, op.name + ": bad kernel, stride or dilation");
+      Require(op.out.h == (op.in.h + 2 * op.ph - op.dh * (op.kh - 1) - 1) / op.sh + 1 &&
+                  op.out.w == (op.in.w + 2 * op.pw - op.dw * (op.kw - 1) - 1) / op.sw + 1,
+              op.name + ": output size does not match the convolution");
+      Require(!op.sum || op.src != op.dst, op.name + ": a summing conv cannot read its own dst");
+      op.weight = Floats(o, "weight", static_cast<size_t>(op.out.c * (op.in.c / op.groups) * op.kh * op.kw));
+      op.bias = Floats(o, "bias", static_cast<size_t>(op.out.c));
+    } else if (type == "maxpool") {
+      op.kind = OpKind::MaxPool;
+      op.kh = Int(o, "kh"); op.kw = Int(o, "kw"); op.sh = Int(o, "sh"); op.sw = Int(o, "sw");
+      op.ph = Int(o, "ph"); op.pw = Int(o, "pw");
+      Require(op.in.c == op.out.c && op.sh >= 1 && op.sw >= 1 && op.ph * 2 <= op.kh && op.pw * 2 <= op.kw, op.name + ": bad max pool");
+    } else if (type == "shortcutA") {
+      op.kind = OpKind::ShortcutA;
+      op.sh = op.sw = Int(o, "stride");
+      Require(op.sh >= 1 && op.out.c >= op.in.c && op.out.h == (op.in.h + op.sh - 1) / op.sh &&
+                  op.out.w == (op.in.w + op.sw - 1) / op.sw, op.name + ": bad option-A shortcut");
+    } else if (type == "gap") {
+      op.kind = OpKind::GlobalAvgPool;
+      Require(op.out.c == op.in.c && op.out.h == 1 && op.out.w == 1, op.name + ": global pool output must be [C, 1, 1]");
+    } else if (type == "linear") {
+      op.kind = OpKind::Linear;
+      Require(op.out.h == 1 && op.out.w == 1, op.name + ": linear output must be [classes, 1, 1]");
+      op.weight = Floats(o, "weight", static_cast<size_t>(op.out.c * op.in.Size()));
+      op.bias = Floats(o, "bias", static_cast<size_t>(op.out.c));
+    } else {
+      throw OpError("unknown plan op type \"" + type + "\"");
+    }
+    Require(op.src != op.dst || op.kind == OpKind::Conv, op.name + ": src and dst must differ");
+    use(op.src, op.in);
+    use(op.dst, op.out);
+    plan->ops.push_back(std::move(op));
+  }
+  const OpDesc& last = plan->ops.back();
+  Require(last.kind == OpKind::Linear, "a plan must end with its linear head");
+  plan->output_buf = last.dst;
+  plan->classes = last.out.c;
+  for (int64_t b = 0; b < nbuf; ++b) {
+    size_t n = static_cast<size_t>(std::max<int64_t>(plan->buf_floats[b], 1) * plan->max_batch) * sizeof(float);
+    n = (n + 4095) / 4096 * 4096;
+    void* p = std::aligned_alloc(4096, n);
+    if (!p) throw std::bad_alloc();
+    plan->bufs.push_back(static_cast<float*>(p));
+    plan->bytes += n;
+    ReportExternal(static_cast<int64_t>(n));
+  }
+  plan->Get(plan->max_batch);  // build everything (weights reordered once) for the full batch now
+  auto* box = new PlanBox{plan.release()};
+  return Napi::External<PlanBox>::New(info.Env(), box, [](Napi::Env env, PlanBox* b) {
+    std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+    EnvScope scope(env);
+    delete b;
+  });
+}
+
+Plan* PlanOf(const Napi::CallbackInfo& info) {
+  Require(info.Length() >= 1 && info[0].IsExternal(), "argument 0 is not an inference plan");
+  PlanBox* box = info[0].As<Napi::External<PlanBox>>().Data();
+  Require(box != nullptr && box->plan != nullptr, "the inference plan has been disposed");
+  return box->plan;
+}
+
+// planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, classes]
+Napi::Value PlanRun(const Napi::CallbackInfo& info) {
+  Plan* plan = PlanOf(info);
+  Require(info.Length() >= 3 && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
+          "input must be a Float32Array");
+  Napi::Float32Array x = info[1].As<Napi::Float32Array>();
+  int64_t n = ArgInt(info, 2);
+  Require(n >= 1 && n <= plan->max_batch,
+          "batch " + std::to_string(n) + " is outside 1.." + std::to_string(plan->max_batch) + " (the plan's maxBatch)");
+  int64_t per = plan->input.Size();
+  Require(static_cast<int64_t>(x.ElementLength()) == n * per,
+          "input has " + std::to_string(x.ElementLength()) + " values; " + std::to_string(n) + " x [" +
+              std::to_string(plan->input.c) + ", " + std::to_string(plan->input.h) + ", " + std::to_string(plan->input.w) +
+              "] needs " + std::to_string(n * per));
+  Program& p = plan->Get(n);
+  p.user_in.set_data_handle(x.Data());
+  for (auto& step : p.steps) step();
+  Strm().wait();
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n * plan->classes));
+  std::memcpy(out.Data(), plan->bufs[plan->output_buf], static_cast<size_t>(n * plan->classes) * sizeof(float));
+  return out;
+}
+
+Napi::Value PlanDispose(const Napi::CallbackInfo& info) {
+  Require(info.Length() >= 1 && info[0].IsExternal(), "argument 0 is not an inference plan");
+  PlanBox* box = info[0].As<Napi::External<PlanBox>>().Data();
+  delete box->plan;
+  box->plan = nullptr;
+  return info.Env().Undefined();
+}
+
+// planInfo(handle) -> { bytes, implementations: [{op, impl}] } (the full-batch primitives)
+Napi::Value PlanInfo(const Napi::CallbackInfo& info) {
+  Plan* plan = PlanOf(info);
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytes", static_cast<double>(plan->bytes));
+  Napi::Array a = Napi::Array::New(env, plan->impls.size());
+  for (size_t i = 0; i < plan->impls.size(); ++i) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("op", plan->impls[i].first);
+    e.Set("impl", plan->impls[i].second);
+    a.Set(static_cast<uint32_t>(i), e);
+  }
+  o.Set("implementations", a);
+  return o;
+}
+
+// setNumThreads(n): OpenMP threads for the calling (JS) thread's parallel regions.
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  int64_t n = ArgInt(info, 0);
+  Require(n >= 1 && n <= 1024, "threads must be between 1 and 1024");
+  omp_set_num_threads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterInference(Napi::Env env, Napi::Object exports) {
+  Export(env, exports, "planCreate", PlanCreate);
+  Export(env, exports, "planRun", PlanRun);
+  Export(env, exports, "planDispose", PlanDispose);
+  Export(env, exports, "planInfo", PlanInfo);
+  Export(env, exports, "setNumThreads", SetNumThreads);
+}
+
+}  // namespace residual
