@@ -27,6 +27,7 @@ import {
 } from '../nn/index.js';
 import { ResidualBlock } from '../models/blocks.js';
 import { ResNet } from '../models/net.js';
+import { bnAffine, foldConv, type Affine } from '../models/fold.js';
 import { conv2dParams } from '../tensor/index.js';
 import { PROTO_MAX_BYTES, ProtoWriter } from './onnx_proto.js';
 
@@ -83,22 +84,6 @@ type Attr = { name: string } & ({ i: number } | { f: number } | { s: string } | 
 interface Value {
   name: string;
   shape: number[];
-}
-
-interface Affine {
-  scale: Float64Array;
-  shift: Float64Array;
-}
-
-function bnAffine(bn: BatchNorm2d): Affine {
-  const gamma = bn.weight.toArray(), beta = bn.bias.toArray();
-  const mean = bn.runningMean.toArray(), variance = bn.runningVar.toArray();
-  const scale = new Float64Array(bn.numFeatures), shift = new Float64Array(bn.numFeatures);
-  for (let c = 0; c < bn.numFeatures; c++) {
-    scale[c] = gamma[c]! / Math.sqrt(variance[c]! + bn.eps);
-    shift[c] = beta[c]! - mean[c]! * scale[c]!;
-  }
-  return { scale, shift };
 }
 
 function floatBytes(data: Float32Array): Uint8Array {
@@ -228,20 +213,7 @@ class Emitter {
     const ow = Math.floor((w! + 2 * p.padding[1] - p.dilation[1] * (kw - 1) - 1) / p.stride[1]) + 1;
     if (oh < 1 || ow < 1) this.fail(path, `input ${shapeText(x.shape)} is too small for this ${kh}x${kw} stride ${p.stride[0]} convolution`);
 
-    let weight = conv.weight.toArray();
-    let bias = conv.bias ? conv.bias.toArray() : null;
-    if (affine) {
-      const perOut = weight.length / conv.outChannels;
-      const folded = new Float32Array(weight.length);
-      const b = new Float32Array(conv.outChannels);
-      for (let o = 0; o < conv.outChannels; o++) {
-        const s = affine.scale[o]!;
-        for (let k = o * perOut; k < (o + 1) * perOut; k++) folded[k] = weight[k]! * s;
-        b[o] = (withShift ? affine.shift[o]! : 0) + (bias ? bias[o]! * s : 0);
-      }
-      weight = folded;
-      bias = withShift || bias ? b : null;
-    }
+    const { weight, bias } = foldConv(conv, affine, withShift);
     const inputs = [x.name, this.g.floatInit(`${at(path)}weight`, conv.weight.shape, weight)];
     if (bias) inputs.push(this.g.floatInit(`${at(path)}bias`, [conv.outChannels], bias));
     const name = this.g.node('Conv', path, inputs, [

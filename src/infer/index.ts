@@ -1,0 +1,2 @@
+// Inference paths: the compiled native plan.
+export { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
