@@ -1,0 +1,70 @@
+// `residual bench`: times a model on this machine, inference through the compiled plan or a full
+// training step, and prints the median; --json makes the last line one JSON object for scripts.
+import { initBackend } from '../../backend/index.js';
+import type { NativeBackend } from '../../backend/native.js';
+import { benchmark, type BenchDtype, type BenchMode } from '../../infer/bench.js';
+import { getModel } from '../../models/index.js';
+import { intOption, parse, shapeOption } from '../args.js';
+
+export const summary = 'time a model: compiled inference or a training step (median of several runs)';
+
+const usage = `usage: residual bench --model M --batch B [--mode infer|train] [--dtype f32|bf16] [--input CxHxW]
+                      [--threads N] [--warmup N] [--runs N] [--json]
+
+  --model M      a name from \`residual models\` (random weights: timing does not depend on them)
+  --batch B      images per run
+  --mode         infer (default): the compiled inference plan (BN folded, fused ReLU and sums);
+                 train: one SGD step (forward, backward, optimizer) through the tensor API
+  --dtype        f32 (default); bf16 is not yet supported
+  --input CxHxW  input shape (default: the model's own, 3x224x224 ImageNet, 3x32x32 CIFAR)
+  --threads N    oneDNN (OpenMP) threads (default: OMP_NUM_THREADS, else every core)
+  --warmup N     untimed runs first (default 3 infer, 2 train)
+  --runs N       timed runs; the median is reported (default 10 infer, 5 train)
+  --json         print the result as one JSON object on the last line`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parse('bench', argv, {
+    model: { type: 'string' }, batch: { type: 'string' }, mode: { type: 'string' }, dtype: { type: 'string' },
+    input: { type: 'string' }, threads: { type: 'string' }, warmup: { type: 'string' }, runs: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  const missing = (['model', 'batch'] as const).filter((k) => !values[k]);
+  if (missing.length) {
+    console.error(`bench: missing ${missing.map((k) => `--${k}`).join(', ')}\n${usage}`);
+    return 2;
+  }
+  const mode = values.mode ?? 'infer';
+  if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: --mode must be infer or train, got "${mode}"`);
+  const dtype = values.dtype ?? 'f32';
+  if (dtype === 'bf16') {
+    throw new Error('bench: --dtype bf16 is not yet supported (the compiled plan runs fp32 only for now); use --dtype f32');
+  }
+  if (dtype !== 'f32') throw new Error(`bench: --dtype must be f32 (bf16 is not yet supported), got "${dtype}"`);
+  getModel(values.model!); // an unknown name fails before any work, listing the known ones
+  const batch = intOption('bench', 'batch', values.batch, 1);
+  const input = values.input ? shapeOption('bench', 'input', values.input) : undefined;
+  const warmup = values.warmup === undefined ? undefined : Number(values.warmup);
+  if (warmup !== undefined && !(Number.isInteger(warmup) && warmup >= 0)) {
+    throw new Error(`bench: --warmup must be a non-negative integer, got "${values.warmup}"`);
+  }
+  const runs = values.runs === undefined ? undefined : intOption('bench', 'runs', values.runs, 1);
+  const threads = values.threads === undefined ? undefined : intOption('bench', 'threads', values.threads, 1);
+  // OpenMP reads OMP_NUM_THREADS when the addon loads; setNumThreads covers an addon already loaded.
+  if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
+  const backend = await initBackend(mode === 'infer' ? 'native' : undefined);
+  if (threads !== undefined && backend.name === 'native') (backend as unknown as NativeBackend).setNumThreads(threads);
+
+  const r = benchmark({ model: values.model!, batch, mode: mode as BenchMode, dtype: dtype as BenchDtype, input, warmup, runs });
+  if (values.json) {
+    console.log(JSON.stringify(r));
+  } else {
+    console.log(`${r.model} ${r.mode} ${r.dtype} batch ${r.batch} input ${r.input.join('x')} (${r.backend}, ${r.threads} threads): ` +
+      `${r.ms_per_image.toFixed(2)} ms/image, ${r.images_per_s.toFixed(1)} images/s ` +
+      `(median of ${r.runs} runs after ${r.warmup} warm-up; batch ${r.ms_min.toFixed(1)}..${r.ms_max.toFixed(1)} ms)`);
+  }
+  return 0;
+}

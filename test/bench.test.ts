@@ -1,0 +1,65 @@
+// `residual bench`: the JSON line scripts read, both modes, and the clear refusals (bf16, bad
+// options), on CIFAR ResNet-20 with few runs so that the test stays fast.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { repoRoot } from './helpers.js';
+
+const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+
+function residual(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function lastJson(stdout: string): Record<string, unknown> {
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
+
+describe('residual bench', () => {
+  for (const mode of ['infer', 'train']) {
+    it(`--mode ${mode} --json: the last line is one object with the figures`, () => {
+      const r = residual(['bench', '--model', 'resnet20', '--batch', '2', '--mode', mode, '--warmup', '1', '--runs', '3',
+        '--threads', '1', '--input', '3x32x24', '--json']);
+      assert.equal(r.status, 0, r.stderr);
+      const o = lastJson(r.stdout);
+      for (const k of ['model', 'batch', 'mode', 'dtype', 'ms_per_image', 'images_per_s', 'threads', 'runs']) assert.ok(k in o, `missing ${k}`);
+      assert.equal(o.model, 'resnet20');
+      assert.equal(o.batch, 2);
+      assert.equal(o.mode, mode);
+      assert.equal(o.dtype, 'f32');
+      assert.equal(o.threads, 1);
+      assert.equal(o.runs, 3);
+      assert.deepEqual(o.input, [3, 32, 24]);
+      const ms = o.ms_per_image as number, ips = o.images_per_s as number;
+      assert.ok(ms > 0 && ips > 0);
+      assert.ok(Math.abs((ips * ms) / 1000 - 1) < 1e-3, `images_per_s ${ips} and ms_per_image ${ms} disagree`);
+    });
+  }
+
+  it('a plain-text line without --json', () => {
+    const r = residual(['bench', '--model', 'plain20', '--batch', '1', '--warmup', '0', '--runs', '1']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /plain20 infer f32 batch 1 input 3x32x32 \(native, \d+ threads\): [\d.]+ ms\/image/);
+  });
+
+  it('refuses bf16 (not yet supported) and bad options with reasons', () => {
+    let r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--dtype', 'bf16']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /bf16 is not yet supported/);
+    r = residual(['bench', '--model', 'resnet20']);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /missing --batch/);
+    r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--mode', 'serve']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--mode must be infer or train/);
+    r = residual(['bench', '--model', 'resnet20', '--batch', '0']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--batch must be a positive integer/);
+    r = residual(['bench', '--model', 'resnet21', '--batch', '1']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /unknown model "resnet21"/);
+  });
+});
