@@ -1,0 +1,149 @@
+// Side-by-side inference benchmark: our compiled plan (`residual bench --mode infer`) against
+// PyTorch 1.13 eval (bench/torch_infer.py) and onnxruntime-node 1.30 running the ONNX file our
+// exporter writes, for ResNet-50 and ResNeXt-50 32x4d at batch 1 and 16, in ms per image.
+//
+//   node dist/bench/infer.js [--threads 2] [--rounds 2] [--runs 10] [--models resnet50,resnext50_32x4d] [--batches 1,16]
+//
+// Every measurement runs in a fresh child process pinned to the same thread count (OMP_NUM_THREADS
+// for us and PyTorch, intraOpNumThreads for ONNX Runtime), and the engines alternate (ours, PyTorch,
+// ORT, ours, ...) because this machine is shared; each engine keeps its fastest median across
+// rounds. Prints one JSON object with the ratios ours / engine (below 1.0: we are faster).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+interface Case {
+  model: string;
+  batch: number;
+  input: [number, number, number];
+  threads: number;
+  warmup: number;
+  runs: number;
+}
+
+interface EngineResult {
+  engine: string;
+  threads: number;
+  ms_per_image: number;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+
+/** ONNX Runtime side, in a child: export with our exporter, run with the same thread count. */
+async function runOrt(c: Case, dir: string): Promise<EngineResult> {
+  const ort = await import('onnxruntime-node');
+  const { initBackend } = await import('../src/backend/index.js');
+  const { createModel } = await import('../src/models/index.js');
+  const { manualSeed } = await import('../src/nn/index.js');
+  const { exportOnnx } = await import('../src/io/onnx.js');
+  await initBackend();
+  manualSeed(0);
+  const model = createModel(c.model);
+  model.eval();
+  const file = join(dir, `${c.model}.onnx`);
+  exportOnnx(model, { file, input: c.input });
+  model.dispose();
+  const session = await ort.InferenceSession.create(file, {
+    intraOpNumThreads: c.threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
+  });
+  const n = c.batch * c.input[0] * c.input[1] * c.input[2];
+  const x = new ort.Tensor('float32', Float32Array.from({ length: n }, () => Math.random()), [c.batch, ...c.input]);
+  const times: number[] = [];
+  for (let i = 0; i < c.warmup + c.runs; i++) {
+    const t0 = performance.now();
+    await session.run({ input: x });
+    if (i >= c.warmup) times.push(performance.now() - t0);
+  }
+  await session.release();
+  times.sort((a, b) => a - b);
+  const m = times.length >> 1;
+  const ms = times.length % 2 ? times[m]! : (times[m - 1]! + times[m]!) / 2;
+  return { engine: `onnxruntime-node ${ort.env.versions.common} (our ONNX export, BN folded)`, threads: c.threads, ms_per_image: ms / c.batch };
+}
+
+function lastJson<T>(stdout: string): T {
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as T;
+}
+
+function runChild(args: string[], env: NodeJS.ProcessEnv, what: string): string {
+  const r = spawnSync(args[0]!, args.slice(1), { env, encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+function ours(c: Case, env: NodeJS.ProcessEnv): EngineResult {
+  const cli = join(root, 'dist', 'src', 'cli', 'main.js');
+  const out = runChild([process.execPath, cli, 'bench', '--model', c.model, '--batch', String(c.batch), '--mode', 'infer',
+    '--input', c.input.join('x'), '--threads', String(c.threads), '--warmup', String(c.warmup), '--runs', String(c.runs), '--json'], env, 'residual bench');
+  const r = lastJson<{ ms_per_image: number; threads: number }>(out);
+  return { engine: 'residual compiled plan (native, fp32)', threads: r.threads, ms_per_image: r.ms_per_image };
+}
+
+function torch(c: Case, env: NodeJS.ProcessEnv, dir: string, layout: string): EngineResult {
+  const spec = join(dir, `torch-${c.model}-${c.batch}.json`);
+  writeFileSync(spec, JSON.stringify({ ...c, layout }));
+  return lastJson<EngineResult>(runChild(['/usr/bin/python3', join(root, 'bench', 'torch_infer.py'), spec], env, 'PyTorch'));
+}
+
+function ortChild(c: Case, env: NodeJS.ProcessEnv, dir: string): EngineResult {
+  const spec = join(dir, `ort-${c.model}-${c.batch}.json`);
+  writeFileSync(spec, JSON.stringify({ case: c, dir }));
+  return lastJson<EngineResult>(runChild([process.execPath, join(here, 'infer.js'), '--ort-only', spec], env, 'onnxruntime'));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      threads: { type: 'string', default: '2' }, rounds: { type: 'string', default: '2' }, runs: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '3' }, models: { type: 'string', default: 'resnet50,resnext50_32x4d' },
+      batches: { type: 'string', default: '1,16' }, input: { type: 'string', default: '3x224x224' },
+      'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' },
+    },
+  });
+  if (values['ort-only']) {
+    const { case: c, dir } = JSON.parse(readFileSync(values['ort-only'], 'utf8')) as { case: Case; dir: string };
+    console.log(JSON.stringify(await runOrt(c, dir)));
+    return;
+  }
+  const threads = Number(values.threads);
+  const input = values.input!.split('x').map(Number) as [number, number, number];
+  const env = { ...process.env, OMP_NUM_THREADS: String(threads) };
+  const tmp = mkdtempSync(join(tmpdir(), 'residual-bench-infer-'));
+  const rows: Record<string, unknown>[] = [];
+  const engines: Record<string, string> = {};
+  try {
+    for (const model of values.models!.split(',')) {
+      for (const batch of values.batches!.split(',').map(Number)) {
+        const c: Case = { model, batch, input, threads, warmup: Number(values.warmup), runs: Number(values.runs) };
+        const best = { ours: Infinity, torch: Infinity, ort: Infinity };
+        for (let round = 0; round < Number(values.rounds); round++) {
+          const results = { ours: ours(c, env), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp) };
+          for (const [k, r] of Object.entries(results) as [keyof typeof best, EngineResult][]) {
+            engines[k] = `${r.engine}, ${r.threads} threads`;
+            best[k] = Math.min(best[k], r.ms_per_image);
+          }
+        }
+        rows.push({
+          model, batch, ours_ms_per_image: +best.ours.toFixed(2), torch_ms_per_image: +best.torch.toFixed(2),
+          ort_ms_per_image: +best.ort.toFixed(2), ratio_vs_ort: +(best.ours / best.ort).toFixed(3),
+          ratio_vs_torch: +(best.ours / best.torch).toFixed(3),
+        });
+        console.error(JSON.stringify(rows[rows.length - 1]));
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  const report = {
+    date: new Date().toISOString(), threads, input, rounds: Number(values.rounds), runs: Number(values.runs),
+    warmup: Number(values.warmup), statistic: 'per engine, the fastest of the rounds\' medians', engines, results: rows,
+  };
+  console.log(JSON.stringify(report, null, 1));
+}
+
+await main();
