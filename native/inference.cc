@@ -94,9 +94,11 @@ class Plan {
       return op.wei;
     }
     if (op.wei.get_desc() == want) return op.wei;
-    memory m(want, Eng());
+    memory m(want, Eng());  // another batch size chose another weight format: a copy for it
     Reorder(op.wei, m);
     Strm().wait();
+    bytes += want.get_size();
+    ReportExternal(static_cast<int64_t>(want.get_size()));
     return m;
   }
   memory Bias(OpDesc& op, int64_t len) {

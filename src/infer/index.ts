@@ -1,2 +1,3 @@
 // Inference paths: the compiled native plan.
 export { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
+export { benchmark, type BenchOptions, type BenchResult, type BenchMode, type BenchDtype } from './bench.js';
