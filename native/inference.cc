@@ -52,6 +52,8 @@ class Plan {
  public:
   Shape3 input;
   int64_t max_batch = 1;
+  dt act = dt::f32;  // activations and weights; bias, accumulation and the logits stay f32
+  size_t esize = 4;
   int64_t classes = 0;
   int input_buf = 0, output_buf = 0;
   std::vector<OpDesc> ops;
@@ -74,7 +76,7 @@ class Plan {
 
  private:
   memory Nhwc(int buf, const Shape3& s, int64_t n) const {
-    return memory(NhwcMd({n, s.c, s.h, s.w}), Eng(), bufs[buf]);
+    return memory(memory::desc({n, s.c, s.h, s.w}, act, tag::nhwc), Eng(), bufs[buf]);
   }
   void Impl(const std::string& name, int64_t n, const char* impl) {
     if (programs.empty() || n == max_batch) impls.emplace_back(name, impl ? impl : "");
@@ -124,16 +126,20 @@ class Plan {
     dims src_d{n, op.in.c, op.in.h, op.in.w}, dst_d{n, op.out.c, op.out.h, op.out.w};
     auto make = [&](const memory::desc& src, const memory::desc& dst) {
       dnnl::convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src,
-                                        memory::desc(wd, dt::f32, tag::any), memory::desc({op.out.c}, dt::f32, tag::x), dst,
+                                        memory::desc(wd, act, tag::any), memory::desc({op.out.c}, dt::f32, tag::x), dst,
                                         {op.sh, op.sw}, {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
       return dnnl::convolution_forward::primitive_desc(d, attr, Eng());
     };
-    auto pd = make(NhwcMd(src_d), NhwcMd(dst_d));
-    // NHWC for every conv (no reorders); should oneDNN only offer a reference kernel for that, let
-    // it choose the activation layout and pay a reorder on each side.
-    if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
-      auto alt = make(memory::desc(src_d, dt::f32, tag::any), memory::desc(dst_d, dt::f32, tag::any));
-      if (std::strncmp(alt.impl_info_str(), "ref", 3) != 0) pd = alt;
+    // NHWC for every conv (no reorders); should oneDNN have no kernel or only a reference one for
+    // that, let it choose the activation layout and pay a reorder on each side.
+    dnnl::convolution_forward::primitive_desc pd;
+    try {
+      pd = make(memory::desc(src_d, act, tag::nhwc), memory::desc(dst_d, act, tag::nhwc));
+    } catch (const dnnl::error&) {
+    }
+    if (!pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
+      auto alt = make(memory::desc(src_d, act, tag::any), memory::desc(dst_d, act, tag::any));
+      if (!pd || std::strncmp(alt.impl_info_str(), "ref", 3) != 0) pd = alt;
     }
     Impl(op.name, n, pd.impl_info_str());
     auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
@@ -176,9 +182,9 @@ class Plan {
   void AddLinear(Program& p, OpDesc& op, int64_t n) {
     // [N, C, 1, 1] NHWC is the same bytes as [N, C] row-major.
     int64_t k = op.in.Size(), m = op.out.c;
-    memory src(memory::desc({n, k}, dt::f32, tag::ab), Eng(), bufs[op.src]);
-    memory dst(memory::desc({n, m}, dt::f32, tag::ab), Eng(), bufs[op.dst]);
-    dnnl::inner_product_forward::desc d(prop_kind::forward_inference, src.get_desc(), memory::desc({m, k}, dt::f32, tag::any),
+    memory src(memory::desc({n, k}, act, tag::ab), Eng(), bufs[op.src]);
+    memory dst(memory::desc({n, m}, dt::f32, tag::ab), Eng(), bufs[op.dst]);  // logits in f32 whatever the dtype
+    dnnl::inner_product_forward::desc d(prop_kind::forward_inference, src.get_desc(), memory::desc({m, k}, act, tag::any),
                                         memory::desc({m}, dt::f32, tag::x), dst.get_desc());
     dnnl::inner_product_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
     Impl(op.name, n, pd.impl_info_str());
@@ -189,17 +195,17 @@ class Plan {
   }
 
   void AddShortcutA(Program& p, OpDesc& op, int64_t n) {
-    const float* in = bufs[op.src];
-    float* out = bufs[op.dst];
+    const char* in = reinterpret_cast<const char*>(bufs[op.src]);
+    char* out = reinterpret_cast<char*>(bufs[op.dst]);
     Shape3 a = op.in, b = op.out;
-    int64_t s = op.sh, before = (b.c - a.c) / 2;
+    int64_t s = op.sh, before = (b.c - a.c) / 2, e = static_cast<int64_t>(esize);
     p.steps.push_back([=]() {
-      std::memset(out, 0, static_cast<size_t>(n * b.Size()) * sizeof(float));
+      std::memset(out, 0, static_cast<size_t>(n * b.Size() * e));  // zero bits are 0.0 in f32 and bf16
       for (int64_t k = 0; k < n; ++k)
         for (int64_t i = 0; i < b.h; ++i)
           for (int64_t j = 0; j < b.w; ++j)
-            std::memcpy(out + ((k * b.h + i) * b.w + j) * b.c + before, in + ((k * a.h + i * s) * a.w + j * s) * a.c,
-                        a.c * sizeof(float));
+            std::memcpy(out + (((k * b.h + i) * b.w + j) * b.c + before) * e, in + ((k * a.h + i * s) * a.w + j * s) * a.c * e,
+                        static_cast<size_t>(a.c * e));
     });
   }
 
@@ -211,12 +217,17 @@ class Plan {
     auto re = std::make_shared<dnnl::reorder>(user, in);
     p.steps.push_back([=]() mutable { re->execute(Strm(), user, in); });
     for (OpDesc& op : ops) {
-      switch (op.kind) {
-        case OpKind::Conv: AddConv(p, op, n); break;
-        case OpKind::MaxPool: AddMaxPool(p, op, n); break;
-        case OpKind::GlobalAvgPool: AddGap(p, op, n); break;
-        case OpKind::Linear: AddLinear(p, op, n); break;
-        case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
+      try {
+        switch (op.kind) {
+          case OpKind::Conv: AddConv(p, op, n); break;
+          case OpKind::MaxPool: AddMaxPool(p, op, n); break;
+          case OpKind::GlobalAvgPool: AddGap(p, op, n); break;
+          case OpKind::Linear: AddLinear(p, op, n); break;
+          case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
+        }
+      } catch (const dnnl::error& e) {
+        throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (act == dt::bf16 ? "bf16" : "f32") +
+                      "): oneDNN error: " + e.what());
       }
     }
     return p;
@@ -272,6 +283,18 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
   int64_t nbuf = Int(d, "buffers");
   Require(nbuf >= 1 && nbuf < 1024, "bad buffer count");
   plan->input_buf = static_cast<int>(Int(d, "inputBuffer"));
+  if (d.Has("dtype")) {
+    std::string t = d.Get("dtype").ToString().Utf8Value();
+    Require(t == "f32" || t == "bf16", "dtype must be \"f32\" or \"bf16\", got \"" + t + "\"");
+    if (t == "bf16") {
+      // oneDNN runs bf16 convolutions fast only with AVX512-BF16 (or AMX); elsewhere it would emulate.
+      const int bf16 = static_cast<int>(dnnl::cpu_isa::avx512_core_bf16);  // ISA values are nested bit sets
+      Require((static_cast<int>(dnnl::get_effective_cpu_isa()) & bf16) == bf16,
+              "bf16 needs a CPU with AVX512-BF16 or AMX; this one does not have them (use f32)");
+      plan->act = dt::bf16;
+      plan->esize = 2;
+    }
+  }
   plan->buf_floats.assign(nbuf, 0);
   auto use = [&](int b, const Shape3& s) {
     Require(b >= 0 && b < nbuf, "buffer index out of range");

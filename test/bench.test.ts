@@ -1,5 +1,5 @@
-// `residual bench`: the JSON line scripts read, both modes, and the clear refusals (bf16, bad
-// options), on CIFAR ResNet-20 with few runs so that the test stays fast.
+// `residual bench`: the JSON line scripts read, both modes, bf16 inference, and the clear refusals
+// (bf16 training, bad options), on CIFAR ResNet-20 with few runs so that the test stays fast.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -39,6 +39,12 @@ describe('residual bench', () => {
     });
   }
 
+  it('--dtype bf16 runs the bf16 plan, or is refused with a reason on a CPU without bf16', () => {
+    const r = residual(['bench', '--model', 'resnet20', '--batch', '2', '--dtype', 'bf16', '--warmup', '1', '--runs', '2', '--json']);
+    if (r.status === 0) assert.equal(lastJson(r.stdout).dtype, 'bf16');
+    else assert.match(r.stderr, /bf16 needs a CPU with AVX512-BF16 or AMX/);
+  });
+
   it('a plain-text line without --json', () => {
     const r = residual(['bench', '--model', 'plain20', '--batch', '1', '--warmup', '0', '--runs', '1']);
     assert.equal(r.status, 0, r.stderr);
@@ -46,9 +52,12 @@ describe('residual bench', () => {
   });
 
   it('refuses bf16 (not yet supported) and bad options with reasons', () => {
-    let r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--dtype', 'bf16']);
+    let r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--dtype', 'bf16', '--mode', 'train']);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /bf16 is not yet supported/);
+    assert.match(r.stderr, /bf16 is not yet supported with --mode train/);
+    r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--dtype', 'f16']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--dtype must be f32 or bf16/);
     r = residual(['bench', '--model', 'resnet20']);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /missing --batch/);

@@ -2,7 +2,7 @@
 // (model.eval() + a noGrad forward on the same engine): ImageNet nets with bottleneck, basic and
 // grouped blocks on a small non-square input, CIFAR ResNet-20 (option A) and a plain net, at batch
 // 1 and 3 from one plan, with random BN statistics so that the folding is not an identity.
-// Tolerance: 1e-4 of the largest logit. Also: the kernels oneDNN chose are no reference ones, bad
+// Tolerance: 1e-4 of the largest logit. bf16 plans: top-1 agreement with f32. Also: the kernels oneDNN chose are no reference ones, bad
 // input and use after dispose() give clear errors, and the reference backend is refused.
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
@@ -84,6 +84,69 @@ describe('compiled inference', () => {
         assert.deepEqual(refs, [], `reference kernels chosen: ${JSON.stringify(refs)}`);
       } finally {
         plan.dispose();
+        model.dispose();
+      }
+    });
+  }
+
+  // bf16 changes the numbers by bf16 rounding (about 3 significant digits), so the check is top-1
+  // agreement with f32 on smooth, image-like inputs, and a bounded deviation.
+  for (const { name, input, n } of [
+    { name: 'resnet20', input: [3, 32, 32] as [number, number, number], n: 32 },
+    { name: 'resnet18', input: [3, 64, 64] as [number, number, number], n: 8 },
+    { name: 'resnext50_32x4d', input: [3, 64, 64] as [number, number, number], n: 4 },
+  ]) {
+    it(`bf16 ${name}: top-1 agrees with f32 on at least 99% of a batch (or bf16 is refused with a reason)`, (t) => {
+      manualSeed(3);
+      const model = createModel(name);
+      randomizeBatchNorm(model, 5);
+      const per = input[0] * input[1] * input[2];
+      const r = rng(17);
+      const x = new Float32Array(n * per);
+      for (let b = 0; b < n; b++) {
+        const fy = 2 + 6 * r(), fx = 2 + 6 * r(), ph = 6 * r();
+        for (let c = 0; c < input[0]; c++) {
+          for (let i = 0; i < input[1]; i++) {
+            for (let j = 0; j < input[2]; j++) {
+              x[((b * input[0] + c) * input[1] + i) * input[2] + j] =
+                Math.sin((fy * i) / input[1] + ph + c) * Math.cos((fx * j) / input[2]) + 0.1 * (r() - 0.5);
+            }
+          }
+        }
+      }
+      const f32 = compileForInference(model, { input, maxBatch: n });
+      let bf16;
+      try {
+        bf16 = compileForInference(model, { input, maxBatch: n, dtype: 'bf16' });
+      } catch (e) {
+        f32.dispose();
+        model.dispose();
+        assert.match((e as Error).message, /bf16 needs a CPU with AVX512-BF16 or AMX/);
+        t.skip('this CPU has no bf16');
+        return;
+      }
+      try {
+        assert.equal(bf16.dtype, 'bf16');
+        const a = f32.run(x, n), b = bf16.run(x, n);
+        const k = model.numClasses;
+        let agree = 0, dev = 0, scale = 0;
+        for (let s = 0; s < n; s++) {
+          let ia = 0, ib = 0;
+          for (let j = 0; j < k; j++) {
+            if (a[s * k + j]! > a[s * k + ia]!) ia = j;
+            if (b[s * k + j]! > b[s * k + ib]!) ib = j;
+            dev = Math.max(dev, Math.abs(a[s * k + j]! - b[s * k + j]!));
+            scale = Math.max(scale, Math.abs(a[s * k + j]!));
+          }
+          if (ia === ib) agree++;
+        }
+        t.diagnostic(`${name} bf16: top-1 ${agree}/${n}, max deviation ${(dev / scale).toExponential(2)} of the largest logit`);
+        assert.ok(agree >= Math.ceil(0.99 * n), `top-1 agreement ${agree}/${n}`);
+        assert.ok(dev <= 0.05 * scale, `bf16 deviates by ${dev} (largest logit ${scale})`);
+        assert.ok(bf16.implementations().every((e) => !e.impl.startsWith('ref')));
+      } finally {
+        f32.dispose();
+        bf16.dispose();
         model.dispose();
       }
     });

@@ -111,6 +111,8 @@ export type PlanOp = { name: string; src: number; dst: number; in: number[]; out
 /** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
 export interface PlanDescription {
   input: number[];
+  /** Activations and weights in f32 (default) or bf16; bias, accumulation and logits stay f32. */
+  dtype?: 'f32' | 'bf16';
   maxBatch: number;
   buffers: number;
   inputBuffer: number;

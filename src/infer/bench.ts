@@ -65,10 +65,10 @@ export function benchmark(o: BenchOptions): BenchResult {
   const mode = o.mode ?? 'infer';
   const dtype = o.dtype ?? 'f32';
   if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: mode must be "infer" or "train", got "${String(mode)}"`);
-  if (dtype === 'bf16') {
-    throw new Error('bench: bf16 is not yet supported (the compiled plan runs fp32 only for now); use --dtype f32');
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`bench: dtype must be "f32" or "bf16", got "${String(dtype)}"`);
+  if (dtype === 'bf16' && mode === 'train') {
+    throw new Error('bench: bf16 training is not yet supported (bf16 runs in the compiled inference plan only); use --mode infer or --dtype f32');
   }
-  if (dtype !== 'f32') throw new Error(`bench: dtype must be "f32" (or "bf16", not yet supported), got "${String(dtype)}"`);
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`bench: batch must be a positive integer, got ${o.batch}`);
   const entry = getModel(o.model);
   const input = o.input ? [...o.input] : [...entry.defaultInput];
@@ -90,7 +90,7 @@ export function benchmark(o: BenchOptions): BenchResult {
     let cleanup = () => {};
     if (mode === 'infer') {
       model.eval();
-      const plan = compileForInference(model, { input, maxBatch: n });
+      const plan = compileForInference(model, { input, maxBatch: n, dtype });
       step = () => { plan.run(x, n); };
       cleanup = () => plan.dispose();
     } else {
