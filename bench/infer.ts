@@ -3,7 +3,9 @@
 // exporter writes, for ResNet-50 and ResNeXt-50 32x4d at batch 1 and 16, in ms per image.
 //
 //   node dist/bench/infer.js [--threads 2] [--rounds 2] [--runs 10] [--models resnet50,resnext50_32x4d] [--batches 1,16]
+//                            [--no-bf16] [--torch-layout nchw|nhwc]
 //
+// Our bf16 plan is timed too (ours_bf16_ms_per_image) unless --no-bf16.
 // Every measurement runs in a fresh child process pinned to the same thread count (OMP_NUM_THREADS
 // for us and PyTorch, intraOpNumThreads for ONNX Runtime), and the engines alternate (ours, PyTorch,
 // ORT, ours, ...) because this machine is shared; each engine keeps its fastest median across
@@ -76,12 +78,12 @@ function runChild(args: string[], env: NodeJS.ProcessEnv, what: string): string 
   return r.stdout;
 }
 
-function ours(c: Case, env: NodeJS.ProcessEnv): EngineResult {
+function ours(c: Case, env: NodeJS.ProcessEnv, dtype: 'f32' | 'bf16'): EngineResult {
   const cli = join(root, 'dist', 'src', 'cli', 'main.js');
   const out = runChild([process.execPath, cli, 'bench', '--model', c.model, '--batch', String(c.batch), '--mode', 'infer',
-    '--input', c.input.join('x'), '--threads', String(c.threads), '--warmup', String(c.warmup), '--runs', String(c.runs), '--json'], env, 'residual bench');
+    '--input', c.input.join('x'), '--threads', String(c.threads), '--warmup', String(c.warmup), '--runs', String(c.runs), '--dtype', dtype, '--json'], env, 'residual bench');
   const r = lastJson<{ ms_per_image: number; threads: number }>(out);
-  return { engine: 'residual compiled plan (native, fp32)', threads: r.threads, ms_per_image: r.ms_per_image };
+  return { engine: `residual compiled plan (native, ${dtype})`, threads: r.threads, ms_per_image: r.ms_per_image };
 }
 
 function torch(c: Case, env: NodeJS.ProcessEnv, dir: string, layout: string): EngineResult {
@@ -102,7 +104,7 @@ async function main(): Promise<void> {
       threads: { type: 'string', default: '2' }, rounds: { type: 'string', default: '2' }, runs: { type: 'string', default: '10' },
       warmup: { type: 'string', default: '3' }, models: { type: 'string', default: 'resnet50,resnext50_32x4d' },
       batches: { type: 'string', default: '1,16' }, input: { type: 'string', default: '3x224x224' },
-      'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' },
+      'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' }, bf16: { type: 'boolean', default: true },
     },
   });
   if (values['ort-only']) {
@@ -120,9 +122,12 @@ async function main(): Promise<void> {
     for (const model of values.models!.split(',')) {
       for (const batch of values.batches!.split(',').map(Number)) {
         const c: Case = { model, batch, input, threads, warmup: Number(values.warmup), runs: Number(values.runs) };
-        const best = { ours: Infinity, torch: Infinity, ort: Infinity };
+        const best = { ours: Infinity, ours_bf16: Infinity, torch: Infinity, ort: Infinity };
         for (let round = 0; round < Number(values.rounds); round++) {
-          const results = { ours: ours(c, env), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp) };
+          const results: Partial<Record<keyof typeof best, EngineResult>> = {
+            ours: ours(c, env, 'f32'), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp),
+          };
+          if (values.bf16) results.ours_bf16 = ours(c, env, 'bf16');
           for (const [k, r] of Object.entries(results) as [keyof typeof best, EngineResult][]) {
             engines[k] = `${r.engine}, ${r.threads} threads`;
             best[k] = Math.min(best[k], r.ms_per_image);
@@ -132,6 +137,7 @@ async function main(): Promise<void> {
           model, batch, ours_ms_per_image: +best.ours.toFixed(2), torch_ms_per_image: +best.torch.toFixed(2),
           ort_ms_per_image: +best.ort.toFixed(2), ratio_vs_ort: +(best.ours / best.ort).toFixed(3),
           ratio_vs_torch: +(best.ours / best.torch).toFixed(3),
+          ...(values.bf16 ? { ours_bf16_ms_per_image: +best.ours_bf16.toFixed(2), ratio_bf16_vs_ort: +(best.ours_bf16 / best.ort).toFixed(3) } : {}),
         });
         console.error(JSON.stringify(rows[rows.length - 1]));
       }
