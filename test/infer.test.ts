@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { initBackend, referenceBackend, setDefaultBackend } from '../src/backend/index.js';
+import type { NativeBackend } from '../src/backend/native.js';
 import { compileForInference } from '../src/infer/index.js';
 import { createModel, type ResNet } from '../src/models/index.js';
 import { BatchNorm2d, manualSeed } from '../src/nn/index.js';
@@ -166,6 +167,26 @@ describe('compiled inference', () => {
     assert.equal(plan.disposed, true);
     plan.dispose(); // twice is harmless
     assert.throws(() => plan.run(x, 2), /after dispose/);
+    model.dispose();
+  });
+
+  it('compiling and disposing plans gives their memory back', async () => {
+    const nb = (await initBackend('native')) as unknown as NativeBackend;
+    manualSeed(1);
+    const model = createModel('resnet20');
+    const x = randomArray(4 * 3 * 32 * 32, 3);
+    const warm = compileForInference(model, { input: [3, 32, 32], maxBatch: 4 });
+    warm.run(x, 4);
+    warm.dispose();
+    const base = nb.stats().footprintBytes;
+    for (let i = 0; i < 20; i++) {
+      const plan = compileForInference(model, { input: [3, 32, 32], maxBatch: 4 });
+      plan.run(x, 4);
+      plan.run(x.subarray(0, 3 * 32 * 32), 1);
+      assert.ok(nb.stats().footprintBytes >= base + plan.bytes);
+      plan.dispose();
+    }
+    assert.equal(nb.stats().footprintBytes, base);
     model.dispose();
   });
 
