@@ -30,6 +30,12 @@ export async function tryNativeBackend(): Promise<Backend | null> {
   return native;
 }
 
+/** The load error, with the fix when the message does not already name it. */
+function whyNativeFailed(): string {
+  const msg = (nativeError?.message ?? 'unknown error').replace(/^residual: /, '');
+  return /build:native/.test(msg) ? msg : `${msg}. Rebuild it with \`npm run build:native\` (needs apt-get install libdnnl-dev)`;
+}
+
 export function nativeLoadError(): Error | null {
   return nativeError;
 }
@@ -51,13 +57,11 @@ export async function initBackend(name?: BackendName): Promise<Backend> {
   if (nb) {
     current = nb;
   } else if (wanted === 'native') {
-    throw new Error(`the native backend was requested but the addon did not load: ${nativeError?.message}. ` +
-      'Rebuild it with `npm run build:native` (needs apt-get install libdnnl-dev).');
+    throw new Error(`the native backend was requested but did not load: ${whyNativeFailed()}`);
   } else {
     if (!warned) {
       warned = true;
-      process.emitWarning(`residual: native addon unavailable (${nativeError?.message}); using the slow reference backend. ` +
-        'Rebuild it with `npm run build:native` (needs apt-get install libdnnl-dev).');
+      process.emitWarning(`residual: using the slow reference backend because the native one did not load: ${whyNativeFailed()}`);
     }
     current = referenceBackend();
   }
