@@ -12,20 +12,9 @@ import { compileForInference } from '../src/infer/index.js';
 import { createModel, type ResNet } from '../src/models/index.js';
 import { BatchNorm2d, manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';
-import { assertClose } from './helpers.js';
+import { assertClose, rng } from './helpers.js';
 
 const TOL = 1e-4;
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomArray(n: number, seed: number): Float32Array {
   const r = rng(seed);

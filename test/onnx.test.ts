@@ -23,7 +23,7 @@ import { exportOnnx, onnxBytes, type OnnxExportOptions } from '../src/io/onnx.js
 import { createModel, getModel, modelNames, resnextBlock, type ResNeXtForm } from '../src/models/index.js';
 import { BatchNorm2d, Module, manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';
-import { repoRoot } from './helpers.js';
+import { repoRoot, rng } from './helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -31,17 +31,6 @@ const parityScript = join(repoRoot, 'scripts', 'fixtures', 'onnx_parity.py');
 const INPUT: [number, number, number] = [3, 64, 80];
 const TOL = 1e-4;
 const IMAGENET = ['resnet18', 'resnet50', 'resnext50_32x4d'];
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   const r = rng(seed);
