@@ -9,7 +9,8 @@ mode=${1:-main}
 
 packages=(libdnnl-dev dataset-fashion-mnist g++ make python3)
 if [ "$mode" = test ]; then
-  packages+=(python3-torch python3-torchvision)
+  # chromium: the browser test of `residual serve`'s page (driven by playwright-core)
+  packages+=(python3-torch python3-torchvision chromium)
 fi
 
 missing=()
