@@ -13,5 +13,7 @@ export { learningRate, parseSchedule, type ScheduleSpec } from './train/schedule
 export { train, evaluate, type TrainOptions, type EpochMetrics, type TrainResult } from './train/trainer.js';
 export { saveCheckpoint, loadCheckpoint, listCheckpoints } from './train/checkpoint.js';
 export { openData, loadersFor, subsetData, type DataSpec } from './train/data_spec.js';
-export { compileForInference, type CompileOptions, type CompiledModel } from './infer/index.js';
+export {
+  compileForInference, loadClassifier, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
+} from './infer/index.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxFileOptions } from './io/onnx.js';

@@ -16,7 +16,7 @@
 
 import { readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import sharp from 'sharp';
+import { decodeImage } from './decode.js';
 import { InMemoryDataset, checkIndex, toUnitFloat, type AsyncDataset, type RawSample, type Sample, type WorkerSource } from './dataset.js';
 import { Rng } from './rng.js';
 import { applyTransforms, validateTransforms, type TransformSpec } from './transforms.js';
@@ -113,28 +113,11 @@ function normSize(size: ImageFolderOptions['size']): [number, number] | null {
 
 /** Decodes one image file to 3-channel uint8 CHW (optionally resized). Throws an Error naming the file. */
 export async function decodeImageFile(file: string, size: [number, number] | null = null, fit: 'fill' | 'cover' = 'fill'): Promise<{ data: Uint8Array; height: number; width: number }> {
-  let out: { data: Buffer; info: sharp.OutputInfo };
   try {
-    let s = sharp(file, { failOn: 'warning' }).removeAlpha().toColourspace('srgb');
-    if (size) s = s.resize({ height: size[0], width: size[1], fit, position: 'centre', kernel: 'linear' });
-    out = await s.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    return await decodeImage(file, { size, fit });
   } catch (e) {
-    throw new Error(`Cannot decode image ${file}: ${(e as Error).message}. The file is corrupt or not a JPEG/PNG/WebP image: replace or delete it (or pass skipBad: true to skip unreadable images)`);
+    throw new Error(`Cannot decode image: ${(e as Error).message}. Replace or delete the file (or pass skipBad: true to skip unreadable images)`);
   }
-  const { width: w, height: h, channels: c } = out.info;
-  if (c !== 3 || out.data.length !== w * h * 3) {
-    throw new Error(`Cannot decode image ${file}: expected 3 channels of 8-bit pixels after conversion to sRGB, got ${c} channels and ${out.data.length} bytes for ${w}×${h}`);
-  }
-  // HWC -> CHW
-  const hwc = out.data;
-  const data = new Uint8Array(3 * h * w);
-  const plane = h * w;
-  for (let p = 0, q = 0; p < plane; p++, q += 3) {
-    data[p] = hwc[q]!;
-    data[plane + p] = hwc[q + 1]!;
-    data[2 * plane + p] = hwc[q + 2]!;
-  }
-  return { data, height: h, width: w };
 }
 
 export class ImageFolder implements AsyncDataset {

@@ -13,3 +13,4 @@ export * from './imagefolder.js';
 export * from './batch.js';
 export { DataLoader, type DataLoaderOptions, type EpochOptions } from './loader.js';
 export * from './labels.js';
+export * from './decode.js';

@@ -1,3 +1,4 @@
 // Inference paths: the compiled native plan.
 export { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 export { benchmark, type BenchOptions, type BenchResult, type BenchMode, type BenchDtype } from './bench.js';
+export { loadClassifier, topK, type Classifier, type ClassifierOptions, type Classification } from './classifier.js';

@@ -1,0 +1,320 @@
+// loadClassifier: a model, its weights, its preprocessing and its class names as one object that
+// turns images into top-k classes. `residual predict` and `residual serve` are built on it.
+//
+// Preprocessing follows what the weights were trained with:
+//  - a run folder from `residual train` (or a checkpoint in one): its dataset's size, mean/std and
+//    class names, read from the checkpoint's state.json;
+//  - otherwise the model's input ([C, H, W], default the registry's): 3x224x224 gets torchvision's
+//    ImageNet eval transform (resize 256, center crop 224, ImageNet mean/std), other sizes a direct
+//    resize; 1-channel models see the image's luma (PIL's convert('L')).
+// The network runs through compileForInference (BN folded, fused ReLU and sums, weights reordered
+// once); `predict` runs the kernels on a libuv pool thread, `predictSync` on the calling thread. On
+// the reference backend (no native addon) both run the eager eval-mode model instead.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { defaultBackend, initBackend } from '../backend/index.js';
+import {
+  CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
+  applyTransforms, classNames, decodeImage, type ImageCHW, type TransformSpec,
+} from '../data/index.js';
+import { getModel, loadModel, resolveWeightsPath, ResNet } from '../models/index.js';
+import { Tensor, noGrad, tidy } from '../tensor/index.js';
+import { compileForInference, type CompiledModel } from './compile.js';
+
+export interface ClassifierOptions {
+  /** A registered model name (`residual models`), or a model already built (it is compiled, not kept or disposed). */
+  model: string | ResNet;
+  /** Weights for a named model: .pth, .safetensors, or a run folder from `residual train`. Without: random weights. */
+  weights?: string | null;
+  /** Class names: 'imagenet', 'fashion-mnist', 'cifar10', a file with one name per line, or the names themselves. */
+  labels?: string | readonly string[];
+  /** Input [C, H, W] (default: the run's dataset, else the model's own). */
+  input?: readonly number[];
+  /** 'f32' (default) or 'bf16' (needs AVX512-BF16 or AMX; see compileForInference). */
+  dtype?: 'f32' | 'bf16';
+  /** Largest batch one kernel run takes (default 8); predict() splits larger batches. */
+  maxBatch?: number;
+  /** Classes returned per image (default 5). */
+  top?: number;
+  /** Images with more pixels (width x height) are refused before decoding (default sharp's 268M). */
+  maxPixels?: number;
+  /** Notes about the weights (e.g. a renamed head); default: none. */
+  warn?: (message: string) => void;
+}
+
+export interface Classification {
+  /** The class index (the model's output). */
+  class: number;
+  label: string;
+  probability: number;
+}
+
+export interface Classifier {
+  /** The model's name (or the built model's spec name). */
+  readonly model: string;
+  /** Input [C, H, W] that preprocess() produces and predict() takes per image. */
+  readonly input: readonly [number, number, number];
+  /** One name per class. */
+  readonly labels: readonly string[];
+  readonly dtype: 'f32' | 'bf16';
+  readonly maxBatch: number;
+  /** Default classes per image. */
+  readonly top: number;
+  /** 'compiled' (the native plan) or 'eager' (reference backend). */
+  readonly engine: 'compiled' | 'eager';
+  /** An image (bytes or a file path) decoded and transformed to one NCHW sample. Throws when it is not an image. */
+  preprocess(image: Buffer | Uint8Array | string): Promise<Float32Array>;
+  /** Top-k classes of `n` preprocessed samples, the kernels running off the main thread. */
+  predict(batch: Float32Array, n: number, top?: number): Promise<Classification[][]>;
+  /** predict() on the calling thread, for scripts. */
+  predictSync(batch: Float32Array, n: number, top?: number): Classification[][];
+  /** preprocess + predict for a list of images. */
+  classify(images: readonly (Buffer | Uint8Array | string)[], top?: number): Promise<Classification[][]>;
+  /** Frees the compiled plan (after runs in flight finish) and the model if the classifier built it. */
+  dispose(): void;
+}
+
+interface Preprocessing {
+  channels: number;
+  height: number;
+  width: number;
+  mean: readonly number[];
+  std: readonly number[];
+  labels: string | null;
+}
+
+/** Preprocessing and labels of a run folder's dataset, read from its checkpoint's state.json. */
+function fromRun(weightsFile: string): Preprocessing | null {
+  const state = join(dirname(weightsFile), 'state.json');
+  if (!existsSync(state)) return null;
+  let run: { data?: string } | undefined;
+  try {
+    run = (JSON.parse(readFileSync(state, 'utf8')) as { run?: { data?: string } }).run;
+  } catch (e) {
+    throw new Error(`${state}: not valid JSON (${(e as Error).message}); restore the checkpoint's state.json, or pass the input size explicitly`);
+  }
+  switch (run?.data) {
+    case 'fashion-mnist': return { channels: 1, height: 28, width: 28, mean: FASHION_MNIST_MEAN, std: FASHION_MNIST_STD, labels: 'fashion-mnist' };
+    case 'cifar10': return { channels: 3, height: 32, width: 32, mean: CIFAR10_MEAN, std: CIFAR10_STD, labels: 'cifar10' };
+    case 'cifar100': return { channels: 3, height: 32, width: 32, mean: CIFAR100_MEAN, std: CIFAR100_STD, labels: null };
+    default: return null;
+  }
+}
+
+/** torchvision's eval transform at 224x224; other sizes are resized directly. */
+export function evalTransforms(pre: { height: number; width: number; mean: readonly number[]; std: readonly number[] }): TransformSpec[] {
+  return pre.height === 224 && pre.width === 224
+    ? [{ type: 'resize', size: 256 }, { type: 'centerCrop', size: 224 }, { type: 'normalize', mean: pre.mean, std: pre.std }]
+    : [{ type: 'resize', size: [pre.height, pre.width] }, { type: 'normalize', mean: pre.mean, std: pre.std }];
+}
+
+/** Luma, as PIL's convert('L'): 0.299 R + 0.587 G + 0.114 B, rounded. */
+export function luma(img: { data: Uint8Array; height: number; width: number }): ImageCHW {
+  const plane = img.height * img.width;
+  const gray = new Uint8Array(plane);
+  const d = img.data;
+  for (let i = 0; i < plane; i++) gray[i] = Math.round(0.299 * d[i]! + 0.587 * d[plane + i]! + 0.114 * d[2 * plane + i]!);
+  return { data: gray, channels: 1, height: img.height, width: img.width };
+}
+
+/** Softmax of each row of `logits` [n, classes] (float64), then the `top` most probable classes. */
+export function topK(logits: Float32Array, n: number, labels: readonly string[], top: number): Classification[][] {
+  const k = labels.length;
+  const out: Classification[][] = [];
+  for (let r = 0; r < n; r++) {
+    const row = logits.subarray(r * k, (r + 1) * k);
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    const e = Float64Array.from(row, (v) => Math.exp(v - max));
+    let sum = 0;
+    for (const v of e) sum += v;
+    const order = [...e.keys()].sort((a, b) => e[b]! - e[a]!).slice(0, Math.min(top, k));
+    out.push(order.map((c) => ({ class: c, label: labels[c]!, probability: e[c]! / sum })));
+  }
+  return out;
+}
+
+function positiveInt(what: string, v: unknown, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`loadClassifier: ${what} must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+interface Runner {
+  run(x: Float32Array, n: number): Float32Array;
+  runAsync(x: Float32Array, n: number): Promise<Float32Array>;
+  dispose(): void;
+}
+
+function compiledRunner(model: ResNet, input: [number, number, number], maxBatch: number, dtype: 'f32' | 'bf16'): Runner {
+  const plan = compileForInference(model, { input, maxBatch, dtype }) as CompiledModel & { runAsync?: (x: Float32Array, n: number) => Promise<Float32Array> };
+  return {
+    run: (x, n) => plan.run(x, n),
+    // runAsync (libuv pool thread) where compileForInference provides it, else run() on this thread.
+    runAsync: (x, n) => (plan.runAsync ? plan.runAsync(x, n) : new Promise((resolve) => resolve(plan.run(x, n)))),
+    dispose: () => plan.dispose(),
+  };
+}
+
+function eagerRunner(model: ResNet, input: [number, number, number]): Runner {
+  model.eval();
+  const run = (x: Float32Array, n: number) => noGrad(() => tidy(() => model.forward(Tensor.fromArray(x, [n, ...input])).toArray()));
+  return { run, runAsync: (x, n) => new Promise((resolve) => resolve(run(x, n))), dispose: () => {} };
+}
+
+/**
+ * Loads a model with its weights, preprocessing and class names, compiled for inference. Calls
+ * initBackend() when no backend is chosen yet; on the reference backend the model runs eagerly.
+ */
+export async function loadClassifier(opts: ClassifierOptions): Promise<Classifier> {
+  if (!opts || (typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
+    throw new Error('loadClassifier: `model` must be a model name (see `residual models`) or a ResNet');
+  }
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`loadClassifier: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
+  const maxBatch = positiveInt('maxBatch', opts.maxBatch, 8);
+  const top = positiveInt('top', opts.top, 5);
+  const maxPixels = opts.maxPixels === undefined ? undefined : positiveInt('maxPixels', opts.maxPixels, 0);
+  if (opts.input !== undefined && (!Array.isArray(opts.input) || opts.input.length !== 3 || opts.input.some((d) => !Number.isInteger(d) || d < 1))) {
+    throw new Error(`loadClassifier: input must be [C, H, W] of positive integers (e.g. [3, 224, 224]), got ${JSON.stringify(opts.input)}`);
+  }
+  if (defaultBackend().name !== 'native') await initBackend();
+  const native = defaultBackend().name === 'native';
+  if (!native && dtype === 'bf16') {
+    throw new Error('loadClassifier: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)');
+  }
+
+  // The model and its preprocessing.
+  let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
+  if (typeof opts.model === 'string') {
+    name = opts.model;
+    const entry = getModel(name); // unknown names fail here, listing the known ones
+    const weightsFile = opts.weights ? resolveWeightsPath(opts.weights) : null;
+    const [dc, dh, dw] = opts.input ?? entry.defaultInput;
+    pre = (weightsFile && !opts.input ? fromRun(weightsFile) : null)
+      ?? { channels: dc!, height: dh!, width: dw!, mean: dc === 3 ? IMAGENET_MEAN : FASHION_MNIST_MEAN, std: dc === 3 ? IMAGENET_STD : FASHION_MNIST_STD, labels: null };
+    if (pre.channels !== 1 && pre.channels !== 3) throw new Error(`loadClassifier: input must have 1 (grayscale) or 3 (RGB) channels, got ${pre.channels}`);
+    model = loadModel(name, weightsFile, { inChannels: pre.channels }, opts.warn);
+    ownsModel = true;
+  } else {
+    if (opts.weights) throw new Error('loadClassifier: `weights` goes with a model name; a built model already has its weights');
+    model = opts.model;
+    ownsModel = false;
+    name = model.spec.name;
+    // Default input: the registry's size for this architecture, with the model's own channels.
+    const size = model.spec.stem.maxPool ? [224, 224] : [32, 32];
+    const [dc, dh, dw] = opts.input ?? [model.spec.stem.conv.inChannels, ...size];
+    pre = { channels: dc!, height: dh!, width: dw!, mean: dc === 3 ? IMAGENET_MEAN : FASHION_MNIST_MEAN, std: dc === 3 ? IMAGENET_STD : FASHION_MNIST_STD, labels: null };
+  }
+  const input: [number, number, number] = [pre.channels, pre.height, pre.width];
+
+  let modelDisposed = false;
+  try {
+    // Class names.
+    const numClasses = model.numClasses;
+    const labelSpec = opts.labels ?? pre.labels ?? (numClasses === 1000 ? 'imagenet' : null);
+    const labels = labelSpec === null ? Array.from({ length: numClasses }, (_, i) => `class ${i}`)
+      : typeof labelSpec === 'string' ? classNames(labelSpec) : [...labelSpec];
+    if (labels.length !== numClasses) {
+      const what = typeof labelSpec === 'string' ? `labels ${labelSpec}` : 'the labels given';
+      throw new Error(`${what}: ${labels.length} class names, but the model has ${numClasses} outputs; pass labels with ${numClasses} names`);
+    }
+
+    const runner = native ? compiledRunner(model, input, maxBatch, dtype) : eagerRunner(model, input);
+    if (native && ownsModel) {
+      modelDisposed = true;
+      model.dispose(); // the plan holds its own copy of the weights
+    }
+    return makeClassifier({ name, input, labels, dtype, maxBatch, top, maxPixels, pre, runner, engine: native ? 'compiled' : 'eager', model: !native && ownsModel ? model : null });
+  } catch (e) {
+    if (ownsModel && !modelDisposed) model.dispose();
+    throw e;
+  }
+}
+
+function makeClassifier(c: {
+  name: string; input: [number, number, number]; labels: readonly string[]; dtype: 'f32' | 'bf16'; maxBatch: number; top: number;
+  maxPixels: number | undefined; pre: Preprocessing; runner: Runner; engine: 'compiled' | 'eager'; model: ResNet | null;
+}): Classifier {
+  const { input, labels, maxBatch, runner } = c;
+  const perSample = input[0] * input[1] * input[2];
+  const transforms = evalTransforms(c.pre);
+  let disposed = false, inFlight = 0, freed = false;
+  const free = () => {
+    if (freed) return;
+    freed = true;
+    runner.dispose();
+    c.model?.dispose();
+  };
+
+  const checkBatch = (method: string, batch: Float32Array, n: number, top: number | undefined): number => {
+    if (disposed) throw new Error(`classifier: ${method}() after dispose()`);
+    if (!(batch instanceof Float32Array)) throw new Error(`classifier: ${method}: the batch must be a Float32Array of preprocessed samples (see preprocess())`);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`classifier: ${method}: n must be a positive integer, got ${n}`);
+    if (batch.length !== n * perSample) {
+      throw new Error(`classifier: ${method}: the batch has ${batch.length} values, but ${n} x [${input.join(', ')}] needs ${n * perSample}`);
+    }
+    const k = top ?? c.top;
+    if (!Number.isInteger(k) || k < 1) throw new Error(`classifier: ${method}: top must be a positive integer, got ${top}`);
+    return k;
+  };
+  // Batches above maxBatch run as several kernel runs of at most maxBatch samples.
+  const chunks = (n: number) => {
+    const out: [number, number][] = [];
+    for (let s = 0; s < n; s += maxBatch) out.push([s, Math.min(maxBatch, n - s)]);
+    return out;
+  };
+
+  const self: Classifier = {
+    model: c.name, input, labels, dtype: c.dtype, maxBatch, top: c.top, engine: c.engine,
+
+    async preprocess(image) {
+      if (disposed) throw new Error('classifier: preprocess() after dispose()');
+      if (typeof image !== 'string' && !(image instanceof Uint8Array)) {
+        throw new Error('classifier: preprocess takes image bytes (a Buffer) or a file path');
+      }
+      const img = await decodeImage(image, { maxPixels: c.maxPixels });
+      const chw: ImageCHW = c.pre.channels === 1 ? luma(img) : { data: img.data, channels: 3, height: img.height, width: img.width };
+      const x = applyTransforms(chw, transforms, new Rng(0));
+      return x.data instanceof Float32Array ? x.data : Float32Array.from(x.data);
+    },
+
+    async predict(batch, n, top) {
+      const k = checkBatch('predict', batch, n, top);
+      inFlight++;
+      try {
+        const out: Classification[][] = [];
+        for (const [s, m] of chunks(n)) {
+          const logits = await runner.runAsync(batch.subarray(s * perSample, (s + m) * perSample), m);
+          out.push(...topK(logits, m, labels, k));
+        }
+        return out;
+      } finally {
+        if (--inFlight === 0 && disposed) free();
+      }
+    },
+
+    predictSync(batch, n, top) {
+      const k = checkBatch('predictSync', batch, n, top);
+      const out: Classification[][] = [];
+      for (const [s, m] of chunks(n)) out.push(...topK(runner.run(batch.subarray(s * perSample, (s + m) * perSample), m), m, labels, k));
+      return out;
+    },
+
+    async classify(images, top) {
+      if (!Array.isArray(images)) throw new Error('classifier: classify takes an array of images (Buffers or file paths)');
+      if (images.length === 0) return [];
+      const xs = await Promise.all(images.map((im) => self.preprocess(im)));
+      const batch = new Float32Array(xs.length * perSample);
+      xs.forEach((x, i) => batch.set(x, i * perSample));
+      return self.predict(batch, xs.length, top);
+    },
+
+    dispose() {
+      if (disposed) return;
+      disposed = true;
+      if (inFlight === 0) free();
+    },
+  };
+  return self;
+}
