@@ -7,7 +7,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import sharp from 'sharp';
 import { initBackend } from '../src/backend/index.js';
 import {
   FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, Rng, applyTransforms, decodeImage, imagenetEvalTransforms,
@@ -17,24 +16,11 @@ import { saveStateDictFile } from '../src/io/index.js';
 import { createModel, type ResNet } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';
-import { assertClose, rng } from './helpers.js';
+import { assertClose } from './helpers.js';
+import { blockPng } from './images.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'residual-classifier-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-/** A PNG of random colored blocks (so preprocessing has something to resize), `seed`-determined. */
-async function png(width: number, height: number, seed: number): Promise<Buffer> {
-  const r = rng(seed);
-  const raw = Buffer.alloc(width * height * 3);
-  const base = [r() * 255, r() * 255, r() * 255];
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const block = ((x >> 3) + (y >> 3)) % 3;
-      for (let c = 0; c < 3; c++) raw[(y * width + x) * 3 + c] = Math.min(255, (base[c]! + block * 60 + r() * 40) % 256);
-    }
-  }
-  return sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
-}
 
 function softmax(row: ArrayLike<number>): number[] {
   const max = Math.max(...Array.from(row));
@@ -70,7 +56,7 @@ describe('loadClassifier', () => {
       assert.equal(c.engine, 'compiled');
       assert.deepEqual(c.input, [3, 32, 32]);
       assert.equal(c.labels[3], 'cat');
-      const images = await Promise.all([[40, 30], [32, 32], [17, 60], [100, 80], [33, 33], [64, 48]].map(([w, h], i) => png(w!, h!, i + 1)));
+      const images = await Promise.all([[40, 30], [32, 32], [17, 60], [100, 80], [33, 33], [64, 48]].map(([w, h], i) => blockPng(w!, h!, i + 1)));
       const xs = await Promise.all(images.map((im) => c.preprocess(im)));
       const per = 3 * 32 * 32;
       const batch = new Float32Array(xs.length * per);
@@ -119,7 +105,7 @@ describe('loadClassifier', () => {
     const c = await loadClassifier({ model: 'resnet20', input: [3, 224, 224], maxBatch: 1 });
     try {
       assert.equal(c.labels[0], 'class 0'); // 10 outputs and no labels: numbered
-      const image = await png(300, 260, 9);
+      const image = await blockPng(300, 260, 9);
       const img = await decodeImage(image);
       const expected = applyTransforms({ data: img.data, channels: 3, height: img.height, width: img.width }, imagenetEvalTransforms(), new Rng(0));
       const x = await c.preprocess(image);
@@ -139,7 +125,7 @@ describe('loadClassifier', () => {
     saveStateDictFile(join(run, 'model.safetensors'), model.stateDict());
     writeFileSync(join(run, 'state.json'), JSON.stringify({ epoch: 1, batch: 0, iteration: 1, run: { data: 'fashion-mnist' } }));
     const file = join(dir, 'shirt.png');
-    writeFileSync(file, await png(40, 50, 4));
+    writeFileSync(file, await blockPng(40, 50, 4));
     const c = await loadClassifier({ model: 'resnet20', weights: run });
     try {
       assert.deepEqual(c.input, [1, 28, 28]);
@@ -165,7 +151,7 @@ describe('loadClassifier', () => {
       await assert.rejects(c.preprocess(Buffer.from('hello, not an image')), (e: Error) =>
         e instanceof ImageDecodeError && e.problem === 'not-an-image' && /not a decodable image/.test(e.message) && /png/.test(e.message));
       await assert.rejects(c.preprocess(Buffer.alloc(0)), (e: Error) => e instanceof ImageDecodeError && /empty/.test(e.message));
-      await assert.rejects(c.preprocess(await png(50, 40, 1)), (e: Error) =>
+      await assert.rejects(c.preprocess(await blockPng(50, 40, 1)), (e: Error) =>
         e instanceof ImageDecodeError && e.problem === 'too-many-pixels' && /50x40 = 2000 pixels/.test(e.message));
       await assert.rejects(c.preprocess(join(dir, 'missing.png')), /missing\.png: no such file/);
       await assert.rejects(c.predict(new Float32Array(5), 1), /needs 3072/);

@@ -20,7 +20,7 @@ export interface DecodeOptions {
   fit?: 'fill' | 'cover';
   /** Refuse images with more pixels than this (width x height) before decoding them; default sharp's 268M. */
   maxPixels?: number;
-  /** What to call the input in errors (default: the path, or "the image bytes"). */
+  /** What to call the input in errors (default: the path, or "the image data"). */
   name?: string;
 }
 
@@ -43,9 +43,9 @@ export function decodableFormats(): string[] {
  * Throws an ImageDecodeError naming the input when it is not a readable image or has too many pixels.
  */
 export async function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
-  const name = opts.name ?? (typeof input === 'string' ? input : 'the image bytes');
+  const name = opts.name ?? (typeof input === 'string' ? input : 'the image data');
   if (typeof input === 'string' && !existsSync(input)) throw new Error(`${name}: no such file; check the path`);
-  if (typeof input !== 'string' && input.length === 0) throw new ImageDecodeError('not-an-image', `${name}: empty, no image data`);
+  if (typeof input !== 'string' && input.length === 0) throw new ImageDecodeError('not-an-image', `${name} is empty (0 bytes)`);
   const limit = opts.maxPixels ?? 0x3fff * 0x3fff;
   let out: { data: Buffer; info: sharp.OutputInfo };
   try {
