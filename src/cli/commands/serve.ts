@@ -26,7 +26,7 @@ const usage = `usage: residual serve --model M [--weights W] [--port 8080] [--ho
 
 Endpoints:
   POST /predict[?top=N]  the image file as the raw body (jpeg, png, webp, gif, tiff, avif, svg)
-                         -> {"top":[{"class":281,"label":"tabby","probability":0.93},...],"ms":12.3}
+                         -> {"top":[{"class":<index>,"label":"<name>","probability":<0..1>},...],"ms":<server time>}
   GET  /health           model, dtype, input, uptime, requests served, batches, queue length
   GET  /                 a page to pick or drop an image and see its top 5
 Errors are JSON {"error": "..."}: 400 bad request, 413 too large, 415 not an image, 404/405, 503 busy.
