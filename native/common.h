@@ -6,6 +6,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -218,6 +219,13 @@ constexpr int64_t kParallelMin = 1 << 17;
 // their own JS environment, so every op and finalizer runs under this lock. Recursive: a GC
 // finalizer may run inside an op when the op allocates JS objects.
 std::recursive_mutex& GlobalLock();
+
+// For GC finalizers: runs `fn` under GlobalLock now if the lock is free, else queues it for the next
+// native call from the same environment (RunDeferred). A finalizer runs on the JS thread, and
+// waiting for the lock there would stall the event loop for a whole asynchronous inference run.
+void RunWhenEngineFree(napi_env env, std::function<void()> fn);
+// Runs the work queued for `env`; the caller holds GlobalLock on env's JS thread.
+void RunDeferred(napi_env env);
 
 // Registration of each op family.
 void RegisterTensorOps(Napi::Env env, Napi::Object exports);

@@ -372,9 +372,7 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
   plan->Get(plan->max_batch);  // build everything (weights reordered once) for the full batch now
   auto* box = new PlanBox{plan.release()};
   return Napi::External<PlanBox>::New(info.Env(), box, [](Napi::Env env, PlanBox* b) {
-    std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-    EnvScope scope(env);
-    delete b;
+    RunWhenEngineFree(env, [b]() { delete b; });
   });
 }
 
@@ -385,27 +383,108 @@ Plan* PlanOf(const Napi::CallbackInfo& info) {
   return box->plan;
 }
 
-// planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, classes]
-Napi::Value PlanRun(const Napi::CallbackInfo& info) {
-  Plan* plan = PlanOf(info);
+// Checks planRun's arguments: the input array and its batch size `n`.
+Napi::Float32Array RunInput(const Napi::CallbackInfo& info, const Plan& plan, int64_t* n) {
   Require(info.Length() >= 3 && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
           "input must be a Float32Array");
   Napi::Float32Array x = info[1].As<Napi::Float32Array>();
-  int64_t n = ArgInt(info, 2);
-  Require(n >= 1 && n <= plan->max_batch,
-          "batch " + std::to_string(n) + " is outside 1.." + std::to_string(plan->max_batch) + " (the plan's maxBatch)");
-  int64_t per = plan->input.Size();
-  Require(static_cast<int64_t>(x.ElementLength()) == n * per,
-          "input has " + std::to_string(x.ElementLength()) + " values; " + std::to_string(n) + " x [" +
-              std::to_string(plan->input.c) + ", " + std::to_string(plan->input.h) + ", " + std::to_string(plan->input.w) +
-              "] needs " + std::to_string(n * per));
-  Program& p = plan->Get(n);
-  p.user_in.set_data_handle(x.Data());
+  *n = ArgInt(info, 2);
+  Require(*n >= 1 && *n <= plan.max_batch,
+          "batch " + std::to_string(*n) + " is outside 1.." + std::to_string(plan.max_batch) + " (the plan's maxBatch)");
+  int64_t per = plan.input.Size();
+  Require(static_cast<int64_t>(x.ElementLength()) == *n * per,
+          "input has " + std::to_string(x.ElementLength()) + " values; " + std::to_string(*n) + " x [" +
+              std::to_string(plan.input.c) + ", " + std::to_string(plan.input.h) + ", " + std::to_string(plan.input.w) +
+              "] needs " + std::to_string(*n * per));
+  return x;
+}
+
+// Runs the plan on `n` NCHW samples at `x` and copies the logits to `out`. Caller holds GlobalLock.
+void RunPlan(Plan& plan, const float* x, int64_t n, float* out) {
+  Program& p = plan.Get(n);
+  p.user_in.set_data_handle(const_cast<float*>(x));
   for (auto& step : p.steps) step();
   Strm().wait();
+  std::memcpy(out, plan.bufs[plan.output_buf], static_cast<size_t>(n * plan.classes) * sizeof(float));
+}
+
+// planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, classes]
+Napi::Value PlanRun(const Napi::CallbackInfo& info) {
+  Plan* plan = PlanOf(info);
+  int64_t n = 0;
+  Napi::Float32Array x = RunInput(info, *plan, &n);
   Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n * plan->classes));
-  std::memcpy(out.Data(), plan->bufs[plan->output_buf], static_cast<size_t>(n * plan->classes) * sizeof(float));
+  RunPlan(*plan, x.Data(), n, out.Data());
   return out;
+}
+
+// The asynchronous run: the kernels execute on a libuv pool thread, so the JS thread keeps serving
+// its event loop. The input is copied first (the caller may reuse or transfer its array at once);
+// the External is referenced so the plan outlives a dropped handle; GlobalLock serializes the run
+// with every other native call, and a plan disposed before the run starts rejects the promise.
+class PlanRunWorker : public Napi::AsyncWorker {
+ public:
+  PlanRunWorker(Napi::Env env, Napi::External<PlanBox> handle, const float* x, int64_t n, int64_t classes)
+      : Napi::AsyncWorker(env, "residual:planRunAsync"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        handle_(Napi::Persistent(handle)),
+        box_(handle.Data()),
+        in_(x, x + n * box_->plan->input.Size()),
+        out_(static_cast<size_t>(n * classes)),
+        n_(n),
+        threads_(omp_get_max_threads()) {}  // the caller's setting (setNumThreads / OMP_NUM_THREADS)
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+    if (box_->plan == nullptr) return SetError("native planRunAsync: the inference plan was disposed before the run started");
+    omp_set_num_threads(threads_);
+    try {
+      RunPlan(*box_->plan, in_.data(), n_, out_.data());
+    } catch (const dnnl::error& e) {
+      SetError(std::string("native planRunAsync: oneDNN error: ") + e.what());
+    } catch (const std::bad_alloc&) {
+      SetError("native planRunAsync: out of memory");
+    } catch (const std::exception& e) {
+      SetError(std::string("native planRunAsync: ") + e.what());
+    }
+  }
+  void OnOK() override {
+    Drain();
+    Napi::Float32Array out = Napi::Float32Array::New(Env(), out_.size());
+    std::memcpy(out.Data(), out_.data(), out_.size() * sizeof(float));
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override {
+    Drain();
+    deferred_.Reject(e.Value());
+  }
+  // What GC finalizers queued while this run held the engine (RunWhenEngineFree).
+  void Drain() {
+    std::lock_guard<std::recursive_mutex> lock(GlobalLock());
+    RunDeferred(Env());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::External<PlanBox>> handle_;
+  PlanBox* box_;
+  std::vector<float> in_, out_;
+  int64_t n_;
+  int threads_;
+};
+
+// planRunAsync(handle, x: Float32Array NCHW, n) -> Promise<Float32Array [n, classes]>
+Napi::Value PlanRunAsync(const Napi::CallbackInfo& info) {
+  Plan* plan = PlanOf(info);
+  int64_t n = 0;
+  Napi::Float32Array x = RunInput(info, *plan, &n);
+  auto* worker = new PlanRunWorker(info.Env(), info[0].As<Napi::External<PlanBox>>(), x.Data(), n, plan->classes);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();  // owned and deleted by node-addon-api after OnOK/OnError
+  return promise;
 }
 
 Napi::Value PlanDispose(const Napi::CallbackInfo& info) {
@@ -446,6 +525,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 void RegisterInference(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "planCreate", PlanCreate);
   Export(env, exports, "planRun", PlanRun);
+  Export(env, exports, "planRunAsync", PlanRunAsync);
   Export(env, exports, "planDispose", PlanDispose);
   Export(env, exports, "planInfo", PlanInfo);
   Export(env, exports, "setNumThreads", SetNumThreads);

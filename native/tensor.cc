@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -221,6 +222,39 @@ std::recursive_mutex& GlobalLock() {
 }
 
 namespace {
+std::mutex deferred_mu;
+std::vector<std::pair<napi_env, std::function<void()>>> deferred;  // guarded by deferred_mu
+std::atomic<size_t> deferred_count{0};                             // lets RunDeferred skip the mutex
+}  // namespace
+
+void RunWhenEngineFree(napi_env env, std::function<void()> fn) {
+  std::unique_lock<std::recursive_mutex> lock(GlobalLock(), std::try_to_lock);
+  if (lock.owns_lock()) {
+    RunDeferred(env);
+    EnvScope scope(env);
+    fn();
+    return;
+  }
+  std::lock_guard<std::mutex> g(deferred_mu);
+  deferred.emplace_back(env, std::move(fn));
+  deferred_count.store(deferred.size());
+}
+
+void RunDeferred(napi_env env) {
+  if (deferred_count.load(std::memory_order_relaxed) == 0) return;
+  std::vector<std::function<void()>> mine;
+  {
+    std::lock_guard<std::mutex> g(deferred_mu);
+    auto keep = std::stable_partition(deferred.begin(), deferred.end(), [&](const auto& d) { return d.first != env; });
+    for (auto it = keep; it != deferred.end(); ++it) mine.push_back(std::move(it->second));
+    deferred.erase(keep, deferred.end());
+    deferred_count.store(deferred.size());
+  }
+  EnvScope scope(env);
+  for (auto& fn : mine) fn();
+}
+
+namespace {
 struct InstanceData {
   Napi::FunctionReference ctor;
 };
@@ -238,9 +272,8 @@ Tensor* Wrapped(napi_env env, napi_value v) {
 }
 
 void FinalizeTensor(napi_env env, void* data, void* /*hint*/) {
-  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-  EnvScope scope(env);
-  delete static_cast<Tensor*>(data);
+  auto* t = static_cast<Tensor*>(data);
+  RunWhenEngineFree(env, [t]() { delete t; });
 }
 
 napi_value JsConstruct(napi_env env, napi_callback_info cb) {
@@ -262,8 +295,8 @@ napi_value This(napi_env env, napi_callback_info cb) {
 }
 
 napi_value JsDispose(napi_env env, napi_callback_info cb) {
-  std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-  EnvScope scope(env);
+  // No lock here: DisposeObject frees under the lock when it is free and defers otherwise, so
+  // disposing (tidy, the FinalizationRegistry backstop) never waits for an asynchronous run.
   Tensor::DisposeObject(env, This(env, cb));
   napi_value undef;
   napi_get_undefined(env, &undef);
@@ -298,7 +331,10 @@ napi_value JsLayout(napi_env env, napi_callback_info cb) {
 
 void Tensor::DisposeObject(napi_env env, napi_value obj) {
   void* p = nullptr;
-  if (napi_remove_wrap(env, obj, &p) == napi_ok && p != nullptr) delete static_cast<Tensor*>(p);
+  if (napi_remove_wrap(env, obj, &p) == napi_ok && p != nullptr) {
+    auto* t = static_cast<Tensor*>(p);
+    RunWhenEngineFree(env, [t]() { delete t; });
+  }
 }
 
 Napi::Function Tensor::Init(Napi::Env env) {
@@ -528,6 +564,7 @@ Napi::Value Trampoline(const Napi::CallbackInfo& info) {
   const Slot* slot = static_cast<const Slot*>(info.Data());
   std::lock_guard<std::recursive_mutex> lock(GlobalLock());
   EnvScope scope(info.Env());
+  RunDeferred(info.Env());
   try {
     return slot->fn(info);
   } catch (const Napi::Error&) {

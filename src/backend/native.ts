@@ -89,6 +89,7 @@ interface Addon {
   ): void;
   planCreate(desc: PlanDescription): PlanHandle;
   planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
+  planRunAsync(plan: PlanHandle, x: Float32Array, n: number): Promise<Float32Array>;
   planDispose(plan: PlanHandle): void;
   planInfo(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] };
   setNumThreads(n: number): void;
@@ -229,7 +230,10 @@ export class NativeBackend implements Backend<NativeTensor> {
     return this.a.zeros(shape);
   }
   dispose(t: T): void {
-    this.a.dispose(t);
+    // The tensor's own method: it never waits for the engine lock (an asynchronous inference run
+    // may hold it), freeing later when the engine is busy, so tidy() and the GC backstop don't stall.
+    if (t instanceof this.a.NativeTensor) t.dispose();
+    else this.a.dispose(t);
   }
   byteSize(t: T): number {
     return this.a.byteSize(t);
@@ -341,6 +345,22 @@ export class NativeBackend implements Backend<NativeTensor> {
   planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array {
     return this.a.planRun(plan, x, n);
   }
+  /**
+   * planRun on a libuv pool thread. One run is in flight per process: runs serialize on the engine
+   * lock anyway, and each waiting one would hold a pool thread that file I/O and image decoding
+   * (sharp) need. A run queued behind another gets a copy of `x`, so the caller may reuse its array.
+   */
+  planRunAsync(plan: PlanHandle, x: Float32Array, n: number): Promise<Float32Array> {
+    const queued = this.asyncRuns > 0;
+    const input = queued ? x.slice() : x;
+    this.asyncRuns++;
+    const run = (queued ? this.asyncTail.then(() => this.a.planRunAsync(plan, input, n)) : this.a.planRunAsync(plan, input, n))
+      .finally(() => { this.asyncRuns--; });
+    this.asyncTail = run.then(() => undefined, () => undefined);
+    return run;
+  }
+  private asyncTail: Promise<void> = Promise.resolve();
+  private asyncRuns = 0;
   planDispose(plan: PlanHandle): void {
     this.a.planDispose(plan);
   }

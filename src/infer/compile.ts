@@ -40,8 +40,14 @@ export interface CompiledModel {
   /** Native bytes held: activation buffers and reordered weights. */
   readonly bytes: number;
   readonly disposed: boolean;
-  /** Logits [n, classes] row-major for `n` samples of NCHW float32 input. */
+  /** Logits [n, classes] row-major for `n` samples of NCHW float32 input, computed on this thread. */
   run(x: Float32Array, n: number): Float32Array;
+  /**
+   * run() off the JS thread (a libuv pool thread), so the event loop keeps serving while the kernels
+   * work. Concurrent calls are safe: they run one after another. The input is copied at the call,
+   * so the array may be reused at once. Rejects when the model is disposed before its turn.
+   */
+  runAsync(x: Float32Array, n: number): Promise<Float32Array>;
   /** The oneDNN implementation of every step at maxBatch (e.g. "brgconv:avx512_core"). */
   implementations(): { op: string; impl: string }[];
   /** Frees the plan's native memory now (a forgotten plan is freed by the garbage collector). */
@@ -205,19 +211,32 @@ export function compileForInference(model: ResNet, opts: CompileOptions): Compil
   const numClasses = model.numClasses;
   const perSample = input[0] * input[1] * input[2];
   let disposed = false;
+  const check = (method: string, x: Float32Array, n: number): void => {
+    if (disposed) throw new Error(`compiled model: ${method}() after dispose()`);
+    if (!(x instanceof Float32Array)) throw new Error('compiled model: input must be a Float32Array (NCHW)');
+    if (!Number.isInteger(n) || n < 1 || n > maxBatch) {
+      throw new Error(`compiled model: batch ${n} is outside 1..${maxBatch}; compile with a larger maxBatch`);
+    }
+    if (x.length !== n * perSample) {
+      throw new Error(`compiled model: input has ${x.length} values, but ${n} x [${input.join(', ')}] needs ${n * perSample}`);
+    }
+  };
   return {
     input, maxBatch, dtype, numClasses, bytes: info.bytes,
     get disposed() { return disposed; },
     run(x: Float32Array, n: number): Float32Array {
-      if (disposed) throw new Error('compiled model: run() after dispose()');
-      if (!(x instanceof Float32Array)) throw new Error('compiled model: input must be a Float32Array (NCHW)');
-      if (!Number.isInteger(n) || n < 1 || n > maxBatch) {
-        throw new Error(`compiled model: batch ${n} is outside 1..${maxBatch}; compile with a larger maxBatch`);
-      }
-      if (x.length !== n * perSample) {
-        throw new Error(`compiled model: input has ${x.length} values, but ${n} x [${input.join(', ')}] needs ${n * perSample}`);
-      }
+      check('run', x, n);
       return nb.planRun(handle, x, n);
+    },
+    runAsync(x: Float32Array, n: number): Promise<Float32Array> {
+      try {
+        check('runAsync', x, n);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return nb.planRunAsync(handle, x, n).catch((e: unknown) => {
+        throw disposed ? new Error('compiled model: dispose() was called before this runAsync() ran') : e;
+      });
     },
     implementations: () => info.implementations.map((e) => ({ ...e })),
     dispose(): void {
