@@ -1,16 +1,20 @@
 // The compiled inference plan: a whole network (BN already folded into the conv weights by the
-// caller, in float64) run as a fixed list of oneDNN primitives over preallocated NHWC buffers.
+// caller, in float64) run as a fixed list of oneDNN primitives over preallocated buffers.
 //
-// - Convolutions are forward_inference with weights `any` (reordered once, at build) and NHWC
-//   activations; ReLU is an eltwise post-op; a residual sum is a `sum` post-op followed by ReLU, on a
-//   dst buffer that already holds the shortcut (the block input itself for an identity shortcut).
+// - Convolutions are forward_inference with weights `any` (reordered once, at build); ReLU is an
+//   eltwise post-op; a residual sum is a `sum` post-op followed by ReLU, on a dst buffer that already
+//   holds the shortcut (the block input itself for an identity shortcut).
+// - Activation layout per program (Plan::Choose): NHWC (brgconv kernels) or nChw16c (jit kernels,
+//   Winograd for the wide 3x3 stride-1 f32 convs, the first conv reading the caller's NCHW array).
+//   Each buffer's value carries its format; a step that wants another one gets a reorder.
 // - Max pool, global average pool and the inner-product head are inference primitives too; the
 //   option-A shortcut (CIFAR) is a strided copy.
 // - Primitives for the plan's batch size are built at creation; a smaller batch gets its own set on
-//   first use (NHWC puts N outermost, so its activations are a prefix of the same buffers).
+//   first use, over the same buffers (a value larger than its buffer would get a temporary).
 // - Execution is sequential under the global lock, with the shared user scratchpad.
 #include <omp.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -42,6 +46,15 @@ struct OpDesc {
   std::string name;
 };
 
+// Activation layouts (RESIDUAL_PLAN_LAYOUT): NHWC for every step (brgconv kernels), nChw16c for
+// every step (jit kernels; the first conv reads the caller's NCHW array itself), or whatever each
+// conv's `any` picks, with a reorder wherever a consumer wants another format than its producer wrote.
+enum class ActLayout { Nhwc, Blocked, Any };
+
+const char* LayoutName(ActLayout l) {
+  return l == ActLayout::Nhwc ? "nhwc" : l == ActLayout::Blocked ? "blocked" : "any";
+}
+
 // One batch size's primitives and the memory objects they run on.
 struct Program {
   std::vector<std::function<void()>> steps;
@@ -56,9 +69,13 @@ class Plan {
   size_t esize = 4;
   int64_t classes = 0;
   int input_buf = 0, output_buf = 0;
+  // Overrides from the environment for A/B runs (see native/README.md); unset: the measured defaults
+  // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1,
+  // RESIDUAL_PLAN_STRIDED=nhwc|blocked (strided 3x3s of a blocked plan).
+  std::string env_layout, env_winograd, env_strided;
   std::vector<OpDesc> ops;
   std::vector<float*> bufs;
-  std::vector<int64_t> buf_floats;  // per sample
+  std::vector<int64_t> buf_floats;  // per sample, channels rounded up to 16 (room for nChw16c)
   std::map<int64_t, Program> programs;
   size_t bytes = 0;
   std::vector<std::pair<std::string, std::string>> impls;
@@ -68,6 +85,27 @@ class Plan {
     ReportExternal(-static_cast<int64_t>(bytes));
   }
 
+  // The layout and algorithms for batch `n` (every program of a plan may differ).
+  void Choose(int64_t n) {
+    (void)n;
+    double all = 0, eligible = 0;
+    for (const OpDesc& op : ops) {
+      if (op.kind != OpKind::Conv) continue;
+      double macs = static_cast<double>(op.out.Size()) * (op.in.c / op.groups) * op.kh * op.kw;
+      all += macs;
+      if (WinogradEligible(op)) eligible += macs;
+    }
+    // f32 nets with enough wide 3x3 stride-1 convs (ResNet-18/34/50/101/152, not ResNeXt, not the
+    // narrow CIFAR nets) run blocked, where Winograd is available.
+    const bool wide = act == dt::f32 && eligible >= 0.2 * all;
+    layout = wide ? ActLayout::Blocked : ActLayout::Nhwc;
+    if (env_layout == "nhwc") layout = ActLayout::Nhwc;
+    if (env_layout == "blocked") layout = ActLayout::Blocked;
+    if (env_layout == "any") layout = ActLayout::Any;
+    winograd = layout == ActLayout::Blocked && (env_winograd.empty() ? wide : env_winograd == "1");
+    strided_nhwc = env_strided == "nhwc";
+  }
+
   Program& Get(int64_t n) {
     auto it = programs.find(n);
     if (it != programs.end()) return it->second;
@@ -75,14 +113,80 @@ class Plan {
   }
 
  private:
-  memory Nhwc(int buf, const Shape3& s, int64_t n) const {
-    return memory(memory::desc({n, s.c, s.h, s.w}, act, tag::nhwc), Eng(), bufs[buf]);
+  // The choices of the program being built (Choose).
+  ActLayout layout = ActLayout::Nhwc;
+  bool winograd = false;      // 3x3 stride-1 f32 convs as Winograd (blocked only)
+  bool strided_nhwc = false;  // strided 3x3s of a blocked plan run NHWC (brgconv), reorders around them
+
+  // Winograd pays off where the channels are wide; on the 16-64-channel CIFAR convs it does not.
+  static bool WinogradEligible(const OpDesc& op) {
+    return op.kind == OpKind::Conv && op.kh == 3 && op.kw == 3 && op.sh == 1 && op.sw == 1 && op.dh == 1 &&
+           op.dw == 1 && op.groups == 1 && op.in.c >= 64 && op.out.c >= 64 &&
+           (op.in.c >= 128 || op.out.h * op.out.w >= 28 * 28);
   }
+
+  // While a program is built: the memory that holds each buffer's current value (a view of the
+  // buffer in its producer's format, the caller's input, or a temporary when that format is larger
+  // than the buffer).
+  std::vector<memory> val_;
+  std::vector<std::vector<memory>> copies_;  // reordered copies of each current value, reused by later readers
+
+  static memory::desc Md(const Shape3& s, int64_t n, dt t, tag f) { return memory::desc({n, s.c, s.h, s.w}, t, f); }
+  // The format this plan wants for an activation of `s` (before any per-step fallback).
+  memory::desc Pref(const Shape3& s, int64_t n) const {
+    switch (layout) {
+      case ActLayout::Blocked: return Md(s, n, act, s.c < 16 ? tag::nchw : tag::nChw16c);
+      case ActLayout::Any: return Md(s, n, act, tag::any);
+      default: return Md(s, n, act, tag::nhwc);
+    }
+  }
+  size_t Capacity(int buf) const { return static_cast<size_t>(buf_floats[buf] * max_batch) * sizeof(float); }
+
   void Impl(const std::string& name, int64_t n, const char* impl) {
     if (programs.empty() || n == max_batch) impls.emplace_back(name, impl ? impl : "");
     RecordImpl("plan:" + name + ":n" + std::to_string(n), impl);
   }
-  // Weights for a primitive that wants `want`: the stored copy, or a one-off reorder of it.
+  memory Temp(const memory::desc& md) {
+    memory m(md, Eng());
+    bytes += md.get_size();
+    ReportExternal(static_cast<int64_t>(md.get_size()));
+    return m;
+  }
+  // The value of buffer `buf` in the format `want`: its memory, or a temporary that a reorder step
+  // fills from it first.
+  memory Need(Program& p, int buf, const memory::desc& want, const std::string& name, int64_t n) {
+    memory have = val_[buf];
+    if (!have) throw OpError("buffer " + std::to_string(buf) + " is read before anything writes it");
+    if (have.get_desc() == want) return have;
+    for (const memory& c : copies_[buf])
+      if (c.get_desc() == want) return c;
+    memory t = Temp(want);
+    copies_[buf].push_back(t);
+    dnnl::reorder::primitive_desc rpd(have, t);
+    Impl(name + ":reorder", n, rpd.impl_info_str());
+    auto re = std::make_shared<dnnl::reorder>(rpd);
+    p.steps.push_back([=]() mutable { re->execute(Strm(), have, t); });
+    return t;
+  }
+  // Where a step writes buffer `buf` in the format `md` (which becomes the buffer's value).
+  memory Out(int buf, const memory::desc& md) {
+    memory m = md.get_size() <= Capacity(buf) ? memory(md, Eng(), bufs[buf]) : Temp(md);
+    val_[buf] = m;
+    copies_[buf].clear();
+    return m;
+  }
+  // The value of `buf` as activations of this plan's data type (the input arrives as f32).
+  memory Act(Program& p, int buf, const Shape3& s, int64_t n, const std::string& name) {
+    memory have = val_[buf];
+    if (have && have.get_desc().data_type() == act) return have;
+    memory::desc want = Pref(s, n);
+    if (layout == ActLayout::Any) want = Md(s, n, act, tag::nhwc);
+    return Need(p, buf, want, name, n);
+  }
+
+  // Weights for a primitive that wants `want`: the stored copy, or a one-off reorder of it. The
+  // plain copy is dropped once reordered, except behind a Winograd format (which oneDNN cannot
+  // reorder into anything else, should another batch size want another format).
   memory Ready(OpDesc& op, const memory::desc& plain, const memory::desc& want) {
     if (!op.wei) {
       memory user(plain, Eng(), op.weight.data());
@@ -91,13 +195,21 @@ class Plan {
       Strm().wait();
       bytes += want.get_size();
       ReportExternal(static_cast<int64_t>(want.get_size()));
-      op.weight.clear();
-      op.weight.shrink_to_fit();
+      if (want.data.format_kind == dnnl_format_kind_wino) {
+        bytes += plain.get_size();
+        ReportExternal(static_cast<int64_t>(plain.get_size()));
+      } else {
+        op.weight.clear();
+        op.weight.shrink_to_fit();
+      }
       return op.wei;
     }
     if (op.wei.get_desc() == want) return op.wei;
     memory m(want, Eng());  // another batch size chose another weight format: a copy for it
-    Reorder(op.wei, m);
+    if (!op.weight.empty())
+      Reorder(memory(plain, Eng(), op.weight.data()), m);
+    else
+      Reorder(op.wei, m);
     Strm().wait();
     bytes += want.get_size();
     ReportExternal(static_cast<int64_t>(want.get_size()));
@@ -123,67 +235,89 @@ class Plan {
     if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
     dnnl::primitive_attr attr = UserScratchAttr();
     attr.set_post_ops(po);
-    dims src_d{n, op.in.c, op.in.h, op.in.w}, dst_d{n, op.out.c, op.out.h, op.out.w};
-    auto make = [&](const memory::desc& src, const memory::desc& dst) {
-      dnnl::convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src,
-                                        memory::desc(wd, act, tag::any), memory::desc({op.out.c}, dt::f32, tag::x), dst,
-                                        {op.sh, op.sw}, {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
+    auto make = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
+      dnnl::convolution_forward::desc d(prop_kind::forward_inference, alg, src, memory::desc(wd, act, tag::any),
+                                        memory::desc({op.out.c}, dt::f32, tag::x), dst, {op.sh, op.sw},
+                                        {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
       return dnnl::convolution_forward::primitive_desc(d, attr, Eng());
     };
-    // NHWC for every conv (no reorders); should oneDNN have no kernel or only a reference one for
-    // that, let it choose the activation layout and pay a reorder on each side.
-    dnnl::convolution_forward::primitive_desc pd;
-    try {
-      pd = make(memory::desc(src_d, act, tag::nhwc), memory::desc(dst_d, act, tag::nhwc));
-    } catch (const dnnl::error&) {
+    auto ref = [](const dnnl::convolution_forward::primitive_desc& pd) {
+      return !pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0;
+    };
+    // The plan's layout for src and dst; a summing conv writes where the shortcut already is, in
+    // its format. Should oneDNN have no kernel or only a reference one for that, let it choose
+    // the layouts and pay a reorder on each side.
+    memory::desc src_md = Pref(op.in, n), dst_md = Pref(op.out, n);
+    if (layout == ActLayout::Blocked && strided_nhwc && op.kh == 3 && op.kw == 3 && (op.sh > 1 || op.sw > 1) && !grouped) {
+      src_md = Md(op.in, n, act, tag::nhwc);  // brgconv beats the blocked jit kernel on strided 3x3s, reorders included
+      dst_md = Md(op.out, n, act, tag::nhwc);
     }
-    if (!pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
-      auto alt = make(memory::desc(src_d, act, tag::any), memory::desc(dst_d, act, tag::any));
-      if (!pd || std::strncmp(alt.impl_info_str(), "ref", 3) != 0) pd = alt;
+    if (layout == ActLayout::Blocked && op.in.c < 16 && val_[op.src] && val_[op.src].get_desc().data_type() == act)
+      src_md = val_[op.src].get_desc();  // (the first conv: NCHW as it comes)
+    if (op.sum && val_[op.dst]) dst_md = val_[op.dst].get_desc();
+    dnnl::convolution_forward::primitive_desc pd;
+    if (winograd && act == dt::f32 && layout == ActLayout::Blocked && WinogradEligible(op)) {
+      try {
+        pd = make(src_md, dst_md, algorithm::convolution_winograd);
+      } catch (const dnnl::error&) {
+      }
+    }
+    if (!pd) {
+      try {
+        pd = make(src_md, dst_md, algorithm::convolution_direct);
+      } catch (const dnnl::error&) {
+      }
+    }
+    if (ref(pd)) {
+      memory::desc any_src = Md(op.in, n, act, tag::any), any_dst = Md(op.out, n, act, tag::any);
+      auto alt = make(any_src, any_dst, algorithm::convolution_direct);
+      if (!pd || !ref(alt)) pd = alt;
     }
     Impl(op.name, n, pd.impl_info_str());
     auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
     memory wei = Ready(op, wplain, pd.weights_desc());
     memory bias = Bias(op, op.out.c);
-    memory src = Nhwc(op.src, op.in, n), dst = Nhwc(op.dst, op.out, n);
-    memory src_x = pd.src_desc() == src.get_desc() ? src : memory(pd.src_desc(), Eng());
-    memory dst_x = pd.dst_desc() == dst.get_desc() ? dst : memory(pd.dst_desc(), Eng());
-    bool re_src = src_x != src, re_dst = dst_x != dst, sum = op.sum;
-    p.steps.push_back([=]() mutable {
-      if (re_src) Reorder(src, src_x);
-      if (re_dst && sum) Reorder(dst, dst_x);
-      prim->Exec({{DNNL_ARG_SRC, src_x}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst_x}});
-      if (re_dst) Reorder(dst_x, dst);
+    memory src = Need(p, op.src, pd.src_desc(), op.name + ".src", n);
+    memory dst;
+    if (op.sum) {
+      dst = Need(p, op.dst, pd.dst_desc(), op.name + ".shortcut", n);
+      val_[op.dst] = dst;
+      copies_[op.dst].clear();
+    } else {
+      dst = Out(op.dst, pd.dst_desc());
+    }
+    p.steps.push_back([=]() {
+      prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
     });
   }
 
-  void AddMaxPool(Program& p, OpDesc& op, int64_t n) {
-    int64_t prh = std::max(op.ph, (op.out.h - 1) * op.sh + op.kh - op.in.h - op.ph);
-    int64_t prw = std::max(op.pw, (op.out.w - 1) * op.sw + op.kw - op.in.w - op.pw);
-    memory src = Nhwc(op.src, op.in, n), dst = Nhwc(op.dst, op.out, n);
-    dnnl::pooling_forward::desc d(prop_kind::forward_inference, algorithm::pooling_max, src.get_desc(), dst.get_desc(),
-                                  {op.sh, op.sw}, {op.kh, op.kw}, {op.ph, op.pw}, {prh, prw});
+  // Max or global average pooling on whatever layout its input has (dst `any` follows the src).
+  void AddPool(Program& p, OpDesc& op, int64_t n, bool global) {
+    memory src = Act(p, op.src, op.in, n, op.name + ".src");
+    int64_t kh = global ? op.in.h : op.kh, kw = global ? op.in.w : op.kw;
+    int64_t sh = global ? op.in.h : op.sh, sw = global ? op.in.w : op.sw;
+    int64_t ph = global ? 0 : op.ph, pw = global ? 0 : op.pw;
+    int64_t prh = std::max(ph, (op.out.h - 1) * sh + kh - op.in.h - ph);
+    int64_t prw = std::max(pw, (op.out.w - 1) * sw + kw - op.in.w - pw);
+    dnnl::pooling_forward::desc d(prop_kind::forward_inference, global ? algorithm::pooling_avg_exclude_padding : algorithm::pooling_max,
+                                  src.get_desc(), Md(op.out, n, act, tag::any), {sh, sw}, {kh, kw}, {ph, pw}, {prh, prw});
     dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
     Impl(op.name, n, pd.impl_info_str());
     auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
-    p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
-  }
-
-  void AddGap(Program& p, OpDesc& op, int64_t n) {
-    memory src = Nhwc(op.src, op.in, n), dst = Nhwc(op.dst, op.out, n);
-    dnnl::pooling_forward::desc d(prop_kind::forward_inference, algorithm::pooling_avg_exclude_padding, src.get_desc(),
-                                  dst.get_desc(), {op.in.h, op.in.w}, {op.in.h, op.in.w}, {0, 0}, {0, 0});
-    dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
-    Impl(op.name, n, pd.impl_info_str());
-    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
+    memory dst = Out(op.dst, pd.dst_desc());
     p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
   }
 
   void AddLinear(Program& p, OpDesc& op, int64_t n) {
-    // [N, C, 1, 1] NHWC is the same bytes as [N, C] row-major.
+    // [N, C, 1, 1] in NCHW, NHWC or (C % 16 == 0) nChw16c is the same bytes as [N, C] row-major.
     int64_t k = op.in.Size(), m = op.out.c;
-    memory src(memory::desc({n, k}, act, tag::ab), Eng(), bufs[op.src]);
-    memory dst(memory::desc({n, m}, dt::f32, tag::ab), Eng(), bufs[op.dst]);  // logits in f32 whatever the dtype
+    memory have = Act(p, op.src, op.in, n, op.name + ".src");
+    bool flat = false;
+    for (tag t : {tag::nchw, tag::nhwc, tag::nChw16c}) flat = flat || have.get_desc() == Md(op.in, n, act, t);
+    if (!flat || op.in.h * op.in.w != 1) have = Need(p, op.src, Md(op.in, n, act, tag::nchw), op.name + ".src", n);
+    memory src(memory::desc({n, k}, act, tag::ab), Eng(), have.get_data_handle());
+    memory dst = Out(op.dst, memory::desc({n, m}, dt::f32, tag::ab));  // logits in f32 whatever the dtype
+    if (dst.get_data_handle() != bufs[op.dst]) throw OpError("the logits do not fit their buffer");
     dnnl::inner_product_forward::desc d(prop_kind::forward_inference, src.get_desc(), memory::desc({m, k}, act, tag::any),
                                         memory::desc({m}, dt::f32, tag::x), dst.get_desc());
     dnnl::inner_product_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
@@ -191,45 +325,69 @@ class Plan {
     auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::inner_product_forward>(pd));
     memory wei = Ready(op, memory::desc({m, k}, dt::f32, tag::ab), pd.weights_desc());
     memory bias = Bias(op, m);
-    p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}}); });
+    p.steps.push_back([=]() {
+      (void)have;  // keeps the memory that `src` views alive
+      prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+    });
   }
 
+  // CIFAR option A: the input subsampled by the stride, zero channels either side. NHWC, or nChw16c
+  // when the plan is blocked and both channel counts divide by 16.
   void AddShortcutA(Program& p, OpDesc& op, int64_t n) {
-    const char* in = reinterpret_cast<const char*>(bufs[op.src]);
-    char* out = reinterpret_cast<char*>(bufs[op.dst]);
+    const bool blocked = layout == ActLayout::Blocked && op.in.c % 16 == 0 && op.out.c % 16 == 0;
+    const tag f = blocked ? tag::nChw16c : tag::nhwc;
+    memory src = Need(p, op.src, Md(op.in, n, act, f), op.name + ".src", n);
+    memory dst = Out(op.dst, Md(op.out, n, act, f));
+    const char* in = static_cast<const char*>(src.get_data_handle());
+    char* out = static_cast<char*>(dst.get_data_handle());
     Shape3 a = op.in, b = op.out;
     int64_t s = op.sh, before = (b.c - a.c) / 2, e = static_cast<int64_t>(esize);
     p.steps.push_back([=]() {
+      (void)src, (void)dst;
       std::memset(out, 0, static_cast<size_t>(n * b.Size() * e));  // zero bits are 0.0 in f32 and bf16
+      if (!blocked) {
+        for (int64_t k = 0; k < n; ++k)
+          for (int64_t i = 0; i < b.h; ++i)
+            for (int64_t j = 0; j < b.w; ++j)
+              std::memcpy(out + (((k * b.h + i) * b.w + j) * b.c + before) * e, in + ((k * a.h + i * s) * a.w + j * s) * a.c * e,
+                          static_cast<size_t>(a.c * e));
+        return;
+      }
+      // nChw16c: element (k, c, i, j) at (((k * C/16 + c/16) * H + i) * W + j) * 16 + c % 16.
       for (int64_t k = 0; k < n; ++k)
-        for (int64_t i = 0; i < b.h; ++i)
-          for (int64_t j = 0; j < b.w; ++j)
-            std::memcpy(out + (((k * b.h + i) * b.w + j) * b.c + before) * e, in + ((k * a.h + i * s) * a.w + j * s) * a.c * e,
-                        static_cast<size_t>(a.c * e));
+        for (int64_t c = 0; c < a.c; ++c) {
+          int64_t oc = c + before;
+          for (int64_t i = 0; i < b.h; ++i)
+            for (int64_t j = 0; j < b.w; ++j)
+              std::memcpy(out + ((((k * (b.c / 16) + oc / 16) * b.h + i) * b.w + j) * 16 + oc % 16) * e,
+                          in + ((((k * (a.c / 16) + c / 16) * a.h + i * s) * a.w + j * s) * 16 + c % 16) * e, static_cast<size_t>(e));
+        }
     });
   }
 
   Program Build(int64_t n) {
+    Choose(n);
     Program p;
-    memory::desc user_md({n, input.c, input.h, input.w}, dt::f32, tag::nchw);
-    p.user_in = memory(user_md, Eng(), nullptr);
-    memory in = Nhwc(input_buf, input, n), user = p.user_in;
-    auto re = std::make_shared<dnnl::reorder>(user, in);
-    p.steps.push_back([=]() mutable { re->execute(Strm(), user, in); });
+    p.user_in = memory(Md(input, n, dt::f32, tag::nchw), Eng(), nullptr);
+    val_.assign(bufs.size(), memory());
+    copies_.assign(bufs.size(), {});
+    val_[input_buf] = p.user_in;  // the caller's array; the first step that wants another format reorders it
     for (OpDesc& op : ops) {
       try {
         switch (op.kind) {
           case OpKind::Conv: AddConv(p, op, n); break;
-          case OpKind::MaxPool: AddMaxPool(p, op, n); break;
-          case OpKind::GlobalAvgPool: AddGap(p, op, n); break;
+          case OpKind::MaxPool: AddPool(p, op, n, false); break;
+          case OpKind::GlobalAvgPool: AddPool(p, op, n, true); break;
           case OpKind::Linear: AddLinear(p, op, n); break;
           case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
         }
       } catch (const dnnl::error& e) {
-        throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (act == dt::bf16 ? "bf16" : "f32") +
-                      "): oneDNN error: " + e.what());
+        throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (act == dt::bf16 ? "bf16" : "f32") + ", " +
+                      LayoutName(layout) + " layout): oneDNN error: " + e.what());
       }
     }
+    val_.clear();
+    copies_.clear();
     return p;
   }
 };
@@ -295,10 +453,16 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
       plan->esize = 2;
     }
   }
+  auto env = [](const char* k) { const char* v = std::getenv(k); return std::string(v ? v : ""); };
+  plan->env_layout = env("RESIDUAL_PLAN_LAYOUT");
+  plan->env_winograd = env("RESIDUAL_PLAN_WINOGRAD");
+  plan->env_strided = env("RESIDUAL_PLAN_STRIDED");
+  Require(plan->env_layout.empty() || plan->env_layout == "nhwc" || plan->env_layout == "blocked" || plan->env_layout == "any",
+          "RESIDUAL_PLAN_LAYOUT must be nhwc, blocked or any, got \"" + plan->env_layout + "\"");
   plan->buf_floats.assign(nbuf, 0);
   auto use = [&](int b, const Shape3& s) {
     Require(b >= 0 && b < nbuf, "buffer index out of range");
-    plan->buf_floats[b] = std::max(plan->buf_floats[b], s.Size());
+    plan->buf_floats[b] = std::max(plan->buf_floats[b], (s.c + 15) / 16 * 16 * s.h * s.w);  // room for nChw16c padding
   };
   use(plan->input_buf, plan->input);
   Napi::Value opsv = d.Get("ops");
