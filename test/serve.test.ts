@@ -141,6 +141,17 @@ describe('residual serve: the HTTP API', () => {
     assert.equal((await post(server.url, '/predict', images[2]!)).status, 200);
   });
 
+  it('a client that goes away mid-body frees its place', async () => {
+    const req = request(new URL('/predict', server.url), { method: 'POST', headers: { 'Content-Length': '100000' } });
+    req.on('error', () => {});
+    req.write(Buffer.alloc(1000));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(server.health().in_progress, 1);
+    req.destroy();
+    for (let i = 0; i < 50 && server.health().in_progress > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(server.health().in_progress, 0);
+  });
+
   it('415 for a body that is not an image, 400 for an empty one, 415 for a multipart form', async () => {
     const text = await post(server.url, '/predict', 'hello, I am text', { 'Content-Type': 'text/plain' });
     assert.equal(text.status, 415);

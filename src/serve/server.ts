@@ -147,6 +147,8 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
     req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks, size)));
     req.on('error', reject);
+    // A client that goes away mid-body: give up on it (settling twice is harmless).
+    req.on('close', () => { if (!req.complete) reject(new HttpError(400, 'the client closed the connection before the body ended')); });
   });
 }
 
