@@ -147,13 +147,8 @@ interface Runner {
 }
 
 function compiledRunner(model: ResNet, input: [number, number, number], maxBatch: number, dtype: 'f32' | 'bf16'): Runner {
-  const plan = compileForInference(model, { input, maxBatch, dtype }) as CompiledModel & { runAsync?: (x: Float32Array, n: number) => Promise<Float32Array> };
-  return {
-    run: (x, n) => plan.run(x, n),
-    // runAsync (libuv pool thread) where compileForInference provides it, else run() on this thread.
-    runAsync: (x, n) => (plan.runAsync ? plan.runAsync(x, n) : new Promise((resolve) => resolve(plan.run(x, n)))),
-    dispose: () => plan.dispose(),
-  };
+  const plan: CompiledModel = compileForInference(model, { input, maxBatch, dtype });
+  return { run: (x, n) => plan.run(x, n), runAsync: (x, n) => plan.runAsync(x, n), dispose: () => plan.dispose() };
 }
 
 function eagerRunner(model: ResNet, input: [number, number, number]): Runner {
