@@ -69,12 +69,12 @@ export async function run(argv: string[]): Promise<number> {
   const threads = v.threads === undefined ? undefined : intOption('serve', 'threads', v.threads, 1);
   // OpenMP reads OMP_NUM_THREADS when the addon loads (loadClassifier loads it), for every thread that runs kernels.
   if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
-  if (!v.weights) console.error('serve: no --weights: the model has random weights, so the classes are meaningless');
 
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,
     dtype: v.dtype as 'f32' | 'bf16' | undefined, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
   });
+  if (!v.weights) console.error('serve: no --weights: the model has random weights, so the classes are meaningless');
   let server;
   try {
     server = await startServer(classifier, { port, host: v.host ?? '127.0.0.1', maxBatch, maxWaitMs, maxBytes, maxQueue });
