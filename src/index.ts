@@ -14,6 +14,6 @@ export { train, evaluate, type TrainOptions, type EpochMetrics, type TrainResult
 export { saveCheckpoint, loadCheckpoint, listCheckpoints } from './train/checkpoint.js';
 export { openData, loadersFor, subsetData, type DataSpec } from './train/data_spec.js';
 export {
-  compileForInference, loadClassifier, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
+  compileForInference, loadClassifier, compareLogits, type LogitAgreement, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
 } from './infer/index.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxFileOptions } from './io/onnx.js';
