@@ -46,6 +46,12 @@ function difference(a: Float32Array, b: Float32Array): { abs: number; scaled: nu
   return { abs, scaled: abs / scale };
 }
 
+function maxAbs(v: Float32Array): number {
+  let m = 0;
+  for (const a of v) m = Math.max(m, Math.abs(a));
+  return m;
+}
+
 const median = (v: number[]) => (v.length ? [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)] : NaN);
 
 interface ConfigResult {
@@ -54,6 +60,8 @@ interface ConfigResult {
   params: Record<ResNeXtForm, number>;
   /** Differences from form (c): eval-mode output, train-mode output, train-mode input gradient. */
   diff: Record<'a' | 'b', { evalOut: { abs: number; scaled: number }; trainOut: { abs: number; scaled: number }; grad: { abs: number; scaled: number } }>;
+  /** Train-mode outputs within rounding of the final ReLU's kink, left out of the gradient comparison. */
+  kinks: number;
   forwardMs: Record<ResNeXtForm, number>;
   trainMs: Record<ResNeXtForm, number>;
   /** Forms that could not run, with the error. */
@@ -71,8 +79,6 @@ function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, s
     blocks[f].loadStateDict(convertResNeXtBlockState(grouped, 'c', f, config.cardinality));
   }
   const x = Tensor.fromArray(Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal()), shape, { requiresGrad: true });
-  // A fixed cotangent for backward; the blocks keep the input's shape (stride 1, in = out channels).
-  const cotangent = Tensor.fromArray(Float32Array.from({ length: x.size }, (_, i) => Math.sin(i * 1.7)), shape);
 
   // A form the engine cannot run (e.g. a backend limit) is reported as failed, not fatal.
   const failed: Partial<Record<ResNeXtForm, string>> = {};
@@ -101,17 +107,35 @@ function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, s
   for (const f of FORMS) {
     attempt(f, () => {
       blocks[f].train();
-      const r = tidy(() => {
+      trainOut[f] = noGrad(() => tidy(() => blocks[f].forward(x).toArray()) as never) as Float32Array;
+    });
+  }
+  // The block ends in a ReLU, whose gradient jumps at 0. Where an output's pre-activation is within
+  // rounding of 0, float32 sums in another order may land on either side (seen: a true value of
+  // -9e-7 came out +3e-7 in form (a), 0 after the ReLU in (c)), and the gradient there differs by
+  // the whole cotangent although every form is right. Those outputs get no cotangent.
+  const kinkTol = TOLERANCE * Math.max(1, ...FORMS.filter((f) => trainOut[f]).map((f) => maxAbs(trainOut[f])));
+  const g = Float32Array.from({ length: x.size }, (_, i) => Math.sin(i * 1.7));
+  let kinks = 0;
+  for (let i = 0; i < g.length; i++) {
+    const top = Math.max(...FORMS.filter((f) => trainOut[f]).map((f) => trainOut[f][i]));
+    if (top > 0 && top <= kinkTol) {
+      g[i] = 0;
+      kinks++;
+    }
+  }
+  const cotangent = Tensor.fromArray(g, shape);
+  for (const f of FORMS) {
+    attempt(f, () => {
+      const dx = tidy(() => {
         const y = blocks[f].forward(x);
-        const values = y.toArray();
         y.backward(cotangent);
-        const dx = x.grad!.toArray();
+        const values = x.grad!.toArray();
         x.grad!.dispose();
         x.grad = null;
-        return { y: values, dx } as never;
-      }) as { y: Float32Array; dx: Float32Array };
-      trainOut[f] = r.y;
-      grads[f] = r.dx;
+        return values as never;
+      }) as Float32Array;
+      grads[f] = dx;
       blocks[f].zeroGrad();
     });
   }
@@ -152,7 +176,7 @@ function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, s
       : { evalOut: difference(evalOut[f], evalOut.c), trainOut: difference(trainOut[f], trainOut.c), grad: difference(grads[f], grads.c) };
   }
   return {
-    C: config.cardinality, d: config.pathWidth, params, diff, failed,
+    C: config.cardinality, d: config.pathWidth, params, diff, failed, kinks,
     forwardMs: { a: median(fwd.a), b: median(fwd.b), c: median(fwd.c) },
     trainMs: { a: median(step.a), b: median(step.b), c: median(step.c) },
   };
@@ -226,7 +250,9 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     table(['block', 'forms', 'params', 'max |diff| eval output', 'max |diff| train output', 'max |diff| input gradient', 'scaled max', 'within 1e-5'], diffRows,
       [false, false, true, true, true, true, true, false]),
     '',
-    '"scaled": the difference over max(1, max |value of form (c)|). Train mode normalizes with batch statistics; the gradient is that of <y, g> for a fixed g.',
+    `"scaled": the difference over max(1, max |value of form (c)|). Train mode normalizes with batch statistics; the gradient is that of <y, g> for a fixed g, ` +
+      `except at outputs whose value is within 1e-5 (scaled) of the final ReLU's kink in some form, where float32 rounding may open the ReLU in one form and not another; ` +
+      `those get no cotangent (${results.map((r) => `${r.C}x${r.d}d: ${r.kinks}`).join(', ')} of ${int(shape.reduce((a, b) => a * b))} outputs).`,
     '',
     '## Speed (median ms)',
     '',
