@@ -36,20 +36,42 @@ function randomize(sd: StateDict, rng: InitRandom): StateDict {
 }
 
 /** max |a - b| and that over max(1, max |b|). */
-function difference(a: Float32Array, b: Float32Array): { abs: number; scaled: number } {
+interface Difference {
+  abs: number;
+  scaled: number;
+  /** ||a - b|| / ||b|| (Euclidean norms over all entries). */
+  rel: number;
+}
+
+function difference(a: Float32Array, b: Float32Array): Difference {
   let abs = 0;
   let scale = 1;
   for (let i = 0; i < b.length; i++) {
     abs = Math.max(abs, Math.abs(a[i] - b[i]));
     scale = Math.max(scale, Math.abs(b[i]));
   }
-  return { abs, scaled: abs / scale };
+  let dd = 0, bb = 0;
+  for (let i = 0; i < b.length; i++) {
+    dd += (a[i] - b[i]) ** 2;
+    bb += b[i] ** 2;
+  }
+  return { abs, scaled: abs / scale, rel: Math.sqrt(dd / Math.max(bb, 1e-30)) };
 }
 
-function maxAbs(v: Float32Array): number {
-  let m = 0;
-  for (const a of v) m = Math.max(m, Math.abs(a));
-  return m;
+/**
+ * Input gradients are compared by their relative Euclidean difference, not entry by entry: a ReLU
+ * network's gradient jumps where a ReLU's input crosses 0, and where that input is within float32
+ * rounding of 0 the forms' different summation orders may put it on different sides (seen: a true
+ * value of -9e-7 came out +3e-7 in form (a) and below 0 in (c), with every native op matching the
+ * reference backend). Such a flip changes one entry by the whole incoming gradient and, through
+ * train-mode BN's batch statistics, every entry of its channel a little: relative differences of
+ * 1e-3 to 6e-3 measured for one flip. A wrong rearrangement of the weights moves the gradient by
+ * the order of its size.
+ */
+export const GRADIENT_TOLERANCE = 5e-2;
+
+function gradientsAgree(d: Difference): boolean {
+  return d.rel <= GRADIENT_TOLERANCE;
 }
 
 const median = (v: number[]) => (v.length ? [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)] : NaN);
@@ -59,9 +81,7 @@ interface ConfigResult {
   d: number;
   params: Record<ResNeXtForm, number>;
   /** Differences from form (c): eval-mode output, train-mode output, train-mode input gradient. */
-  diff: Record<'a' | 'b', { evalOut: { abs: number; scaled: number }; trainOut: { abs: number; scaled: number }; grad: { abs: number; scaled: number } }>;
-  /** Train-mode outputs within rounding of the final ReLU's kink, left out of the gradient comparison. */
-  kinks: number;
+  diff: Record<'a' | 'b', { evalOut: Difference; trainOut: Difference; grad: Difference }>;
   forwardMs: Record<ResNeXtForm, number>;
   trainMs: Record<ResNeXtForm, number>;
   /** Forms that could not run, with the error. */
@@ -79,6 +99,8 @@ function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, s
     blocks[f].loadStateDict(convertResNeXtBlockState(grouped, 'c', f, config.cardinality));
   }
   const x = Tensor.fromArray(Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal()), shape, { requiresGrad: true });
+  // A fixed cotangent for backward; the blocks keep the input's shape (stride 1, in = out channels).
+  const cotangent = Tensor.fromArray(Float32Array.from({ length: x.size }, (_, i) => Math.sin(i * 1.7)), shape);
 
   // A form the engine cannot run (e.g. a backend limit) is reported as failed, not fatal.
   const failed: Partial<Record<ResNeXtForm, string>> = {};
@@ -107,35 +129,17 @@ function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, s
   for (const f of FORMS) {
     attempt(f, () => {
       blocks[f].train();
-      trainOut[f] = noGrad(() => tidy(() => blocks[f].forward(x).toArray()) as never) as Float32Array;
-    });
-  }
-  // The block ends in a ReLU, whose gradient jumps at 0. Where an output's pre-activation is within
-  // rounding of 0, float32 sums in another order may land on either side (seen: a true value of
-  // -9e-7 came out +3e-7 in form (a), 0 after the ReLU in (c)), and the gradient there differs by
-  // the whole cotangent although every form is right. Those outputs get no cotangent.
-  const kinkTol = TOLERANCE * Math.max(1, ...FORMS.filter((f) => trainOut[f]).map((f) => maxAbs(trainOut[f])));
-  const g = Float32Array.from({ length: x.size }, (_, i) => Math.sin(i * 1.7));
-  let kinks = 0;
-  for (let i = 0; i < g.length; i++) {
-    const top = Math.max(...FORMS.filter((f) => trainOut[f]).map((f) => trainOut[f][i]));
-    if (top > 0 && top <= kinkTol) {
-      g[i] = 0;
-      kinks++;
-    }
-  }
-  const cotangent = Tensor.fromArray(g, shape);
-  for (const f of FORMS) {
-    attempt(f, () => {
-      const dx = tidy(() => {
+      const r = tidy(() => {
         const y = blocks[f].forward(x);
+        const values = y.toArray();
         y.backward(cotangent);
-        const values = x.grad!.toArray();
+        const dx = x.grad!.toArray();
         x.grad!.dispose();
         x.grad = null;
-        return values as never;
-      }) as Float32Array;
-      grads[f] = dx;
+        return { y: values, dx } as never;
+      }) as { y: Float32Array; dx: Float32Array };
+      trainOut[f] = r.y;
+      grads[f] = r.dx;
       blocks[f].zeroGrad();
     });
   }
@@ -170,13 +174,13 @@ function measure(config: ResNeXtBlockConfig, shape: number[], repeats: number, s
   x.dispose();
   cotangent.dispose();
   const diff = {} as ConfigResult['diff'];
-  const none = { abs: NaN, scaled: NaN };
+  const none = { abs: NaN, scaled: NaN, rel: NaN };
   for (const f of ['a', 'b'] as const) {
     diff[f] = failed[f] || failed.c ? { evalOut: none, trainOut: none, grad: none }
       : { evalOut: difference(evalOut[f], evalOut.c), trainOut: difference(trainOut[f], trainOut.c), grad: difference(grads[f], grads.c) };
   }
   return {
-    C: config.cardinality, d: config.pathWidth, params, diff, failed, kinks,
+    C: config.cardinality, d: config.pathWidth, params, diff, failed,
     forwardMs: { a: median(fwd.a), b: median(fwd.b), c: median(fwd.c) },
     trainMs: { a: median(step.a), b: median(step.b), c: median(step.c) },
   };
@@ -204,17 +208,20 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     log({ event: 'measured', ...r }, `  max difference from (c): (a) ${e(Math.max(r.diff.a.evalOut.abs, r.diff.a.trainOut.abs))}, (b) ${e(Math.max(r.diff.b.evalOut.abs, r.diff.b.trainOut.abs))}; ` +
       `forward ms a/b/c ${FORMS.map((f) => r.forwardMs[f].toFixed(1)).join('/')}, forward+backward ${FORMS.map((f) => r.trainMs[f].toFixed(1)).join('/')}`);
   }
-  const measured = results.flatMap((r) => (['a', 'b'] as const).flatMap((f) => [r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled, r.diff[f].grad.scaled])).filter((v) => !Number.isNaN(v));
-  const worst = measured.length ? Math.max(...measured) : NaN;
+  const outputs = results.flatMap((r) => (['a', 'b'] as const).flatMap((f) => [r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled])).filter((v) => !Number.isNaN(v));
+  const worst = outputs.length ? Math.max(...outputs) : NaN;
+  const rowEqual = (r: ConfigResult, f: 'a' | 'b') =>
+    Math.max(r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled) <= TOLERANCE && gradientsAgree(r.diff[f].grad);
+  const gradRel = results.flatMap((r) => (['a', 'b'] as const).map((f) => r.diff[f].grad.rel)).filter((v) => !Number.isNaN(v));
   const failures = results.flatMap((r) => FORMS.filter((f) => r.failed[f]).map((f) => `${r.C}x${r.d}d form (${f}): ${r.failed[f]}`));
-  const equal = worst <= TOLERANCE;
+  const equal = worst <= TOLERANCE && results.every((r) => (['a', 'b'] as const).every((f) => r.failed[f] || r.failed.c || rowEqual(r, f)));
   const held = !equal ? false : failures.length ? null : true;
   const timed = results.filter((r) => FORMS.every((f) => !r.failed[f]));
   const fastestC = timed.filter((r) => r.forwardMs.c <= Math.min(r.forwardMs.a, r.forwardMs.b) && r.trainMs.c <= Math.min(r.trainMs.a, r.trainMs.b)).length;
 
   const diffRows = results.flatMap((r) => (['a', 'b'] as const).map((f) => [`${r.C}x${r.d}d`, `(${f}) vs (c)`, int(r.params[f]), e(r.diff[f].evalOut.abs),
-    e(r.diff[f].trainOut.abs), e(r.diff[f].grad.abs), e(Math.max(r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled, r.diff[f].grad.scaled)),
-    r.failed[f] || r.failed.c ? `not measured: form (${r.failed[f] ? f : 'c'}) failed` : Math.max(r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled, r.diff[f].grad.scaled) <= TOLERANCE ? 'yes' : 'NO']));
+    e(r.diff[f].trainOut.abs), e(Math.max(r.diff[f].evalOut.scaled, r.diff[f].trainOut.scaled)), e(r.diff[f].grad.abs), e(r.diff[f].grad.rel),
+    r.failed[f] || r.failed.c ? `not measured: form (${r.failed[f] ? f : 'c'}) failed` : rowEqual(r, f) ? 'yes' : 'NO']));
   const ratio = (a: number, c: number) => (Number.isNaN(a / c) ? '-' : `${(a / c).toFixed(1)}x`);
   const ms = (v: number) => (Number.isNaN(v) ? 'failed' : v.toFixed(2));
   const speedRows = results.map((r) => [`${r.C}x${r.d}d`, ...FORMS.map((f) => ms(r.forwardMs[f])), ...FORMS.map((f) => ms(r.trainMs[f])),
@@ -247,12 +254,12 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     '',
     '## Equal outputs',
     '',
-    table(['block', 'forms', 'params', 'max |diff| eval output', 'max |diff| train output', 'max |diff| input gradient', 'scaled max', 'within 1e-5'], diffRows,
-      [false, false, true, true, true, true, true, false]),
+    table(['block', 'forms', 'params', 'max |diff| eval output', 'max |diff| train output', 'outputs, scaled', 'max |diff| input gradient', 'gradient, relative', 'equal'], diffRows,
+      [false, false, true, true, true, true, true, true, false]),
     '',
-    `"scaled": the difference over max(1, max |value of form (c)|). Train mode normalizes with batch statistics; the gradient is that of <y, g> for a fixed g, ` +
-      `except at outputs whose value is within 1e-5 (scaled) of the final ReLU's kink in some form, where float32 rounding may open the ReLU in one form and not another; ` +
-      `those get no cotangent (${results.map((r) => `${r.C}x${r.d}d: ${r.kinks}`).join(', ')} of ${int(shape.reduce((a, b) => a * b))} outputs).`,
+    `"scaled": the difference over max(1, max |value of form (c)|); outputs must agree within 1e-5 scaled. Train mode normalizes with batch statistics; the gradient is that of <y, g> for a fixed g. ` +
+      `"gradient, relative": ||dx - dx(c)|| / ||dx(c)||, bound ${GRADIENT_TOLERANCE}: a ReLU's input within float32 rounding of 0 may fall on different sides in different forms, ` +
+      'and the gradient jumps there (and, through the batch statistics, moves its whole channel a little); a wrong rearrangement moves it by the order of its size.',
     '',
     '## Speed (median ms)',
     '',
@@ -263,7 +270,8 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     '',
     '## The claim at this scale',
     '',
-    `- ${held === true ? 'HELD' : held === false ? 'DID NOT HOLD' : 'HELD WHERE MEASURED'}: the three forms compute the same function (worst scaled difference ${e(worst)}, bound 1e-5).`,
+    `- ${held === true ? 'HELD' : held === false ? 'DID NOT HOLD' : 'HELD WHERE MEASURED'}: the three forms compute the same function (outputs: worst scaled difference ${e(worst)}, bound 1e-5; ` +
+      `input gradients: worst relative difference ${gradRel.length ? e(Math.max(...gradRel)) : '-'}, bound ${GRADIENT_TOLERANCE}).`,
     ...failures.map((f) => `- FAILED TO RUN: ${f}`),
     `- Form (c) was the fastest, forward and forward+backward, for ${fastestC} of ${timed.length} block shapes timed in all three forms. ` +
       'The paper chose (c) as "more succinct and faster"; (a) and (b) run C small convolutions where (c) runs one grouped convolution.',
