@@ -12,7 +12,7 @@
 // rounds. Prints one JSON object with the ratios ours / engine (below 1.0: we are faster).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -123,6 +123,7 @@ async function main(): Promise<void> {
       for (const batch of values.batches!.split(',').map(Number)) {
         const c: Case = { model, batch, input, threads, warmup: Number(values.warmup), runs: Number(values.runs) };
         const best = { ours: Infinity, ours_bf16: Infinity, torch: Infinity, ort: Infinity };
+        const loadBefore = loadavg()[0]!;
         for (let round = 0; round < Number(values.rounds); round++) {
           const results: Partial<Record<keyof typeof best, EngineResult>> = {
             ours: ours(c, env, 'f32'), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp),
@@ -138,6 +139,7 @@ async function main(): Promise<void> {
           ort_ms_per_image: +best.ort.toFixed(2), ratio_vs_ort: +(best.ours / best.ort).toFixed(3),
           ratio_vs_torch: +(best.ours / best.torch).toFixed(3),
           ...(values.bf16 ? { ours_bf16_ms_per_image: +best.ours_bf16.toFixed(2), ratio_bf16_vs_ort: +(best.ours_bf16 / best.ort).toFixed(3) } : {}),
+          load_1min: [+loadBefore.toFixed(2), +loadavg()[0]!.toFixed(2)], // before and after this case: other work on the machine
         });
         console.error(JSON.stringify(rows[rows.length - 1]));
       }

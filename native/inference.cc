@@ -71,11 +71,11 @@ class Plan {
   int input_buf = 0, output_buf = 0;
   // Overrides from the environment for A/B runs (see native/README.md); unset: the measured defaults
   // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1,
-  // RESIDUAL_PLAN_STRIDED=nhwc|blocked (strided 3x3s of a blocked plan).
-  std::string env_layout, env_winograd, env_strided, env_sum;
+  // RESIDUAL_PLAN_STRIDED=nhwc.
+  std::string env_layout, env_winograd, env_strided;
   std::vector<OpDesc> ops;
   std::vector<float*> bufs;
-  std::vector<std::pair<void*, size_t>> spares;  // extra buffers: reordered copies, binary_add sums (Temp)
+  std::vector<std::pair<void*, size_t>> spares;  // extra buffers: reordered copies, oversized values (Temp)
   std::vector<int64_t> buf_floats;  // per sample, channels rounded up to 16 (room for nChw16c)
   std::map<int64_t, Program> programs;
   size_t bytes = 0;
@@ -109,7 +109,6 @@ class Plan {
     if (env_layout == "any") layout = ActLayout::Any;
     winograd = layout == ActLayout::Blocked && (env_winograd.empty() ? wino : env_winograd == "1");
     strided_nhwc = env_strided == "nhwc";
-    binary_sum = env_sum == "binary";
   }
 
   Program& Get(int64_t n) {
@@ -122,7 +121,6 @@ class Plan {
   // The choices of the program being built (Choose).
   ActLayout layout = ActLayout::Nhwc;
   bool winograd = false;      // 3x3 stride-1 f32 convs as Winograd (blocked only)
-  bool binary_sum = false;
   bool strided_nhwc = false;  // strided 3x3s of a blocked plan run NHWC (brgconv), reorders around them
 
   // Winograd pays off where the channels are wide; on the 16-64-channel CIFAR convs it does not.
@@ -202,13 +200,6 @@ class Plan {
     }
     return false;
   }
-  // Memory for a new value of `buf` that overwrites no live value: the buffer itself when its
-  // current value lives elsewhere, else a spare.
-  memory Free(int buf, const memory::desc& md) {
-    if (md.get_size() <= Capacity(buf) && !Live(bufs[buf])) return memory(md, Eng(), bufs[buf]);
-    return Temp(md);
-  }
-
   // The value of `buf` as activations of this plan's data type (the input arrives as f32).
   memory Act(Program& p, int buf, const Shape3& s, int64_t n, const std::string& name) {
     memory have = val_[buf];
@@ -264,15 +255,12 @@ class Plan {
     dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
                       : dims{op.out.c, op.in.c, op.kh, op.kw};
     memory::desc wplain(wd, dt::f32, grouped ? tag::goihw : tag::oihw);
-    bool binary = false;  // the residual sum as a binary_add post-op reading the shortcut (else `sum`)
+    dnnl::post_ops po;
+    if (op.sum) po.append_sum(1.f);
+    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr = UserScratchAttr();
+    attr.set_post_ops(po);
     auto make = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
-      dnnl::post_ops po;
-      binary = op.sum && binary_sum && dst.data.format_kind == dnnl_blocked;
-      if (binary) po.append_binary(algorithm::binary_add, dst);
-      else if (op.sum) po.append_sum(1.f);
-      if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-      dnnl::primitive_attr attr = UserScratchAttr();
-      attr.set_post_ops(po);
       dnnl::convolution_forward::desc d(prop_kind::forward_inference, alg, src, memory::desc(wd, act, tag::any),
                                         memory::desc({op.out.c}, dt::f32, tag::x), dst, {op.sh, op.sw},
                                         {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
@@ -316,19 +304,6 @@ class Plan {
     memory bias = Bias(op, op.out.c);
     memory src = Need(p, op.src, pd.src_desc(), op.name + ".src", n);
     memory dst;
-    if (binary) {
-      // binary_add reads the shortcut from its own memory, so the sum goes to memory that holds no
-      // live value (never the shortcut's: brgconv accumulates partial sums in an f32 dst).
-      memory shortcut = Need(p, op.dst, pd.dst_desc(), op.name + ".shortcut", n);
-      dst = Free(op.dst, pd.dst_desc());
-      val_[op.dst] = dst;
-      copies_[op.dst].clear();
-      p.steps.push_back([=]() {
-        prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst},
-                    {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, shortcut}});
-      });
-      return;
-    }
     if (op.sum) {
       dst = Need(p, op.dst, pd.dst_desc(), op.name + ".shortcut", n);
       val_[op.dst] = dst;
@@ -507,7 +482,6 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
   plan->env_layout = env("RESIDUAL_PLAN_LAYOUT");
   plan->env_winograd = env("RESIDUAL_PLAN_WINOGRAD");
   plan->env_strided = env("RESIDUAL_PLAN_STRIDED");
-  plan->env_sum = env("RESIDUAL_PLAN_SUM");
   Require(plan->env_layout.empty() || plan->env_layout == "nhwc" || plan->env_layout == "blocked" || plan->env_layout == "any",
           "RESIDUAL_PLAN_LAYOUT must be nhwc, blocked or any, got \"" + plan->env_layout + "\"");
   plan->buf_floats.assign(nbuf, 0);
