@@ -42,6 +42,7 @@ struct OpDesc {
   bool relu = false, sum = false;
   std::vector<float> weight, bias;  // plain OIHW / [out, in]; emptied once reordered
   memory wei;                       // weights in the format of the first primitive built
+  std::vector<memory> wei_other;    // copies in the other formats later batch sizes chose
   memory bia;
   std::string name;
 };
@@ -230,7 +231,10 @@ class Plan {
       return op.wei;
     }
     if (op.wei.get_desc() == want) return op.wei;
-    memory m(want, Eng());  // another batch size chose another weight format: a copy for it
+    for (const memory& w : op.wei_other)
+      if (w.get_desc() == want) return w;
+    memory m(want, Eng());  // another batch size chose another weight format: one copy per format
+    op.wei_other.push_back(m);
     if (!op.weight.empty())
       Reorder(memory(plain, Eng(), op.weight.data()), m);
     else
@@ -239,6 +243,12 @@ class Plan {
     bytes += want.get_size();
     ReportExternal(static_cast<int64_t>(want.get_size()));
     return m;
+  }
+  static bool Stored(const OpDesc& op, const memory::desc& md) {
+    if (op.wei && op.wei.get_desc() == md) return true;
+    for (const memory& w : op.wei_other)
+      if (w.get_desc() == md) return true;
+    return false;
   }
   memory Bias(OpDesc& op, int64_t len) {
     if (!op.bia) {
@@ -260,11 +270,13 @@ class Plan {
     if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
     dnnl::primitive_attr attr = UserScratchAttr();
     attr.set_post_ops(po);
+    auto desc = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
+      return dnnl::convolution_forward::desc(prop_kind::forward_inference, alg, src, memory::desc(wd, act, tag::any),
+                                             memory::desc({op.out.c}, dt::f32, tag::x), dst, {op.sh, op.sw},
+                                             {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
+    };
     auto make = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
-      dnnl::convolution_forward::desc d(prop_kind::forward_inference, alg, src, memory::desc(wd, act, tag::any),
-                                        memory::desc({op.out.c}, dt::f32, tag::x), dst, {op.sh, op.sw},
-                                        {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
-      return dnnl::convolution_forward::primitive_desc(d, attr, Eng());
+      return dnnl::convolution_forward::primitive_desc(desc(src, dst, alg), attr, Eng());
     };
     auto ref = [](const dnnl::convolution_forward::primitive_desc& pd) {
       return !pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0;
@@ -297,6 +309,21 @@ class Plan {
       memory::desc any_src = Md(op.in, n, act, tag::any), any_dst = Md(op.out, n, act, tag::any);
       auto alt = make(any_src, any_dst, algorithm::convolution_direct);
       if (!pd || !ref(alt)) pd = alt;
+    }
+    // Winograd weights are blocked for the batch size (up to 4x the direct ones), so every batch size
+    // would want its own copy. Batch 1 (latency) gets one; another batch size takes a Winograd
+    // kernel whose weights are already stored, else runs direct (one direct copy shared by all).
+    if (op.wei && n != 1 && pd.weights_desc().data.format_kind == dnnl_format_kind_wino && !Stored(op, pd.weights_desc())) {
+      auto d = desc(pd.src_desc(), pd.dst_desc(), algorithm::convolution_winograd);  // alive while iterating
+      dnnl::convolution_forward::primitive_desc it(d, attr, Eng());
+      bool found = false;
+      while (!found && it.next_impl() && !ref(it)) found = Stored(op, it.weights_desc());
+      if (found) {
+        pd = it;
+      } else {
+        auto direct = make(pd.src_desc(), pd.dst_desc(), algorithm::convolution_direct);
+        if (!ref(direct)) pd = direct;
+      }
     }
     Impl(op.name, n, pd.impl_info_str());
     auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
