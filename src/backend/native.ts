@@ -353,9 +353,16 @@ export class NativeBackend implements Backend<NativeTensor> {
   planRunAsync(plan: PlanHandle, x: Float32Array, n: number): Promise<Float32Array> {
     const queued = this.asyncRuns > 0;
     const input = queued ? x.slice() : x;
+    // A native error at dispatch (a plan disposed meanwhile, no memory) becomes a rejection.
+    const start = (): Promise<Float32Array> => {
+      try {
+        return this.a.planRunAsync(plan, input, n);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
     this.asyncRuns++;
-    const run = (queued ? this.asyncTail.then(() => this.a.planRunAsync(plan, input, n)) : this.a.planRunAsync(plan, input, n))
-      .finally(() => { this.asyncRuns--; });
+    const run = (queued ? this.asyncTail.then(start) : start()).finally(() => { this.asyncRuns--; });
     this.asyncTail = run.then(() => undefined, () => undefined);
     return run;
   }
