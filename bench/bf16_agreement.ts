@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util';
 import { initBackend } from '../src/backend/index.js';
 import { DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Subset, fashionMnist } from '../src/data/index.js';
-import { compareLogits, compileForInference, mergeAgreement, type LogitAgreement } from '../src/infer/index.js';
+import { argmax, compareLogits, compileForInference, mergeAgreement, type LogitAgreement } from '../src/infer/index.js';
 import { loadModel, resolveWeightsPath } from '../src/models/index.js';
 
 const { values: v } = parseArgs({
@@ -30,17 +30,12 @@ const loader = new DataLoader(new Subset(test, Array.from({ length: limit }, (_,
 const classes = model.numClasses;
 const parts: LogitAgreement[] = [];
 const correct = { f32: 0, bf16: 0 };
-const argmax = (v: Float32Array, s: number) => {
-  let best = 0;
-  for (let j = 1; j < classes; j++) if (v[s * classes + j]! > v[s * classes + best]!) best = j;
-  return best;
-};
 for await (const { x, y, n } of loader.epoch(0)) {
   const a = f32.run(x, n), b = bf16.run(x, n);
   parts.push(compareLogits(a, b, n, classes));
   for (let s = 0; s < n; s++) {
-    if (argmax(a, s) === y[s]) correct.f32++;
-    if (argmax(b, s) === y[s]) correct.bf16++;
+    if (argmax(a, s * classes, classes) === y[s]) correct.f32++;
+    if (argmax(b, s * classes, classes) === y[s]) correct.bf16++;
   }
 }
 const agreement = mergeAgreement(parts);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it, type TestContext } from 'node:test';
 import { initBackend } from '../src/backend/index.js';
 import { DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Subset, fashionMnist } from '../src/data/index.js';
-import { compareLogits, compileForInference, mergeAgreement, type CompiledModel, type LogitAgreement } from '../src/infer/index.js';
+import { argmax, compareLogits, compileForInference, mergeAgreement, type CompiledModel, type LogitAgreement } from '../src/infer/index.js';
 import { createModel, type ResNet } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 import { train } from '../src/train/trainer.js';
@@ -62,11 +62,7 @@ describe('bf16 inference on real images', () => {
     for await (const { x, y, n } of test.epoch(0)) {
       const a = f32.run(x, n);
       parts.push(compareLogits(a, bf16.run(x, n), n, 10));
-      for (let s = 0; s < n; s++) {
-        let best = 0;
-        for (let j = 1; j < 10; j++) if (a[s * 10 + j]! > a[s * 10 + best]!) best = j;
-        if (best === y[s]) correct++;
-      }
+      for (let s = 0; s < n; s++) if (argmax(a, s * 10, 10) === y[s]) correct++;
     }
     f32.dispose();
     bf16.dispose();

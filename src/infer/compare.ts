@@ -16,7 +16,8 @@ export interface LogitAgreement {
   relativeDeviation: number;
 }
 
-function argmax(v: Float32Array, from: number, len: number): number {
+/** Index (0..len-1) of the largest of v[from .. from+len-1]: a row's top-1 class. */
+export function argmax(v: Float32Array, from: number, len: number): number {
   let best = 0;
   for (let j = 1; j < len; j++) if (v[from + j]! > v[from + best]!) best = j;
   return best;

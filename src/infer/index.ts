@@ -2,4 +2,4 @@
 export { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 export { benchmark, type BenchOptions, type BenchResult, type BenchMode, type BenchDtype } from './bench.js';
 export { loadClassifier, topK, type Classifier, type ClassifierOptions, type Classification } from './classifier.js';
-export { compareLogits, mergeAgreement, type LogitAgreement } from './compare.js';
+export { argmax, compareLogits, mergeAgreement, type LogitAgreement } from './compare.js';
