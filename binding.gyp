@@ -12,7 +12,8 @@
         "native/linear_loss.cc",
         "native/channels.cc",
         "native/optimizer.cc",
-        "native/inference.cc"
+        "native/inference.cc",
+        "native/grouped_conv.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

@@ -7,7 +7,8 @@
 //        [--rounds 10] [--per 3] [--variants nhwc,default]
 //
 // Variant names: "default" (no switch: Plan::Choose decides), or a layout (nhwc, blocked, any)
-// followed by +wino / +nowino, +sn (strided 3x3s NHWC), e.g. "blocked+wino". Thread count:
+// followed by +wino / +nowino, +sn (strided 3x3s NHWC), +gonednn (narrow grouped convs on oneDNN's
+// kernels, not ours), e.g. "blocked+wino" or "default+gonednn". Thread count:
 // OMP_NUM_THREADS. Prints one JSON line: per variant the median and the fastest ms/image, the
 // largest deviation of its logits from the first variant's, the plan's bytes, and the load.
 import { loadavg } from 'node:os';
@@ -17,16 +18,16 @@ import { compileForInference, type CompiledModel } from '../src/infer/index.js';
 import { getModel } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 
-const SWITCHES = ['RESIDUAL_PLAN_LAYOUT', 'RESIDUAL_PLAN_WINOGRAD', 'RESIDUAL_PLAN_STRIDED'];
+const SWITCHES = ['RESIDUAL_PLAN_LAYOUT', 'RESIDUAL_PLAN_WINOGRAD', 'RESIDUAL_PLAN_STRIDED', 'RESIDUAL_PLAN_GROUPED'];
 
 function setVariant(v: string): void {
   for (const k of SWITCHES) delete process.env[k];
-  if (v === 'default') return;
   const [layout, ...opts] = v.split('+');
-  process.env.RESIDUAL_PLAN_LAYOUT = layout;
+  if (layout !== 'default') process.env.RESIDUAL_PLAN_LAYOUT = layout;
   if (opts.includes('wino')) process.env.RESIDUAL_PLAN_WINOGRAD = '1';
   if (opts.includes('nowino')) process.env.RESIDUAL_PLAN_WINOGRAD = '0';
   if (opts.includes('sn')) process.env.RESIDUAL_PLAN_STRIDED = 'nhwc';
+  if (opts.includes('gonednn')) process.env.RESIDUAL_PLAN_GROUPED = 'onednn';
 }
 
 function median(xs: number[]): number {

@@ -20,6 +20,7 @@
 #include <map>
 
 #include "common.h"
+#include "grouped_conv.h"
 
 namespace residual {
 namespace {
@@ -44,6 +45,7 @@ struct OpDesc {
   memory wei;                       // weights in the format of the first primitive built
   std::vector<memory> wei_other;    // copies in the other formats later batch sizes chose
   memory bia;
+  std::shared_ptr<GroupedConv3x3> narrow;  // our kernel for 4/8-channel groups (weights packed once)
   std::string name;
 };
 
@@ -72,8 +74,8 @@ class Plan {
   int input_buf = 0, output_buf = 0;
   // Overrides from the environment for A/B runs (see native/README.md); unset: the measured defaults
   // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1,
-  // RESIDUAL_PLAN_STRIDED=nhwc.
-  std::string env_layout, env_winograd, env_strided;
+  // RESIDUAL_PLAN_STRIDED=nhwc, RESIDUAL_PLAN_GROUPED=onednn.
+  std::string env_layout, env_winograd, env_strided, env_grouped;
   std::vector<OpDesc> ops;
   std::vector<float*> bufs;
   std::vector<std::pair<void*, size_t>> spares;  // extra buffers: reordered copies, oversized values (Temp)
@@ -260,7 +262,48 @@ class Plan {
     return op.bia;
   }
 
+  // ResNeXt's 3x3 convs with 4 or 8 channels per group: oneDNN has no kernel for them in the plan's
+  // layouts (it would pick nChw4c/nChw8c, reorder on each side and run at a third of the rate), so
+  // they run GroupedConv3x3 on the plan's nChw16c or NHWC buffers.
+  bool Narrow(const OpDesc& op) const {
+    return layout != ActLayout::Any && env_grouped != "onednn" &&
+           GroupedConv3x3::Covers(op.in.c, op.out.c, op.groups, op.kh, op.kw, op.sh, op.sw, op.ph, op.pw, op.dh, op.dw);
+  }
+
+  void AddNarrowGroupedConv(Program& p, OpDesc& op, int64_t n) {
+    if (!op.narrow) {
+      op.narrow = std::make_shared<GroupedConv3x3>(op.weight.data(), op.bias.data(), op.out.c, op.in.c / op.groups, op.sh, op.relu, op.sum);
+      op.weight.clear();
+      op.weight.shrink_to_fit();
+      op.bias.clear();
+      op.bias.shrink_to_fit();
+      bytes += op.narrow->Bytes();
+      ReportExternal(static_cast<int64_t>(op.narrow->Bytes()));
+    }
+    const bool blocked = layout == ActLayout::Blocked;
+    const tag f = blocked ? tag::nChw16c : tag::nhwc;
+    memory src = Need(p, op.src, Md(op.in, n, act, f), op.name + ".src", n);
+    memory dst;
+    if (op.sum) {
+      dst = Need(p, op.dst, Md(op.out, n, act, f), op.name + ".shortcut", n);
+      val_[op.dst] = dst;
+      copies_[op.dst].clear();
+    } else {
+      dst = Out(op.dst, Md(op.out, n, act, f));
+    }
+    Impl(op.name, n, op.narrow->Name());
+    auto strides = [blocked](const Shape3& sh) {
+      return blocked ? BlockStrides::Nchw16c(sh.c, sh.h, sh.w) : BlockStrides::Nhwc(sh.c, sh.h, sh.w);
+    };
+    const BlockStrides s = strides(op.in), d = strides(op.out);
+    const Shape3 in = op.in, out = op.out;
+    const bool bf16 = act == dt::bf16;
+    std::shared_ptr<const GroupedConv3x3> kernel = op.narrow;
+    p.steps.push_back([=]() { kernel->Run(src.get_data_handle(), s, in.h, in.w, dst.get_data_handle(), d, out.h, out.w, n, bf16); });
+  }
+
   void AddConv(Program& p, OpDesc& op, int64_t n) {
+    if (Narrow(op)) return AddNarrowGroupedConv(p, op, n);
     const bool grouped = op.groups > 1;
     dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
                       : dims{op.out.c, op.in.c, op.kh, op.kw};
@@ -509,6 +552,9 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
   plan->env_layout = env("RESIDUAL_PLAN_LAYOUT");
   plan->env_winograd = env("RESIDUAL_PLAN_WINOGRAD");
   plan->env_strided = env("RESIDUAL_PLAN_STRIDED");
+  plan->env_grouped = env("RESIDUAL_PLAN_GROUPED");
+  Require(plan->env_grouped.empty() || plan->env_grouped == "onednn" || plan->env_grouped == "own",
+          "RESIDUAL_PLAN_GROUPED must be own or onednn, got \"" + plan->env_grouped + "\"");
   Require(plan->env_layout.empty() || plan->env_layout == "nhwc" || plan->env_layout == "blocked" || plan->env_layout == "any",
           "RESIDUAL_PLAN_LAYOUT must be nhwc, blocked or any, got \"" + plan->env_layout + "\"");
   plan->buf_floats.assign(nbuf, 0);
