@@ -73,8 +73,8 @@ class Plan {
   int64_t classes = 0;
   int input_buf = 0, output_buf = 0;
   // Overrides from the environment for A/B runs (see native/README.md); unset: the measured defaults
-  // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1,
-  // RESIDUAL_PLAN_STRIDED=nhwc, RESIDUAL_PLAN_GROUPED=onednn.
+  // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1 (or the plan
+  // description's "winograd": on|off, which wins), RESIDUAL_PLAN_STRIDED=nhwc, RESIDUAL_PLAN_GROUPED=onednn.
   std::string env_layout, env_winograd, env_strided, env_grouped;
   std::vector<OpDesc> ops;
   std::vector<float*> bufs;
@@ -551,6 +551,11 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
   auto env = [](const char* k) { const char* v = std::getenv(k); return std::string(v ? v : ""); };
   plan->env_layout = env("RESIDUAL_PLAN_LAYOUT");
   plan->env_winograd = env("RESIDUAL_PLAN_WINOGRAD");
+  if (d.Has("winograd") && !d.Get("winograd").IsUndefined()) {  // the caller's choice beats the A/B switch
+    std::string w = d.Get("winograd").ToString().Utf8Value();
+    Require(w == "auto" || w == "on" || w == "off", "winograd must be \"auto\", \"on\" or \"off\", got \"" + w + "\"");
+    if (w != "auto") plan->env_winograd = w == "on" ? "1" : "0";
+  }
   plan->env_strided = env("RESIDUAL_PLAN_STRIDED");
   plan->env_grouped = env("RESIDUAL_PLAN_GROUPED");
   Require(plan->env_grouped.empty() || plan->env_grouped == "onednn" || plan->env_grouped == "own",

@@ -179,6 +179,28 @@ describe('compiled inference', () => {
     model.dispose();
   });
 
+  it('winograd: false keeps Winograd out of a ResNet-50 plan (less memory), true puts it in; same logits', () => {
+    manualSeed(4);
+    const model = createModel('resnet50');
+    randomizeBatchNorm(model, 6);
+    const input: [number, number, number] = [3, 64, 64];
+    const x = randomArray(2 * 3 * 64 * 64, 8);
+    const off = compileForInference(model, { input, maxBatch: 2, winograd: false });
+    const on = compileForInference(model, { input, maxBatch: 2, winograd: true });
+    try {
+      const wino = (p: typeof on) => p.implementations().filter((e) => /wino/.test(e.impl)).length;
+      assert.equal(wino(off), 0);
+      assert.ok(wino(on) > 0, `no Winograd kernel: ${JSON.stringify(on.implementations())}`);
+      assert.ok(off.bytes < on.bytes, `plan bytes ${off.bytes} (off) vs ${on.bytes} (on)`);
+      assertClose(on.run(x, 2), off.run(x, 2), TOL, 'Winograd vs direct');
+      assert.throws(() => compileForInference(model, { input, winograd: 'yes' as unknown as boolean }), /winograd must be true, false or unset, got "yes"/);
+    } finally {
+      off.dispose();
+      on.dispose();
+      model.dispose();
+    }
+  });
+
   it('rejects bad input with messages that say what to do', () => {
     manualSeed(1);
     const model = createModel('resnet20');

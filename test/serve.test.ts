@@ -265,6 +265,8 @@ describe('residual serve: the command', () => {
     assert.match(bytes.err, /--max-bytes: "lots" is not a size: write e\.g\. 10MB/);
     const port = await run(['--model', 'resnet20', '--port', '70000']);
     assert.match(port.err, /--port must be an integer from 0 to 65535/);
+    const wino = await run(['--model', 'resnet20', '--winograd', 'maybe']);
+    assert.match(wino.err, /--winograd must be on or off, got "maybe"/);
   });
 });
 

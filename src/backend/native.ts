@@ -114,6 +114,8 @@ export interface PlanDescription {
   input: number[];
   /** Activations and weights in f32 (default) or bf16; bias, accumulation and logits stay f32. */
   dtype?: 'f32' | 'bf16';
+  /** Winograd for eligible 3x3 convs: 'auto' (default: the plan decides, or RESIDUAL_PLAN_WINOGRAD), 'on', 'off'. */
+  winograd?: 'auto' | 'on' | 'off';
   maxBatch: number;
   buffers: number;
   inputBuffer: number;

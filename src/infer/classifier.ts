@@ -19,7 +19,7 @@ import {
 } from '../data/index.js';
 import { getModel, loadModel, resolveWeightsPath, ResNet } from '../models/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
-import { compileForInference, type CompiledModel } from './compile.js';
+import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 
 export interface ClassifierOptions {
   /** A registered model name (`residual models`), or a model already built (it is compiled, not kept or disposed). */
@@ -34,6 +34,8 @@ export interface ClassifierOptions {
   dtype?: 'f32' | 'bf16';
   /** Largest batch one kernel run takes (default 8); predict() splits larger batches. */
   maxBatch?: number;
+  /** Winograd convs in the compiled plan: unset lets it decide, false saves memory (see compileForInference). */
+  winograd?: boolean;
   /** Classes returned per image (default 5). */
   top?: number;
   /** Images with more pixels (width x height) are refused before decoding (default sharp's 268M). */
@@ -146,8 +148,8 @@ interface Runner {
   dispose(): void;
 }
 
-function compiledRunner(model: ResNet, input: [number, number, number], maxBatch: number, dtype: 'f32' | 'bf16'): Runner {
-  const plan: CompiledModel = compileForInference(model, { input, maxBatch, dtype });
+function compiledRunner(model: ResNet, input: [number, number, number], opts: CompileOptions): Runner {
+  const plan: CompiledModel = compileForInference(model, { ...opts, input });
   return { run: (x, n) => plan.run(x, n), runAsync: (x, n) => plan.runAsync(x, n), dispose: () => plan.dispose() };
 }
 
@@ -215,7 +217,7 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
       throw new Error(`${what}: ${labels.length} class names, but the model has ${numClasses} outputs; pass labels with ${numClasses} names`);
     }
 
-    const runner = native ? compiledRunner(model, input, maxBatch, dtype) : eagerRunner(model, input);
+    const runner = native ? compiledRunner(model, input, { input, maxBatch, dtype, winograd: opts.winograd }) : eagerRunner(model, input);
     if (native && ownsModel) {
       modelDisposed = true;
       model.dispose(); // the plan holds its own copy of the weights
