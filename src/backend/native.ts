@@ -163,7 +163,18 @@ function loadAddon(): Addon {
     if (!existsSync(file)) {
       throw new Error(`the native addon is not built (${file} is missing): run \`npm run build:native\``);
     }
-    addon = createRequire(import.meta.url)(file) as Addon;
+    // libgomp reads its wait policy once, when the addon loads it. Its default spins ~300k times at
+    // every barrier before sleeping, so a waiting thread keeps its vCPU busy and the OS cannot move
+    // a delayed one there: with one busy process beside it, ResNet-50 at 2 threads went from 21 to
+    // 600 ms per image. 1,000 spins measured the same idle and 43-47 ms so loaded (BENCHMARKS.md).
+    // Only when the user set neither knob; not left in the environment for child processes.
+    const spin = process.env.GOMP_SPINCOUNT === undefined && process.env.OMP_WAIT_POLICY === undefined;
+    if (spin) process.env.GOMP_SPINCOUNT = '1000';
+    try {
+      addon = createRequire(import.meta.url)(file) as Addon;
+    } finally {
+      if (spin) delete process.env.GOMP_SPINCOUNT;
+    }
     return addon;
   } catch (e) {
     loadError = new Error(`residual: cannot load the native backend: ${(e as Error).message}`);
