@@ -81,27 +81,20 @@ interface Case {
   expect(x: Float32Array, n: number): Float64Array;
 }
 
+/** One grouped conv straight from the input, then the identity head. */
+function single(name: string, input: Shape, groups: number, stride: number, relu: boolean, seed: number): Case {
+  const g = grouped(name, 0, 1, input, groups, stride, relu, false, seed);
+  return {
+    name: `${input[0] / groups} per group, stride ${stride}, ${relu ? 'ReLU' : 'no ReLU'}, ${input[1]}x${input[2]}`,
+    input,
+    ops: [g, identityHead('head', 1, 2, g.out as Shape)],
+    expect: (x, n) => directConv(x, n, input, g.weight, g.bias, input[0], 3, stride, 1, groups, relu),
+  };
+}
+
 const CASES: Case[] = [
-  (() => {
-    const input: Shape = [16, 8, 14];
-    const g = grouped('g4', 0, 1, input, 4, 1, true, false, 3); // 4 channels per group
-    return {
-      name: '4 per group, stride 1, ReLU, 8x14',
-      input,
-      ops: [g, identityHead('head', 1, 2, g.out as Shape)],
-      expect: (x, n) => directConv(x, n, input, g.weight, g.bias, 16, 3, 1, 1, 4, true),
-    };
-  })(),
-  (() => {
-    const input: Shape = [48, 7, 13];
-    const g = grouped('g8s2', 0, 1, input, 6, 2, false, false, 5); // 8 per group, 3 channel blocks
-    return {
-      name: '8 per group, stride 2, no ReLU, 7x13',
-      input,
-      ops: [g, identityHead('head', 1, 2, g.out as Shape)],
-      expect: (x, n) => directConv(x, n, input, g.weight, g.bias, 48, 3, 2, 1, 6, false),
-    };
-  })(),
+  single('g4', [16, 8, 14], 4, 1, true, 3),
+  single('g8s2', [48, 7, 13], 6, 2, false, 5), // 3 channel blocks
   (() => {
     const input: Shape = [16, 6, 13];
     const shortcut: PlanOp & { type: 'conv' } = {
