@@ -3,6 +3,7 @@
 #pragma once
 
 #include <napi.h>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstdint>
@@ -89,17 +90,20 @@ struct Key {
 // A bounded cache of primitive bundles: cleared when it grows past a limit (shapes in a model are few).
 // A reference returned by Get stays valid until the next Get on the same cache inserts: callers
 // never hold one across a second insertion into the same cache.
+// Keyed by the thread count too: oneDNN runs a primitive with the thread count it was created with,
+// so after setNumThreads a shape gets primitives of its own for the new count.
 template <typename V>
 struct Cache {
   std::unordered_map<std::string, std::shared_ptr<V>> map;
   template <typename F>
   V& Get(const Key& k, F make) {
-    auto it = map.find(k.s);
+    const std::string key = k.s + "@" + std::to_string(omp_get_max_threads());
+    auto it = map.find(key);
     if (it != map.end()) return *it->second;
     if (map.size() >= 512) map.clear();
     auto v = std::make_shared<V>(make());
     auto& ref = *v;
-    map.emplace(k.s, std::move(v));
+    map.emplace(key, std::move(v));
     return ref;
   }
   size_t Size() const { return map.size(); }

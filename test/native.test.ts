@@ -396,6 +396,28 @@ describe('native backend: convolution vs reference', () => {
     }
     assert.equal(nb.stats().primitivesCreated, made);
   });
+
+  it('a new thread count gets primitives of its own (oneDNN runs one with its creation count), same results', () => {
+    const x = pair([2, 16, 9, 9]), w = pair([32, 16, 3, 3]);
+    const p = convP(1, 1, 1, 1);
+    const before = nb.info().threads;
+    try {
+      const y = nb.read(nb.conv2d(x.n, w.n, null, p));
+      const other = before > 1 ? 1 : 2;
+      nb.setNumThreads(other);
+      assert.equal(nb.info().threads, other);
+      const made = nb.stats().primitivesCreated;
+      const y2 = nb.read(nb.conv2d(x.n, w.n, null, p));
+      assert.ok(nb.stats().primitivesCreated > made, 'no primitive was made for the new thread count');
+      for (let i = 0; i < y.length; i++) assert.ok(Math.abs(y[i]! - y2[i]!) <= 1e-5 * (1 + Math.abs(y[i]!)), `index ${i}: ${y[i]} vs ${y2[i]}`);
+      nb.setNumThreads(before);
+      const again = nb.stats().primitivesCreated;
+      nb.conv2d(x.n, w.n, null, p);
+      assert.equal(nb.stats().primitivesCreated, again, "the first count's primitives are still cached");
+    } finally {
+      nb.setNumThreads(before);
+    }
+  });
 });
 
 // ---------- batch norm ----------

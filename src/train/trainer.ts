@@ -9,6 +9,7 @@ import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoi
 import { addBatch, emptyTally, summarize, type Tally } from './metrics.js';
 import { learningRate, type ScheduleSpec } from './schedule.js';
 import { SGD, decayGroups } from './sgd.js';
+import type { ThreadGovernor } from './threads.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -36,6 +37,8 @@ export interface TrainOptions {
   runInfo?: Record<string, unknown>;
   /** Install a SIGINT handler that saves a checkpoint after the current batch and stops (default true with outDir). */
   handleInterrupt?: boolean;
+  /** Picks the thread count from the measured step times (`residual train --threads auto`); default: fixed. */
+  threads?: ThreadGovernor;
 }
 
 export interface BatchProgress {
@@ -169,6 +172,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
       for await (const b of trainLoader.epoch(epoch, { startBatch })) {
         const lr = learningRate(schedule, iteration);
         opt.lr = lr;
+        const stepStart = performance.now();
         tidy(() => {
           const logits = model.forward(toInput(b, model));
           const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
@@ -177,6 +181,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         });
         opt.step();
         opt.zeroGrad();
+        o.threads?.record(performance.now() - stepStart);
         iteration++;
         seen += b.n;
         if (o.onBatch) {

@@ -4,7 +4,9 @@ import { createModel, modelNames } from '../../models/index.js';
 import { manualSeed } from '../../nn/index.js';
 import { loadersFor, openData, subsetData } from '../../train/data_spec.js';
 import { parseSchedule } from '../../train/schedule.js';
+import { ThreadGovernor } from '../../train/threads.js';
 import { train, type BatchProgress, type EpochMetrics } from '../../train/trainer.js';
+import type { NativeBackend } from '../../backend/native.js';
 import { intOption, numberOption, parse } from '../args.js';
 import { progressLine } from '../progress.js';
 
@@ -13,13 +15,17 @@ export const summary = 'train a model on Fashion-MNIST, CIFAR or an image folder
 const usage = `usage: residual train --model M [--data fashion-mnist|cifar10:DIR|cifar100:DIR|folder:DIR]
   [--epochs 1] [--batch 128] [--lr 0.1] [--momentum 0.9] [--no-nesterov] [--wd 5e-4] [--no-decay-bn-bias]
   [--schedule onecycle[:PCT]|cosine|multistep:E1,E2|constant] [--warmup ITERS] [--label-smoothing 0]
-  [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--subset N] [--json]
+  [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--subset N] [--threads N|auto] [--json]
 
 Defaults are the Fashion-MNIST recipe of BENCHMARKS.md: batch 128, SGD with Nesterov momentum 0.9,
 weight decay 5e-4, one-cycle learning rate peaking at 0.1 after 15% of the run.
 Each epoch appends to OUT/metrics.jsonl and writes OUT/checkpoints/epoch-N/ (model.safetensors,
 optimizer.safetensors, state.json); --resume continues from the newest. Ctrl-C saves and stops.
---subset N trains on the first N samples (and tests on the first N/5): a quick look.`;
+--subset N trains on the first N samples (and tests on the first N/5): a quick look.
+--threads N fixes the engine's threads (default: OMP_NUM_THREADS, else every core); --threads auto
+times a few steps at every core and at one, keeps the faster and checks again every 400 steps: on a
+machine shared with other work one thread can be 3x faster than two (BENCHMARKS.md). A fixed count
+repeats a run bit for bit; auto does not (the count, and so the order of sums, follows the timing).`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('train', argv, {
@@ -27,7 +33,7 @@ export async function run(argv: string[]): Promise<number> {
     lr: { type: 'string' }, momentum: { type: 'string' }, 'no-nesterov': { type: 'boolean' }, wd: { type: 'string' },
     'no-decay-bn-bias': { type: 'boolean' }, schedule: { type: 'string' }, warmup: { type: 'string' },
     'label-smoothing': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, resume: { type: 'boolean' },
-    budget: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, subset: { type: 'string' },
+    budget: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, subset: { type: 'string' },
   });
   if (v.help) {
     console.log(usage);
@@ -40,7 +46,15 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`train: --seed must be a non-negative integer, got "${v.seed}"`);
   const budget = v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60;
 
+  const auto = v.threads === 'auto';
+  if (v.threads !== undefined && !auto && !/^[1-9]\d*$/.test(v.threads)) throw new Error(`train: --threads must be a positive integer or auto, got "${v.threads}"`);
+  const threads = v.threads === undefined || auto ? undefined : Number(v.threads);
+  // OpenMP reads OMP_NUM_THREADS when the addon loads; setNumThreads covers an addon already loaded.
+  if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
   const backend = await initBackend();
+  const native = backend.name === 'native' ? (backend as unknown as NativeBackend) : null;
+  if (threads !== undefined) native?.setNumThreads(threads);
+  const governor = auto && native ? new ThreadGovernor(backend.info().threads, (n) => native.setNumThreads(n)) : undefined;
   const opened = await openData(v.data ?? 'fashion-mnist', { imageSize: v['image-size'] ? intOption('train', 'image-size', v['image-size'], 224) : undefined, skipBad: v['skip-bad'] });
   const data = v.subset ? subsetData(opened, intOption('train', 'subset', v.subset, 1)) : opened;
   const loaders = loadersFor(data, { batchSize: batch, seed });
@@ -67,6 +81,7 @@ export async function run(argv: string[]): Promise<number> {
     resume: !!v.resume,
     budgetSeconds: budget,
     runInfo: { argv, ...info },
+    threads: governor,
     onBatch: json ? undefined : (p: BatchProgress) => process.stdout.write(`\r${progressLine(p, epochs)}`),
     onEpoch: (m: EpochMetrics) => {
       if (json) console.log(JSON.stringify(m));
@@ -79,6 +94,11 @@ export async function run(argv: string[]): Promise<number> {
     },
   });
   const last = result.history[result.history.length - 1];
+  if (governor) {
+    // [step, threads] at every change: what the governor chose, for the log
+    if (json) console.log(JSON.stringify({ event: 'threads', changes: governor.changes }));
+    else console.log(`threads (auto): ${governor.changes.map(([step, n]) => `${n} from step ${step}`).join(', ')}`);
+  }
   if (json) console.log(JSON.stringify({ event: 'end', stopped: result.stopped, out: outDir, test_acc: last?.test_acc ?? null }));
   else if (result.stopped === 'interrupted') console.log(`\ninterrupted: checkpoint saved in ${outDir}; continue with --resume --out ${outDir}`);
   else console.log(`done (${result.stopped}): test accuracy ${last?.test_acc !== null && last ? (100 * last.test_acc!).toFixed(2) + '%' : '-'}; run folder ${outDir}`);
