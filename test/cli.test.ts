@@ -35,11 +35,16 @@ describe('residual CLI', () => {
     assert.ok(info.threads >= 1);
   });
 
-  it('train writes JSON lines, metrics.jsonl and a checkpoint per epoch', () => {
-    const r = residual('train', '--model', 'resnet20', '--subset', '512', '--epochs', '2', '--batch', '64', '--json', '--out', run);
+  it('train writes JSON lines, metrics.jsonl and a checkpoint per epoch (with --threads auto)', () => {
+    const r = residual('train', '--model', 'resnet20', '--subset', '512', '--epochs', '2', '--batch', '64', '--json', '--out', run, '--threads', 'auto');
     assert.equal(r.code, 0, r.stderr);
     const lines = jsonLines(r.stdout);
     assert.equal(lines[0].event, 'start');
+    // the governor's log: every core from step 0, then its probe of one thread (when there are 2+ cores)
+    const threads = lines.find((l) => l.event === 'threads') as { changes: [number, number][] } | undefined;
+    assert.ok(threads, 'no threads event');
+    assert.deepEqual(threads.changes[0], [0, lines[0].threads]);
+    if ((lines[0].threads as number) > 1) assert.deepEqual(threads.changes[1], [4, 1]);
     const epochs = lines.filter((l) => 'epoch' in l);
     assert.equal(epochs.length, 2);
     for (const k of ['epoch', 'train_loss', 'train_acc', 'test_loss', 'test_acc', 'lr', 'elapsed_s', 'images_per_s']) {
@@ -111,6 +116,7 @@ describe('residual CLI', () => {
     const cases: [string[], RegExp][] = [
       [['train', '--model', 'resnet21'], /unknown model "resnet21"\. Known models: .*resnet20/],
       [['train', '--model', 'resnet20', '--epochs', '0'], /--epochs must be a positive integer, got "0"/],
+      [['train', '--model', 'resnet20', '--threads', 'fast'], /--threads must be a positive integer or auto, got "fast"/],
       [['train', '--model', 'resnet20', '--data', 'mnist'], /--data must be fashion-mnist, cifar10:DIR/],
       [['train', '--model', 'resnet20', '--data', 'cifar10:/nonexistent'], /directory \/nonexistent does not exist/],
       [['eval', '--model', 'resnet20', '--weights', join(dir, 'nope.safetensors')], /nope\.safetensors do not exist/],
