@@ -117,6 +117,7 @@ describe('residual CLI', () => {
       [['train', '--model', 'resnet21'], /unknown model "resnet21"\. Known models: .*resnet20/],
       [['train', '--model', 'resnet20', '--epochs', '0'], /--epochs must be a positive integer, got "0"/],
       [['train', '--model', 'resnet20', '--threads', 'fast'], /--threads must be a positive integer or auto, got "fast"/],
+      [['experiment', 'degradation', '--threads', '0'], /experiment: --threads must be a positive integer or auto, got "0"/],
       [['train', '--model', 'resnet20', '--data', 'mnist'], /--data must be fashion-mnist, cifar10:DIR/],
       [['train', '--model', 'resnet20', '--data', 'cifar10:/nonexistent'], /directory \/nonexistent does not exist/],
       [['eval', '--model', 'resnet20', '--weights', join(dir, 'nope.safetensors')], /nope\.safetensors do not exist/],

@@ -83,7 +83,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   const runs: ModelRun[] = [];
   for (const m of models) {
     log({ event: 'model', model: m.name, params: m.params, macs: m.macs }, `training ResNeXt-${depth} ${m.label} (${int(m.params)} params, ${macs(m.macs)} MACs)`);
-    const r = await trainContender(m, data, plan, recipe, join(o.out, 'models', m.name), { seed: o.seed, resume: o.resume, log, progress: o.progress });
+    const r = await trainContender(m, data, plan, recipe, join(o.out, 'models', m.name), { seed: o.seed, resume: o.resume, autoThreads: o.autoThreads, log, progress: o.progress });
     runs.push(r);
     if (r.stopped === 'interrupted') break;
   }

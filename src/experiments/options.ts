@@ -42,6 +42,8 @@ export interface ExperimentOptions {
   repeats?: number;
   /** Continue the model runs an interrupted experiment left in `out` (their checkpoints). */
   resume?: boolean;
+  /** Each model's training picks its thread count from measured steps (ThreadGovernor; `--threads auto`). */
+  autoThreads?: boolean;
   /** A transient progress line during training (a terminal's status line), at most a few per second. */
   progress?: (text: string) => void;
   /** Progress: an event for --json, and its text for a person. */

@@ -14,6 +14,7 @@ import { ResNet, traceNet } from '../models/net.js';
 import { manualSeed } from '../nn/index.js';
 import { plotRun } from '../report/index.js';
 import { openData, type DataSpec } from '../train/data_spec.js';
+import { engineThreadGovernor } from '../train/threads.js';
 import { train, type EpochMetrics } from '../train/trainer.js';
 import { backendLine } from './markdown.js';
 import type { ExperimentOptions } from './options.js';
@@ -219,7 +220,7 @@ function readCurve(file: string, upTo: number): CurvePoint[] {
  * curves.png). With `resume`, a run folder left by an interrupted run continues where it stopped.
  */
 export async function trainContender(m: Contender, data: ExperimentData, plan: Plan, recipe: Recipe, dir: string,
-  o: { seed: number; resume?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
+  o: { seed: number; resume?: boolean; autoThreads?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
   const started = Date.now();
   manualSeed(o.seed);
   const model = new ResNet(m.spec);
@@ -278,6 +279,7 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
     epochs: plan.segments, lr: recipe.lr, momentum: recipe.momentum, nesterov: recipe.nesterov, weightDecay: recipe.weightDecay,
     schedule: { kind: 'multistep', milestones }, outDir: dir, resume,
     runInfo: { experiment_model: m.name, plan, recipe, params: m.params, macs: m.macs },
+    threads: o.autoThreads ? engineThreadGovernor() ?? undefined : undefined,
     onBatch,
     onEpoch: (e) => o.log({ event: 'eval', model: m.name, iteration: e.iteration, train_error: 1 - e.train_acc, test_error: e.test_acc === null ? null : 1 - e.test_acc, elapsed_s: e.elapsed_s },
       `  ${m.name}: iteration ${e.iteration}/${plan.iterations}  train error ${(100 * (1 - e.train_acc)).toFixed(2)}%  test error ${e.test_acc === null ? '-' : (100 * (1 - e.test_acc)).toFixed(2) + '%'}  (${e.elapsed_s.toFixed(0)} s)`),

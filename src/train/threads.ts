@@ -6,6 +6,8 @@
 // thread that shares its vCPU. Which count is faster depends on what else runs, and that changes,
 // so the governor measures: a few steps at each candidate, the faster median wins, and after
 // `runSteps` steps it measures again.
+import { defaultBackend } from '../backend/index.js';
+import type { NativeBackend } from '../backend/native.js';
 
 export interface ThreadGovernorOptions {
   /** Steps timed per candidate in a probe, after one untimed step (new primitives; default 3). */
@@ -81,6 +83,21 @@ export class ThreadGovernor {
     this.current = n;
     this.apply(n);
   }
+}
+
+let engineMax: number | undefined;
+
+/**
+ * A governor over the native engine's threads, from all it had when first asked (OMP_NUM_THREADS,
+ * else every core) down to one; null on the reference backend. One per training run: a probe that
+ * straddled two models would compare unlike steps.
+ */
+export function engineThreadGovernor(o: ThreadGovernorOptions = {}): ThreadGovernor | null {
+  const backend = defaultBackend();
+  if (backend.name !== 'native') return null;
+  const native = backend as unknown as NativeBackend;
+  engineMax ??= native.info().threads;
+  return new ThreadGovernor(engineMax, (n) => native.setNumThreads(n), o);
 }
 
 function median(xs: number[]): number {

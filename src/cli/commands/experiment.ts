@@ -4,7 +4,7 @@ import { initBackend } from '../../backend/index.js';
 import {
   DEFAULT_BUDGET, checkDataOption, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
 } from '../../experiments/index.js';
-import { intOption, parse } from '../args.js';
+import { fixThreads, intOption, parse, threadsOption } from '../args.js';
 
 export const summary = 'run a paper experiment (degradation, cardinality, forms, complexity) and write its report';
 
@@ -23,6 +23,9 @@ options:
   --batch N           mini-batch (default 128); --evals N: test evaluations along each run (default 10)
   --out DIR           run folder (default runs/experiment-<name>-<time>); --resume continues an interrupted one there
   --seed S            (default 0); --json prints progress and the result as JSON lines
+  --threads N|auto    engine threads (default: OMP_NUM_THREADS, else every core); auto: each model's training
+                      times every core against one thread and keeps the faster (for a shared machine; runs
+                      then do not repeat bit for bit)
   degradation:  --depths 20,56          plain and residual nets of these depths (6n+2)
   cardinality:  --cardinalities 1,2,4,8 --width D (d of C=1, default 16) --base B (stem width, default 16) --depth 20
                 (--full: ResNeXt-29, width 64, base 64: the paper's 1x64d .. 8x14d at equal cost)
@@ -37,6 +40,7 @@ export async function run(argv: string[]): Promise<number> {
     json: { type: 'boolean' }, subset: { type: 'string' }, 'test-subset': { type: 'string' }, batch: { type: 'string' }, evals: { type: 'string' },
     depths: { type: 'string' }, cardinalities: { type: 'string' }, width: { type: 'string' }, base: { type: 'string' }, depth: { type: 'string' },
     channels: { type: 'string' }, size: { type: 'string' }, repeats: { type: 'string' }, resume: { type: 'boolean' },
+    threads: { type: 'string' },
   }, true);
   if (v.help) {
     console.log(usage);
@@ -53,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
   const seed = v.seed === undefined ? 0 : Number(v.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`experiment: --seed must be a non-negative integer, got "${v.seed}"`);
   const int = (k: keyof typeof v & string) => (v[k] === undefined ? undefined : intOption('experiment', k, v[k] as string, 1));
+  const threads = threadsOption('experiment', v.threads);
   const json = !!v.json;
   const tty = !json && process.stdout.isTTY;
   const o: ExperimentOptions = {
@@ -74,6 +79,7 @@ export async function run(argv: string[]): Promise<number> {
     size: int('size'),
     repeats: int('repeats'),
     resume: !!v.resume,
+    autoThreads: threads.auto,
     // On a terminal a status line shows the batch being trained; log lines print over it.
     log: (event, text) => {
       if (tty) process.stdout.write('\r\x1b[2K');
@@ -83,6 +89,7 @@ export async function run(argv: string[]): Promise<number> {
   };
   checkDataOption(o.data);
   const backend = await initBackend();
+  fixThreads(backend, threads.fixed);
   if (json) console.log(JSON.stringify({ event: 'start', experiment: name, out: o.out, backend: backend.name, threads: backend.info().threads }));
   else console.log(`experiment ${name} -> ${o.out} (${backend.name} backend, ${backend.info().threads} threads)`);
   const r = await runExperiment(name, o);

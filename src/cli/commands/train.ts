@@ -4,10 +4,9 @@ import { createModel, modelNames } from '../../models/index.js';
 import { manualSeed } from '../../nn/index.js';
 import { loadersFor, openData, subsetData } from '../../train/data_spec.js';
 import { parseSchedule } from '../../train/schedule.js';
-import { ThreadGovernor } from '../../train/threads.js';
+import { engineThreadGovernor } from '../../train/threads.js';
 import { train, type BatchProgress, type EpochMetrics } from '../../train/trainer.js';
-import type { NativeBackend } from '../../backend/native.js';
-import { intOption, numberOption, parse } from '../args.js';
+import { fixThreads, intOption, numberOption, parse, threadsOption } from '../args.js';
 import { progressLine } from '../progress.js';
 
 export const summary = 'train a model on Fashion-MNIST, CIFAR or an image folder';
@@ -46,15 +45,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`train: --seed must be a non-negative integer, got "${v.seed}"`);
   const budget = v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60;
 
-  const auto = v.threads === 'auto';
-  if (v.threads !== undefined && !auto && !/^[1-9]\d*$/.test(v.threads)) throw new Error(`train: --threads must be a positive integer or auto, got "${v.threads}"`);
-  const threads = v.threads === undefined || auto ? undefined : Number(v.threads);
-  // OpenMP reads OMP_NUM_THREADS when the addon loads; setNumThreads covers an addon already loaded.
-  if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
+  const threads = threadsOption('train', v.threads);
   const backend = await initBackend();
-  const native = backend.name === 'native' ? (backend as unknown as NativeBackend) : null;
-  if (threads !== undefined) native?.setNumThreads(threads);
-  const governor = auto && native ? new ThreadGovernor(backend.info().threads, (n) => native.setNumThreads(n)) : undefined;
+  fixThreads(backend, threads.fixed);
+  const governor = threads.auto ? engineThreadGovernor() ?? undefined : undefined;
   const opened = await openData(v.data ?? 'fashion-mnist', { imageSize: v['image-size'] ? intOption('train', 'image-size', v['image-size'], 224) : undefined, skipBad: v['skip-bad'] });
   const data = v.subset ? subsetData(opened, intOption('train', 'subset', v.subset, 1)) : opened;
   const loaders = loadersFor(data, { batchSize: batch, seed });
