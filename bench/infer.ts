@@ -10,12 +10,12 @@
 // for us and PyTorch, intraOpNumThreads for ONNX Runtime), and the engines alternate (ours, PyTorch,
 // ORT, ours, ...) because this machine is shared; each engine keeps its fastest median across
 // rounds. Prints one JSON object with the ratios ours / engine (below 1.0: we are faster).
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { lastJson, runChild } from './child.js';
 
 interface Case {
   model: string;
@@ -65,17 +65,6 @@ async function runOrt(c: Case, dir: string): Promise<EngineResult> {
   const m = times.length >> 1;
   const ms = times.length % 2 ? times[m]! : (times[m - 1]! + times[m]!) / 2;
   return { engine: `onnxruntime-node ${ort.env.versions.common} (our ONNX export, BN folded)`, threads: c.threads, ms_per_image: ms / c.batch };
-}
-
-function lastJson<T>(stdout: string): T {
-  const lines = stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]!) as T;
-}
-
-function runChild(args: string[], env: NodeJS.ProcessEnv, what: string): string {
-  const r = spawnSync(args[0]!, args.slice(1), { env, encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}): ${r.stderr}`);
-  return r.stdout;
 }
 
 function ours(c: Case, env: NodeJS.ProcessEnv, dtype: 'f32' | 'bf16'): EngineResult {

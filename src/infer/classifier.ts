@@ -148,8 +148,8 @@ interface Runner {
   dispose(): void;
 }
 
-function compiledRunner(model: ResNet, input: [number, number, number], opts: CompileOptions): Runner {
-  const plan: CompiledModel = compileForInference(model, { ...opts, input });
+function compiledRunner(model: ResNet, opts: CompileOptions): Runner {
+  const plan: CompiledModel = compileForInference(model, opts);
   return { run: (x, n) => plan.run(x, n), runAsync: (x, n) => plan.runAsync(x, n), dispose: () => plan.dispose() };
 }
 
@@ -217,7 +217,7 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
       throw new Error(`${what}: ${labels.length} class names, but the model has ${numClasses} outputs; pass labels with ${numClasses} names`);
     }
 
-    const runner = native ? compiledRunner(model, input, { input, maxBatch, dtype, winograd: opts.winograd }) : eagerRunner(model, input);
+    const runner = native ? compiledRunner(model, { input, maxBatch, dtype, winograd: opts.winograd }) : eagerRunner(model, input);
     if (native && ownsModel) {
       modelDisposed = true;
       model.dispose(); // the plan holds its own copy of the weights

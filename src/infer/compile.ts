@@ -34,7 +34,8 @@ export interface CompileOptions {
    * Winograd for the wide 3x3 stride-1 f32 convs (the ResNets; ResNeXt's grouped convs cannot use
    * it). Unset: the plan decides (on where they carry enough of the work: 10-20% faster ResNet-50).
    * false: never, for memory: its weights and scratchpad cost more (ResNet-50 at maxBatch 8 with every
-   * batch size run: 390 MB against 170). true: wherever eligible.
+   * batch size run: 390 MB against 170). true: wherever eligible (3x3 stride 1, >= 64 channels) in
+   * a blocked-layout plan (the ImageNet-width nets; the narrow CIFAR nets run NHWC, without it).
    */
   winograd?: boolean;
 }

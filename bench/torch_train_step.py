@@ -1,0 +1,52 @@
+"""PyTorch side of bench/train_step.ts: one training step (forward, cross-entropy, backward, SGD with
+momentum), median ms of timed steps.
+
+Reads {"model", "batch", "input": [C,H,W], "threads", "warmup", "runs", "layout"} from the JSON file
+named on the command line and prints one JSON object. torchvision's ImageNet models, or the CIFAR
+ResNet-6n+2 of scripts/fixtures/models_parity.py ("resnet20", "resnet56", ...). Random weights and
+inputs (timing does not depend on them). Run by Debian's interpreter (/usr/bin/python3).
+"""
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+sys.path.insert(0, __file__.rsplit("/bench/", 1)[0] + "/scripts/fixtures")
+from models_parity import CifarResNet  # noqa: E402  the paper's CIFAR nets, option-A shortcuts
+
+spec = json.load(open(sys.argv[1]))
+torch.set_num_threads(spec["threads"])
+torch.manual_seed(0)
+name = spec["model"]
+c, h, w = spec["input"]
+if hasattr(torchvision.models, name):
+    model = getattr(torchvision.models, name)()
+else:
+    depth = int(name.removeprefix("resnet"))
+    model = CifarResNet((depth - 2) // 6, in_channels=c)
+model.train()
+x = torch.rand(spec["batch"], c, h, w)
+y = torch.randint(0, 10, (spec["batch"],))
+if spec.get("layout") == "nhwc":
+    model = model.to(memory_format=torch.channels_last)
+    x = x.to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+times = []
+for i in range(spec["warmup"] + spec["runs"]):
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    loss.item()
+    opt.step()
+    opt.zero_grad()
+    if i >= spec["warmup"]:
+        times.append((time.perf_counter() - t0) * 1000)
+ms = statistics.median(times)
+print(json.dumps({
+    "engine": f"pytorch {torch.__version__} train ({spec.get('layout', 'nchw')})", "threads": torch.get_num_threads(),
+    "ms_per_batch": ms, "ms_per_image": ms / spec["batch"],
+}))
