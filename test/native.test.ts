@@ -3,6 +3,7 @@
 // Tolerance: max |native - reference| <= 1e-4 * max |reference| (per output tensor).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
@@ -395,6 +396,23 @@ describe('native backend: convolution vs reference', () => {
       nb.conv2dBackward(x.n, w.n, dy.n, p, needs);
     }
     assert.equal(nb.stats().primitivesCreated, made);
+  });
+
+  it("loads libgomp with a short barrier spin unless the user chose one, and leaves the environment as it was", () => {
+    // libgomp prints its settings at load with OMP_DISPLAY_ENV=verbose (BENCHMARKS.md: why 1,000)
+    const load = (env: Record<string, string>) => {
+      const module = new URL('../src/backend/native.js', import.meta.url).href;
+      const code = `import(${JSON.stringify(module)}).then((m) => { new m.NativeBackend(); console.log(String(process.env.GOMP_SPINCOUNT)); })`;
+      const base = { ...process.env };
+      delete base.GOMP_SPINCOUNT;
+      delete base.OMP_WAIT_POLICY;
+      const r = spawnSync(process.execPath, ['-e', code], { env: { ...base, OMP_DISPLAY_ENV: 'verbose', ...env }, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return { spin: /GOMP_SPINCOUNT = '(\d+)'/.exec(r.stderr)?.[1], env: r.stdout.trim() };
+    };
+    assert.deepEqual(load({}), { spin: '1000', env: 'undefined' });
+    assert.deepEqual(load({ GOMP_SPINCOUNT: '20000' }), { spin: '20000', env: '20000' });
+    assert.notEqual(load({ OMP_WAIT_POLICY: 'active' }).spin, '1000');
   });
 
   it('a new thread count gets primitives of its own (oneDNN runs one with its creation count), same results', () => {
