@@ -1,9 +1,11 @@
 // Convolution forward, backward-data and backward-weights (groups, stride, padding, dilation).
 // Activations and their gradients are NHWC; weights are plain OIHW (goihw view for groups) and are
 // reordered into the primitive's format through the tensor's derived-copy cache (once per update).
+#include <cstdlib>
 #include <cstring>
 
 #include "common.h"
+#include "grouped_conv.h"
 
 namespace residual {
 namespace {
@@ -148,12 +150,41 @@ memory::desc WeightView(Tensor* w, const ConvShape& s) {
   return s.WeiPlain();
 }
 
+// ResNeXt's 3x3 convs with 4 or 8 channels per group run our own kernel (grouped_conv.cc; oneDNN's
+// NHWC kernels for them run at a third of its rate): the forward, and the stride-1 backward-data,
+// which is the same convolution of dy with each group's weights transposed and flipped.
+// RESIDUAL_NATIVE_GROUPED=onednn keeps oneDNN's for A/B.
+bool Narrow(const ConvShape& s) {
+  static const bool off = [] {
+    const char* v = std::getenv("RESIDUAL_NATIVE_GROUPED");
+    return v != nullptr && std::string(v) == "onednn";
+  }();
+  return !off && !g_any_layout && GroupedConv3x3::Covers(s.c, s.o, s.g, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw);
+}
+
+// y (NHWC) = the narrow grouped conv of `src` (NHWC, [n, c, h, w]) with OIHW weights `wei` (+ bias).
+void RunNarrow(const ConvShape& s, const float* wei, const float* bias, int64_t stride, const void* src, int64_t h, int64_t w,
+               void* dst, int64_t oh, int64_t ow) {
+  std::vector<float> zeros;
+  if (!bias) zeros.assign(static_cast<size_t>(s.o), 0.f);
+  GroupedConv3x3 k(wei, bias ? bias : zeros.data(), s.o, s.c / s.g, stride, false, false);
+  k.Run(src, BlockStrides::Nhwc(s.c, h, w), h, w, dst, BlockStrides::Nhwc(s.o, oh, ow), oh, ow, s.n, false);
+}
+
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   Tensor* x = ArgTensor(info, 0);
   Tensor* w = ArgTensor(info, 1);
   Tensor* b = ArgTensorOrNull(info, 2);
   ConvShape s = ParseConv(x, w, info, 3);
   if (b) Require(b->Numel() == s.o && b->layout == Layout::Plain, "bias must have one value per output channel");
+  if (Narrow(s)) {
+    WeightView(w, s);  // plain OIHW
+    memory src = AsLayout(x, Layout::NHWC);
+    NewT y = NewCanon(info.Env(), s.Dst());
+    RecordImpl(s.K("conv_fwd").s, s.c / s.g == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
+    RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, y.t->mem.get_data_handle(), s.oh, s.ow);
+    return y.obj;
+  }
   auto& e = GetFwd(s, b != nullptr);
   memory wei = w->Derived(WeightView(w, s), e.pd.weights_desc());
   memory src = Want(AsLayout(x, Layout::NHWC), e.pd.src_desc());
@@ -180,7 +211,21 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   memory::desc wview = WeightView(w, s);  // may relayout w: before any other memory handle is taken
   memory ddst_nhwc = AsLayout(dy, Layout::NHWC);
 
-  if (need_x) {
+  if (need_x && Narrow(s) && s.sh == 1) {
+    // dx = conv(dy, w') with w'[g*W + i][o][a][b] = w[g*W + o][i][2 - a][2 - b] (stride 1, padding 1)
+    const int64_t width = s.c / s.g;
+    const float* wp = w->Data();
+    std::vector<float> wt(static_cast<size_t>(s.o * width * 9));
+    for (int64_t g = 0; g < s.g; ++g)
+      for (int64_t o = 0; o < width; ++o)
+        for (int64_t i = 0; i < width; ++i)
+          for (int64_t t = 0; t < 9; ++t)
+            wt[static_cast<size_t>(((g * width + i) * width + o) * 9 + t)] = wp[((g * width + o) * width + i) * 9 + (8 - t)];
+    NewT dx = NewCanon(env, s.Src());
+    RecordImpl(s.K("conv_bwd_data").s, width == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
+    RunNarrow(s, wt.data(), nullptr, 1, ddst_nhwc.get_data_handle(), s.oh, s.ow, dx.t->mem.get_data_handle(), s.h, s.w);
+    out.Set("dx", dx.obj);
+  } else if (need_x) {
     auto& e = GetBwdData(s);
     memory ddst = Want(ddst_nhwc, e.pd.diff_dst_desc());
     memory wei = w->Derived(wview, e.pd.weights_desc());

@@ -307,6 +307,10 @@ const convCases: ConvCase[] = [
   { n: 7, c: 8, h: 8, w: 8, o: 16, k: [3, 3], s: 2, p: 1, d: 1, g: 8, bias: false }, // depthwise x2
   { n: 1, c: 4, h: 13, w: 13, o: 5, k: [5, 3], s: [2, 1], p: [3, 1], d: [1, 2], g: 1, bias: true },
   { n: 2, c: 32, h: 5, w: 5, o: 32, k: [3, 3], s: 1, p: 3, d: 2, g: 32, bias: false }, // depthwise, pad 3
+  // 4 and 8 channels per group, 3x3: our own kernel (forward, and backward-data at stride 1)
+  { n: 3, c: 64, h: 9, w: 14, o: 64, k: [3, 3], s: 1, p: 1, d: 1, g: 16, bias: true },
+  { n: 2, c: 128, h: 8, w: 13, o: 128, k: [3, 3], s: 1, p: 1, d: 1, g: 16, bias: false },
+  { n: 2, c: 48, h: 11, w: 9, o: 48, k: [3, 3], s: 2, p: 1, d: 1, g: 6, bias: true },
 ];
 
 describe('native backend: convolution vs reference', () => {
