@@ -5,12 +5,12 @@
 // Alternates `residual train` and bench/torch_fashion_epoch.py (A B A B: this machine is shared),
 // both pinned to the same thread count, and prints one JSON object with every run's training time
 // per epoch (the test pass excluded), test accuracy, and the ratio ours / PyTorch of the fastest runs.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runChild } from './child.js';
 
 interface EpochRun { epoch_s: number; test_acc: number; train_loss: number }
 
@@ -22,9 +22,7 @@ function jsonLines(out: string): Record<string, unknown>[] {
 }
 
 function run(cmd: string[], env: NodeJS.ProcessEnv, what: string): EpochRun[] {
-  const r = spawnSync(cmd[0], cmd.slice(1), { env, encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}): ${r.stderr}`);
-  return jsonLines(r.stdout).filter((l) => typeof l.epoch_s === 'number') as unknown as EpochRun[];
+  return jsonLines(runChild(cmd, env, what)).filter((l) => typeof l.epoch_s === 'number') as unknown as EpochRun[];
 }
 
 const { values } = parseArgs({ options: { threads: { type: 'string', default: '2' }, rounds: { type: 'string', default: '2' }, epochs: { type: 'string', default: '1' } } });

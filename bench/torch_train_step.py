@@ -7,9 +7,7 @@ ResNet-6n+2 of scripts/fixtures/models_parity.py ("resnet20", "resnet56", ...). 
 inputs (timing does not depend on them). Run by Debian's interpreter (/usr/bin/python3).
 """
 import json
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +15,7 @@ import torchvision
 
 sys.path.insert(0, __file__.rsplit("/bench/", 1)[0] + "/scripts/fixtures")
 from models_parity import CifarResNet  # noqa: E402  the paper's CIFAR nets, option-A shortcuts
+from torch_timing import report  # noqa: E402
 
 spec = json.load(open(sys.argv[1]))
 torch.set_num_threads(spec["threads"])
@@ -29,24 +28,16 @@ else:
     depth = int(name.removeprefix("resnet"))
     model = CifarResNet((depth - 2) // 6, in_channels=c)
 model.train()
-x = torch.rand(spec["batch"], c, h, w)
 y = torch.randint(0, 10, (spec["batch"],))
-if spec.get("layout") == "nhwc":
-    model = model.to(memory_format=torch.channels_last)
-    x = x.to(memory_format=torch.channels_last)
 opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-times = []
-for i in range(spec["warmup"] + spec["runs"]):
-    t0 = time.perf_counter()
-    loss = F.cross_entropy(model(x), y)
+
+
+def step(m, x):
+    loss = F.cross_entropy(m(x), y)
     loss.backward()
     loss.item()
     opt.step()
     opt.zero_grad()
-    if i >= spec["warmup"]:
-        times.append((time.perf_counter() - t0) * 1000)
-ms = statistics.median(times)
-print(json.dumps({
-    "engine": f"pytorch {torch.__version__} train ({spec.get('layout', 'nchw')})", "threads": torch.get_num_threads(),
-    "ms_per_batch": ms, "ms_per_image": ms / spec["batch"],
-}))
+
+
+report(spec, step, "train", model, torch.rand(spec["batch"], c, h, w))

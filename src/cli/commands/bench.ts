@@ -1,10 +1,9 @@
 // `residual bench`: times a model on this machine, inference through the compiled plan or a full
 // training step, and prints the median; --json makes the last line one JSON object for scripts.
 import { initBackend } from '../../backend/index.js';
-import type { NativeBackend } from '../../backend/native.js';
 import { benchmark, type BenchDtype, type BenchMode } from '../../infer/bench.js';
 import { getModel } from '../../models/index.js';
-import { intOption, parse, shapeOption } from '../args.js';
+import { fixThreads, intOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'time a model: compiled inference or a training step (median of several runs)';
 
@@ -58,7 +57,7 @@ export async function run(argv: string[]): Promise<number> {
   // OpenMP reads OMP_NUM_THREADS when the addon loads; setNumThreads covers an addon already loaded.
   if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
   const backend = await initBackend(mode === 'infer' ? 'native' : undefined);
-  if (threads !== undefined && backend.name === 'native') (backend as unknown as NativeBackend).setNumThreads(threads);
+  fixThreads(backend, threads);
 
   const r = benchmark({ model: values.model!, batch, mode: mode as BenchMode, dtype: dtype as BenchDtype, input, warmup, runs });
   if (values.json) {
