@@ -93,7 +93,7 @@ async function main(): Promise<void> {
       threads: { type: 'string', default: '2' }, rounds: { type: 'string', default: '2' }, runs: { type: 'string', default: '10' },
       warmup: { type: 'string', default: '3' }, models: { type: 'string', default: 'resnet50,resnext50_32x4d' },
       batches: { type: 'string', default: '1,16' }, input: { type: 'string', default: '3x224x224' },
-      'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' }, bf16: { type: 'boolean', default: true },
+      'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' }, 'no-bf16': { type: 'boolean' },
     },
   });
   if (values['ort-only']) {
@@ -101,6 +101,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(await runOrt(c, dir)));
     return;
   }
+  const bf16 = !values['no-bf16'];
   const threads = Number(values.threads);
   const input = values.input!.split('x').map(Number) as [number, number, number];
   const env = { ...process.env, OMP_NUM_THREADS: String(threads) };
@@ -117,7 +118,7 @@ async function main(): Promise<void> {
           const results: Partial<Record<keyof typeof best, EngineResult>> = {
             ours: ours(c, env, 'f32'), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp),
           };
-          if (values.bf16) results.ours_bf16 = ours(c, env, 'bf16');
+          if (bf16) results.ours_bf16 = ours(c, env, 'bf16');
           for (const [k, r] of Object.entries(results) as [keyof typeof best, EngineResult][]) {
             engines[k] = `${r.engine}, ${r.threads} threads`;
             best[k] = Math.min(best[k], r.ms_per_image);
@@ -127,7 +128,7 @@ async function main(): Promise<void> {
           model, batch, ours_ms_per_image: +best.ours.toFixed(2), torch_ms_per_image: +best.torch.toFixed(2),
           ort_ms_per_image: +best.ort.toFixed(2), ratio_vs_ort: +(best.ours / best.ort).toFixed(3),
           ratio_vs_torch: +(best.ours / best.torch).toFixed(3),
-          ...(values.bf16 ? { ours_bf16_ms_per_image: +best.ours_bf16.toFixed(2), ratio_bf16_vs_ort: +(best.ours_bf16 / best.ort).toFixed(3) } : {}),
+          ...(bf16 ? { ours_bf16_ms_per_image: +best.ours_bf16.toFixed(2), ratio_bf16_vs_ort: +(best.ours_bf16 / best.ort).toFixed(3) } : {}),
           load_1min: [+loadBefore.toFixed(2), +loadavg()[0]!.toFixed(2)], // before and after this case: other work on the machine
         });
         console.error(JSON.stringify(rows[rows.length - 1]));
