@@ -12,7 +12,8 @@ export { SGD, decayGroups, type SgdConfig, type ParamGroup } from './train/sgd.j
 export { learningRate, parseSchedule, type ScheduleSpec } from './train/schedule.js';
 export { train, evaluate, type TrainOptions, type EpochMetrics, type TrainResult } from './train/trainer.js';
 export { saveCheckpoint, loadCheckpoint, listCheckpoints } from './train/checkpoint.js';
-export { openData, loadersFor, subsetData, type DataSpec } from './train/data_spec.js';
+export { openData, loadersFor, subsetData, cardFor, type DataSpec } from './train/data_spec.js';
+export { runTraining, RECIPES, type TrainRunOptions, type TrainRunResult, type TrainRunStart, type TrainSettings } from './train/run.js';
 export {
   compileForInference, loadClassifier, compareLogits, type LogitAgreement, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
 } from './infer/index.js';

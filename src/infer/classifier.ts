@@ -2,8 +2,9 @@
 // turns images into top-k classes. `residual predict` and `residual serve` are built on it.
 //
 // Preprocessing follows what the weights were trained with:
-//  - a run folder from `residual train` (or a checkpoint in one): its dataset's size, mean/std and
-//    class names, read from the checkpoint's state.json;
+//  - weights with a model card (`residual train` writes one into every checkpoint's weights and
+//    state.json): its input size, eval transform, mean/std and class names;
+//  - an older run folder: its dataset's size, mean/std and class names, from state.json's arguments;
 //  - otherwise the model's input ([C, H, W], default the registry's): 3x224x224 gets torchvision's
 //    ImageNet eval transform (resize 256, center crop 224, ImageNet mean/std), other sizes a direct
 //    resize; 1-channel models see the image's luma (PIL's convert('L')).
@@ -17,13 +18,16 @@ import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
   applyTransforms, classNames, decodeImage, type ImageCHW, type TransformSpec,
 } from '../data/index.js';
-import { getModel, loadModel, resolveWeightsPath, ResNet } from '../models/index.js';
+import { getModel, loadModel, readCard, resolveWeightsPath, ResNet, type ModelCard } from '../models/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 
 export interface ClassifierOptions {
-  /** A registered model name (`residual models`), or a model already built (it is compiled, not kept or disposed). */
-  model: string | ResNet;
+  /**
+   * A registered model name (`residual models`), or a model already built (it is compiled, not kept
+   * or disposed). May be left out when the weights carry a model card, which names the model.
+   */
+  model?: string | ResNet;
   /** Weights for a named model: .pth, .safetensors, or a run folder from `residual train`. Without: random weights. */
   weights?: string | null;
   /** Class names: 'imagenet', 'fashion-mnist', 'cifar10', a file with one name per line, or the names themselves. */
@@ -82,7 +86,14 @@ interface Preprocessing {
   width: number;
   mean: readonly number[];
   std: readonly number[];
-  labels: string | null;
+  /** Resize the shorter side to this, then center-crop; absent: torchvision's default for the size. */
+  resize?: number;
+  labels: string | readonly string[] | null;
+}
+
+function fromCard(card: ModelCard): Preprocessing {
+  const [channels, height, width] = card.input;
+  return { channels, height, width, mean: card.mean, std: card.std, resize: card.resize, labels: card.classes };
 }
 
 /** Preprocessing and labels of a run folder's dataset, read from its checkpoint's state.json. */
@@ -103,11 +114,16 @@ function fromRun(weightsFile: string): Preprocessing | null {
   }
 }
 
-/** torchvision's eval transform at 224x224; other sizes are resized directly. */
-export function evalTransforms(pre: { height: number; width: number; mean: readonly number[]; std: readonly number[] }): TransformSpec[] {
-  return pre.height === 224 && pre.width === 224
-    ? [{ type: 'resize', size: 256 }, { type: 'centerCrop', size: 224 }, { type: 'normalize', mean: pre.mean, std: pre.std }]
-    : [{ type: 'resize', size: [pre.height, pre.width] }, { type: 'normalize', mean: pre.mean, std: pre.std }];
+/**
+ * The eval transform: resize the shorter side to `resize` and center-crop (a model card's, or
+ * torchvision's 256 -> 224 at 224x224); other sizes without a card are resized directly.
+ */
+export function evalTransforms(pre: { height: number; width: number; mean: readonly number[]; std: readonly number[]; resize?: number }): TransformSpec[] {
+  const resize = pre.resize ?? (pre.height === 224 && pre.width === 224 ? 256 : undefined);
+  const normalize: TransformSpec = { type: 'normalize', mean: pre.mean, std: pre.std };
+  return resize !== undefined
+    ? [{ type: 'resize', size: resize }, { type: 'centerCrop', size: [pre.height, pre.width] }, normalize]
+    : [{ type: 'resize', size: [pre.height, pre.width] }, normalize];
 }
 
 /** Luma, as PIL's convert('L'): 0.299 R + 0.587 G + 0.114 B, rounded. */
@@ -164,13 +180,14 @@ function eagerRunner(model: ResNet, input: [number, number, number]): Runner {
  * initBackend() when no backend is chosen yet; on the reference backend the model runs eagerly.
  */
 export async function loadClassifier(opts: ClassifierOptions): Promise<Classifier> {
-  if (!opts || (typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
+  if (!opts || (opts.model !== undefined && typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
     throw new Error('loadClassifier: `model` must be a model name (see `residual models`) or a ResNet');
   }
+  if (opts.model === undefined && !opts.weights) throw new Error('loadClassifier: give `model` (a name, see `residual models`), or `weights` whose model card names it');
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`loadClassifier: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
   const maxBatch = positiveInt('maxBatch', opts.maxBatch, 8);
-  const top = positiveInt('top', opts.top, 5);
+  const topAsked = positiveInt('top', opts.top, 5);
   const maxPixels = opts.maxPixels === undefined ? undefined : positiveInt('maxPixels', opts.maxPixels, 0);
   if (opts.input !== undefined && (!Array.isArray(opts.input) || opts.input.length !== 3 || opts.input.some((d) => !Number.isInteger(d) || d < 1))) {
     throw new Error(`loadClassifier: input must be [C, H, W] of positive integers (e.g. [3, 224, 224]), got ${JSON.stringify(opts.input)}`);
@@ -183,13 +200,21 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
 
   // The model and its preprocessing.
   let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
-  if (typeof opts.model === 'string') {
-    name = opts.model;
-    const entry = getModel(name); // unknown names fail here, listing the known ones
+  if (!(opts.model instanceof ResNet)) {
     const weightsFile = opts.weights ? resolveWeightsPath(opts.weights) : null;
-    const [dc, dh, dw] = opts.input ?? entry.defaultInput;
-    pre = (weightsFile && !opts.input ? fromRun(weightsFile) : null)
+    const card = weightsFile ? readCard(weightsFile) : null;
+    if (card && opts.model !== undefined && card.model !== opts.model) {
+      throw new Error(`loadClassifier: the weights ${opts.weights} hold a ${card.model} (their model card says so), not a ${opts.model}`);
+    }
+    name = opts.model ?? card?.model ?? '';
+    if (!name) throw new Error(`loadClassifier: the weights ${opts.weights} do not say which model they belong to; give \`model\` (see \`residual models\`)`);
+    const entry = getModel(name); // unknown names fail here, listing the known ones
+    const [dc, dh, dw] = opts.input ?? card?.input ?? entry.defaultInput;
+    const known = card ? fromCard(card) : weightsFile && !opts.input ? fromRun(weightsFile) : null;
+    // An explicit input size wins over the card's; its mean, std and class names still apply.
+    pre = known && opts.input ? { ...known, channels: dc!, height: dh!, width: dw!, resize: undefined } : known
       ?? { channels: dc!, height: dh!, width: dw!, mean: dc === 3 ? IMAGENET_MEAN : FASHION_MNIST_MEAN, std: dc === 3 ? IMAGENET_STD : FASHION_MNIST_STD, labels: null };
+    if (pre.mean.length !== pre.channels) throw new Error(`loadClassifier: input has ${pre.channels} channels, but the weights' model card normalises ${pre.mean.length}`);
     if (pre.channels !== 1 && pre.channels !== 3) throw new Error(`loadClassifier: input must have 1 (grayscale) or 3 (RGB) channels, got ${pre.channels}`);
     model = loadModel(name, weightsFile, { inChannels: pre.channels }, opts.warn);
     ownsModel = true;
@@ -222,6 +247,8 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
       modelDisposed = true;
       model.dispose(); // the plan holds its own copy of the weights
     }
+    // A model with fewer classes than the default top answers all of its classes.
+    const top = opts.top === undefined ? Math.min(topAsked, numClasses) : topAsked;
     return makeClassifier({ name, input, labels, dtype, maxBatch, top, maxPixels, pre, runner, engine: native ? 'compiled' : 'eager', model: !native && ownsModel ? model : null });
   } catch (e) {
     if (ownsModel && !modelDisposed) model.dispose();

@@ -6,3 +6,4 @@ export * from './cifar.js';
 export * from './resnext_forms.js';
 export * from './registry.js';
 export * from './load.js';
+export * from './card.js';

@@ -4,7 +4,16 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadStateDictFile, type LoadedTensor } from '../io/index.js';
 import type { ResNet } from './net.js';
-import { getModel, type ModelOptions } from './registry.js';
+import { getModel, listModels, traceModel, type ModelOptions } from './registry.js';
+
+/** What loadModel takes beyond the builder's options. */
+export interface LoadModelOptions extends ModelOptions {
+  /**
+   * When `numClasses` differs from the weights' classifier: false (default) refuses, true loads the
+   * trunk and puts a freshly initialised `fc` with `numClasses` outputs on it (fine-tuning).
+   */
+  resetHead?: boolean;
+}
 
 /**
  * CIFAR reimplementations name the head `linear` (akamaster) or `classifier`; ours is `fc`, as in
@@ -54,22 +63,75 @@ export function resolveWeightsPath(path: string): string {
  * Builds `name` with the weights in `weightsPath` (a .pth, a .safetensors or a run folder) or, without
  * it, with fresh initial weights. `opts` adds options the weights do not settle.
  */
-export function loadModel(name: string, weightsPath?: string | null, opts: ModelOptions = {}, warn: (m: string) => void = () => {}): ResNet {
+export function loadModel(name: string, weightsPath?: string | null, opts: LoadModelOptions = {}, warn: (m: string) => void = () => {}): ResNet {
   const entry = getModel(name);
-  if (!weightsPath) return entry.build(opts);
+  const { resetHead = false, ...buildOpts } = opts;
+  if (!weightsPath) return entry.build(buildOpts);
   const weights = renameHead(loadStateDictFile(resolveWeightsPath(weightsPath)), warn);
   const implied = optionsFromWeights(name, weights);
-  for (const k of ['numClasses', 'inChannels'] as const) {
-    if (opts[k] !== undefined && implied[k] !== undefined && opts[k] !== implied[k]) {
-      throw new Error(`${weightsPath}: the weights have ${k} ${implied[k]}, but ${opts[k]} was asked for`);
-    }
+  if (buildOpts.inChannels !== undefined && implied.inChannels !== undefined && buildOpts.inChannels !== implied.inChannels) {
+    throw new Error(`${weightsPath}: the weights take ${implied.inChannels} input channels, but ${buildOpts.inChannels} were asked for`);
   }
-  const model = entry.build({ ...opts, ...implied }, { initWeights: false });
+  const newHead = buildOpts.numClasses !== undefined && implied.numClasses !== undefined && buildOpts.numClasses !== implied.numClasses
+    ? buildOpts.numClasses : null;
+  if (newHead !== null && !resetHead) {
+    throw new Error(`${weightsPath}: the weights classify ${implied.numClasses} classes, but ${newHead} were asked for. ` +
+      'To fine-tune them on your classes, pass resetHead: true (the CLI: residual train --weights W --num-classes K), ' +
+      'which keeps the trunk and starts a new classifier');
+  }
+  const model = entry.build({ ...buildOpts, ...implied }, { initWeights: false });
   try {
     model.loadStateDict(weights);
   } catch (e) {
     model.dispose();
-    throw new Error(`${weightsPath} does not fit ${name}: ${(e as Error).message}`);
+    throw new Error(`${weightsPath} does not fit ${name}: ${describeMismatch(name, buildOpts, weights, e as Error)}`);
+  }
+  if (newHead !== null) {
+    model.replaceHead(newHead);
+    warn(`the classifier fc (${implied.numClasses} classes in the weights) was replaced by a new one with ${newHead} outputs, initialised at random`);
   }
   return model;
+}
+
+/**
+ * A short account of why weights do not fit a model: counts and a few examples of missing,
+ * unexpected and mis-shaped keys rather than every key, and the registered model whose state dict
+ * the weights do match, if any (resnet50 weights given to resnet18, say).
+ */
+export function describeMismatch(name: string, opts: ModelOptions, weights: ReadonlyMap<string, { shape: readonly number[] }>, cause?: Error): string {
+  const expected = stateShapes(name, opts, weights);
+  if (!expected) return cause?.message ?? 'the weights do not fit';
+  const missing = [...expected.keys()].filter((k) => !weights.has(k));
+  const unexpected = [...weights.keys()].filter((k) => !expected.has(k));
+  const misShaped = [...expected].filter(([k, shape]) => weights.has(k) && weights.get(k)!.shape.join('x') !== shape.join('x'))
+    .map(([k, shape]) => `${k} (file ${weights.get(k)!.shape.join('x') || 'scalar'}, model ${shape.join('x') || 'scalar'})`);
+  const few = (xs: string[]) => xs.slice(0, 3).join(', ') + (xs.length > 3 ? `, ... ${xs.length - 3} more` : '');
+  const parts: string[] = [];
+  if (missing.length) parts.push(`${missing.length} of the model's keys missing (${few(missing)})`);
+  if (unexpected.length) parts.push(`${unexpected.length} unexpected keys (${few(unexpected)})`);
+  if (misShaped.length) parts.push(`${misShaped.length} mis-shaped (${few(misShaped)})`);
+  const likely = modelsMatching(weights).filter((m) => m !== name);
+  const hint = likely.length ? `; the weights look like ${likely.slice(0, 3).join(' or ')}: try --model ${likely[0]}` : '';
+  return (parts.length ? parts.join('; ') : cause?.message ?? 'the weights do not fit') + hint;
+}
+
+/** State-dict key -> shape of a registered model built with these options and the weights' head and input. */
+function stateShapes(name: string, opts: ModelOptions, weights: ReadonlyMap<string, { shape: readonly number[] }>): Map<string, readonly number[]> | null {
+  try {
+    const t = traceModel(name, undefined, { ...opts, ...optionsFromWeights(name, weights as Map<string, LoadedTensor>) });
+    return new Map(t.layers.flatMap((l) => l.state.map((s) => [s.key, s.shape] as [string, readonly number[]])));
+  } catch {
+    return null;
+  }
+}
+
+/** Registered models whose every state-dict key and shape the weights have (head and input channels as the weights say). */
+export function modelsMatching(weights: ReadonlyMap<string, { shape: readonly number[] }>): string[] {
+  const out: string[] = [];
+  for (const e of listModels()) {
+    const shapes = stateShapes(e.name, {}, weights);
+    if (!shapes || shapes.size !== weights.size) continue;
+    if ([...shapes].every(([k, shape]) => weights.get(k)?.shape.join('x') === shape.join('x'))) out.push(e.name);
+  }
+  return out;
 }

@@ -2,7 +2,7 @@
 // residual blocks named layer1..layerN, global average pooling and a linear head `fc`. The
 // ImageNet family (resnet.ts) and the CIFAR family (cifar.ts) differ only in the NetSpec they build.
 import { BatchNorm2d, Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
-import { Tensor, flatten } from '../tensor/index.js';
+import { Tensor, flatten, isGradEnabled, tidy } from '../tensor/index.js';
 import { ResidualBlock, makeBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
 import { Tracer, type ConvSpec, type PoolSpec, type TraceResult } from './trace.js';
 
@@ -22,6 +22,24 @@ export type FeatureName = 'stem' | `layer${number}` | 'pool' | 'logits';
 
 export function featureNames(spec: NetSpec): string[] {
   return ['stem', ...spec.stages.map((_, i) => `layer${i + 1}`), 'pool', 'logits'];
+}
+
+/**
+ * What fine-tuning keeps fixed: 'none'; 'trunk' (everything but the classifier `fc`); 'stages:N'
+ * (the stem and the first N stages, layer1..layerN; 'stages:0' is the stem alone).
+ */
+export type FreezeSpec = 'none' | 'trunk' | `stages:${number}`;
+
+/** Reads a FreezeSpec as the CLI spells it, with an error that lists the forms. */
+export function parseFreeze(text: string, stageCount?: number): FreezeSpec {
+  if (text === 'none' || text === 'trunk') return text;
+  const m = /^stages:(\d+)$/.exec(text);
+  if (m) {
+    const n = Number(m[1]);
+    if (stageCount !== undefined && n > stageCount) throw new Error(`--freeze ${text}: the model has only ${stageCount} stages (stages:0..${stageCount})`);
+    return `stages:${n}`;
+  }
+  throw new Error(`--freeze must be none, trunk or stages:N (the stem and the first N stages), got "${text}"`);
 }
 
 export function headFeatures(spec: NetSpec): number {
@@ -88,6 +106,33 @@ export class ResNet extends Module {
     return this.head;
   }
 
+  /**
+   * Freezes part of the network for fine-tuning (see FreezeSpec; no argument: all of it): frozen
+   * layers take no gradient, skip their backward pass and keep BatchNorm in eval mode. Everything
+   * else is made trainable. unfreeze() makes all of it trainable again.
+   */
+  override freeze(what?: FreezeSpec): this {
+    if (what === undefined) return super.freeze();
+    const spec = parseFreeze(what, this.stages.length);
+    this.unfreeze(this.head.training);
+    if (spec === 'none') return this;
+    const frozenStages = spec === 'trunk' ? this.stages.length : Number(spec.slice('stages:'.length));
+    for (const m of this.stemModules()) m.freeze();
+    this.stages.slice(0, frozenStages).forEach((s) => s.freeze());
+    return this;
+  }
+
+  /** 'none', 'trunk' or 'stages:N': what freeze() left frozen (a head frozen too reads as 'trunk'). */
+  get frozenLayers(): FreezeSpec {
+    if (!this.conv1.frozen) return 'none';
+    const n = this.stages.findIndex((s) => !s.frozen);
+    return n === -1 ? 'trunk' : `stages:${n}`;
+  }
+
+  private stemModules(): Module[] {
+    return [this.conv1, this.bn1, this.relu, ...(this.maxpool ? [this.maxpool] : [])];
+  }
+
   override forward(x: Tensor): Tensor {
     return this.forwardFeatures(x, ['logits']).logits;
   }
@@ -114,11 +159,19 @@ export class ResNet extends Module {
       if (wanted.has(name)) out[name] = y;
       return known.indexOf(name) >= lastIndex;
     };
-    let y = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
-    if (this.maxpool) y = this.maxpool.forward(y);
+    // A part that records no tape (frozen, or no gradient wanted) frees its intermediate
+    // activations as soon as it is done: a frozen ResNet-50 trunk then holds one stage's
+    // activations at a time instead of all of them until the step ends.
+    const recordsNothing = (frozen: boolean, input: Tensor) => !isGradEnabled() || (frozen && !input.requiresGrad);
+    const part = (frozen: boolean, input: Tensor, fn: () => Tensor) => (recordsNothing(frozen, input) ? tidy(fn) : fn());
+    let y = part(this.conv1.frozen, x, () => {
+      const s = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
+      return this.maxpool ? this.maxpool.forward(s) : s;
+    });
     if (stepsDone('stem', y)) return out;
     for (let i = 0; i < this.stages.length; i++) {
-      y = this.stages[i].forward(y);
+      const input = y;
+      y = part(this.stages[i].frozen, input, () => this.stages[i].forward(input));
       if (stepsDone(`layer${i + 1}`, y)) return out;
     }
     y = flatten(this.avgpool.forward(y));

@@ -24,6 +24,12 @@ export interface LoadResult {
 
 export abstract class Module {
   training = true;
+  /**
+   * A frozen module keeps its parameters out of training: they take no gradient, and the module
+   * stays in eval mode whatever train() says, so its BatchNorm statistics stop moving too (what
+   * fine-tuning a pretrained trunk wants; timm's FrozenBatchNorm2d does the same).
+   */
+  private frozenFlag = false;
   private readonly params = new Map<string, Tensor>();
   private readonly buffers = new Map<string, Tensor>();
   private readonly counters = new Map<string, Counter>();
@@ -110,7 +116,35 @@ export abstract class Module {
   }
 
   train(mode = true): this {
-    for (const [, m] of this.namedModules()) m.training = mode;
+    for (const [, m] of this.namedModules()) m.training = mode && !m.frozenFlag;
+    return this;
+  }
+
+  get frozen(): boolean {
+    return this.frozenFlag;
+  }
+
+  /** Freezes this module and everything under it (see `frozen`); unfreeze() undoes it. */
+  freeze(): this {
+    for (const [, m] of this.namedModules()) {
+      m.frozenFlag = true;
+      m.training = false;
+      for (const p of m.params.values()) {
+        p.requiresGrad = false;
+        p.grad?.dispose();
+        p.grad = null;
+      }
+    }
+    return this;
+  }
+
+  /** Makes this module and everything under it trainable again, in the mode `training` (default: this module's). */
+  unfreeze(training = true): this {
+    for (const [, m] of this.namedModules()) {
+      m.frozenFlag = false;
+      m.training = training;
+      for (const p of m.params.values()) p.requiresGrad = true;
+    }
     return this;
   }
 

@@ -195,7 +195,8 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
 
   async function predict(req: IncomingMessage, res: ServerResponse, url: URL, t0: number): Promise<void> {
     const topText = url.searchParams.get('top');
-    const top = topText === null ? 5 : Number(topText);
+    // The default never asks for more classes than the model has (a 3-class model answers its top 3).
+    const top = topText === null ? Math.min(5, classes) : Number(topText);
     if (!Number.isInteger(top) || top < 1 || top > classes) throw new HttpError(400, `top must be an integer from 1 to ${classes}, got "${topText}"`);
     const type = (req.headers['content-type'] ?? '').toLowerCase();
     if (type.startsWith('multipart/form-data')) {

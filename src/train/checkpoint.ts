@@ -50,14 +50,19 @@ export function listCheckpoints(runDir: string): string[] {
     .map((n) => join(root, n));
 }
 
-export function saveCheckpoint(runDir: string, state: CheckpointState, model: StateDict, optimizer: StateDict, keep = 2): string {
+/**
+ * Saves a checkpoint atomically. `modelMetadata` goes into model.safetensors' `__metadata__` (the
+ * model card), so the weights file alone says what it is once copied out of the run.
+ */
+export function saveCheckpoint(runDir: string, state: CheckpointState, model: StateDict, optimizer: StateDict, keep = 2,
+  modelMetadata: Readonly<Record<string, string>> = {}): string {
   const root = join(runDir, 'checkpoints');
   mkdirSync(root, { recursive: true });
   const final = join(root, name(state.epoch, state.batch));
   const tmp = join(root, `.tmp-${process.pid}-${Date.now()}`);
   mkdirSync(tmp);
   try {
-    saveStateDictFile(join(tmp, 'model.safetensors'), model, { format: 'pt', residual_epoch: String(state.epoch) });
+    saveStateDictFile(join(tmp, 'model.safetensors'), model, { format: 'pt', residual_epoch: String(state.epoch), ...modelMetadata });
     saveStateDictFile(join(tmp, 'optimizer.safetensors'), optimizer);
     const statePath = join(tmp, 'state.json');
     writeFileSync(statePath, JSON.stringify(state, null, 1));

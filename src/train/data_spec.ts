@@ -5,6 +5,7 @@
 //   folder:DIR             DIR/train/<class>/* and DIR/val/<class>/* (or DIR/<class>/*, split 90/10)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ModelCard } from '../models/card.js';
 import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN,
   IMAGENET_STD, ImageFolder, Subset, cifar10, cifar100, fashionMnist, isSyncDataset, randomSplit, type AnyDataset, type Dataset, type TransformSpec,
@@ -19,6 +20,20 @@ export interface DataSpec {
   classNames: readonly string[];
   /** [C, H, W] of a transformed sample. */
   input: [number, number, number];
+  /** Image folders: the shorter side test images are resized to before the center crop. */
+  evalResize?: number;
+}
+
+/** The model card of a model trained on this data: its classes and the eval transform its inputs need. */
+export function cardFor(model: string, d: DataSpec, extra: { finetunedFrom?: string } = {}): ModelCard {
+  const norm = d.testTransforms.find((t) => t.type === 'normalize');
+  if (!norm || norm.type !== 'normalize') throw new Error(`${d.name}: the test transforms have no normalize step`);
+  return {
+    model, classes: [...d.classNames], input: [...d.input], mean: [...norm.mean], std: [...norm.std],
+    ...(d.evalResize !== undefined ? { resize: d.evalResize } : {}),
+    dataset: d.name,
+    ...(extra.finetunedFrom ? { finetunedFrom: extra.finetunedFrom } : {}),
+  };
 }
 
 function augmented(size: number, padding: number, mean: readonly number[], std: readonly number[]): TransformSpec[] {
@@ -85,7 +100,7 @@ export async function openData(text: string, opts: { imageSize?: number; skipBad
         classNames = all.classNames;
       }
       return {
-        name: `folder:${dir}`, train, test, classNames, input: [3, size, size],
+        name: `folder:${dir}`, train, test, classNames, input: [3, size, size], evalResize: resizeTo,
         trainTransforms: augmented(size, 0, IMAGENET_MEAN, IMAGENET_STD),
         testTransforms: [{ type: 'centerCrop', size }, { type: 'normalize', mean: IMAGENET_MEAN, std: IMAGENET_STD }],
       };

@@ -16,6 +16,8 @@ export interface ParamGroup {
   params: Tensor[];
   /** Overrides the optimizer's weight decay for this group. */
   weightDecay?: number;
+  /** This group's learning rate as a multiple of the optimizer's (and its schedule's); default 1. */
+  lrScale?: number;
 }
 
 /** Saved optimizer state: the momentum buffers in parameter order (null where none yet). */
@@ -44,6 +46,20 @@ export function decayGroups(model: Module, weightDecay: number): ParamGroup[] {
   const noDecay: Tensor[] = [];
   for (const [, p] of model.namedParameters()) (p.shape.length <= 1 ? noDecay : decay).push(p);
   return [{ params: decay, weightDecay }, { params: noDecay, weightDecay: 0 }];
+}
+
+/**
+ * Splits each group in two: parameters under one of `prefixes` (module paths such as "fc") get
+ * their learning rate multiplied by `scale` (a new head learns faster than a pretrained trunk).
+ * The order of parameters within the groups is kept, so optimizer state stays aligned on resume.
+ */
+export function scaleGroups(model: Module, groups: ParamGroup[], prefixes: readonly string[], scale: number): ParamGroup[] {
+  if (!(scale > 0) || !Number.isFinite(scale)) throw new Error(`scaleGroups: the learning-rate scale must be a positive number, got ${scale}`);
+  const scaled = new Set(model.namedParameters().filter(([k]) => prefixes.some((p) => k === p || k.startsWith(`${p}.`))).map(([, t]) => t));
+  return groups.flatMap((g) => [
+    { ...g, params: g.params.filter((p) => !scaled.has(p)) },
+    { ...g, params: g.params.filter((p) => scaled.has(p)), lrScale: (g.lrScale ?? 1) * scale },
+  ]).filter((g) => g.params.length > 0);
 }
 
 export class SGD {
@@ -76,6 +92,7 @@ export class SGD {
     const { lr, momentum, dampening, nesterov } = this.cfg;
     for (const g of this.groups) {
       const weightDecay = g.weightDecay ?? this.cfg.weightDecay;
+      const groupLr = lr * (g.lrScale ?? 1);
       for (const p of g.params) {
         if (!p.grad) continue;
         let buf = this.buffers.get(p) ?? null;
@@ -84,7 +101,7 @@ export class SGD {
           buf = keep(Tensor.zeros(p.shape, { backend: p.backend }));
           this.buffers.set(p, buf);
         }
-        p.backend.sgdStep(p.handle, p.grad.handle, buf?.handle ?? null, first, { lr, momentum, dampening, weightDecay, nesterov });
+        p.backend.sgdStep(p.handle, p.grad.handle, buf?.handle ?? null, first, { lr: groupLr, momentum, dampening, weightDecay, nesterov });
       }
     }
   }

@@ -8,7 +8,8 @@ import { Tensor, crossEntropy, noGrad, tidy } from '../tensor/index.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
 import { addBatch, emptyTally, summarize, type Tally } from './metrics.js';
 import { learningRate, type ScheduleSpec } from './schedule.js';
-import { SGD, decayGroups } from './sgd.js';
+import { SGD, decayGroups, scaleGroups } from './sgd.js';
+import { cardMetadata, type ModelCard } from '../models/card.js';
 import type { ThreadGovernor } from './threads.js';
 
 export interface TrainOptions {
@@ -39,6 +40,10 @@ export interface TrainOptions {
   handleInterrupt?: boolean;
   /** Picks the thread count from the measured step times (`residual train --threads auto`); default: fixed. */
   threads?: ThreadGovernor;
+  /** Learning rate multiplied by `scale` for the parameters under these module paths (fine-tuning: a new head, e.g. { modules: ['fc'], scale: 10 }). */
+  lrScale?: { modules: string[]; scale: number };
+  /** Saved with every checkpoint (state.json and the weights' metadata): what the model is and how to feed it. */
+  card?: ModelCard;
 }
 
 export interface BatchProgress {
@@ -104,19 +109,27 @@ export async function evaluate(model: Module, loader: DataLoader): Promise<EvalR
   return { ...summarize(tally), samples: tally.samples };
 }
 
-function optimizerState(opt: SGD): StateDict {
+// Momentum buffers are saved under their parameter's name, so a run resumed with its parameters
+// grouped differently (another --freeze, a head learning rate) still gets each buffer back on the
+// right parameter. Checkpoints of older versions keyed them by position: those still load.
+function optimizerParamNames(opt: SGD, model: Module): string[] {
+  const names = new Map(model.namedParameters().map(([k, t]) => [t, k]));
+  return opt.groups.flatMap((g) => g.params.map((p) => names.get(p) ?? '?'));
+}
+
+function optimizerState(opt: SGD, model: Module): StateDict {
   const sd: StateDict = new Map();
-  const s = opt.stateDict();
-  s.buffers.forEach((b, i) => {
-    if (b) sd.set(`momentum_buffer.${i}`, { shape: [b.length], dtype: 'F32', data: b });
+  const names = optimizerParamNames(opt, model);
+  opt.stateDict().buffers.forEach((b, i) => {
+    if (b) sd.set(`momentum_buffer.${names[i]}`, { shape: [b.length], dtype: 'F32', data: b });
   });
   return sd;
 }
 
-function restoreOptimizer(opt: SGD, sd: ReadonlyMap<string, { data: Float32Array }>, lr: number): void {
-  const count = opt.groups.reduce((a, g) => a + g.params.length, 0);
-  const buffers: (Float32Array | null)[] = [];
-  for (let i = 0; i < count; i++) buffers.push(sd.get(`momentum_buffer.${i}`)?.data ?? null);
+function restoreOptimizer(opt: SGD, model: Module, sd: ReadonlyMap<string, { data: Float32Array }>, lr: number): void {
+  const names = optimizerParamNames(opt, model);
+  const byPosition = [...sd.keys()].some((k) => /^momentum_buffer\.\d+$/.test(k)) && !names.some((n) => sd.has(`momentum_buffer.${n}`));
+  const buffers = names.map((n, i) => sd.get(`momentum_buffer.${byPosition ? i : n}`)?.data ?? null);
   opt.loadStateDict({ lr, buffers });
 }
 
@@ -126,7 +139,8 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
   const totalIters = o.epochs * batches;
   const schedule = { spec: o.schedule, lr: o.lr, totalIters, warmupIters: o.warmupIters };
   const weightDecay = o.weightDecay ?? 0;
-  const groups = o.noDecayOnNormAndBias ? decayGroups(model, weightDecay) : [{ params: model.parameters(), weightDecay }];
+  const decayed = o.noDecayOnNormAndBias ? decayGroups(model, weightDecay) : [{ params: model.parameters(), weightDecay }];
+  const groups = o.lrScale ? scaleGroups(model, decayed, o.lrScale.modules, o.lrScale.scale) : decayed;
   const opt = new SGD(groups, { lr: o.lr, momentum: o.momentum ?? 0.9, nesterov: o.nesterov ?? false, weightDecay });
   const history: EpochMetrics[] = [];
 
@@ -140,7 +154,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
     if (!from) throw new Error('train: resume needs outDir or a checkpoint path');
     const ck = loadCheckpoint(from);
     model.loadStateDict(ck.model);
-    restoreOptimizer(opt, ck.optimizer, learningRate(schedule, ck.state.iteration));
+    restoreOptimizer(opt, model, ck.optimizer, learningRate(schedule, ck.state.iteration));
     ({ epoch: startEpoch, batch: startBatch, iteration } = ck.state);
     history.push(...((ck.state.history as EpochMetrics[] | undefined) ?? []));
     if (ck.state.partialTally) tally = ck.state.partialTally as Tally;
@@ -159,7 +173,10 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
   const started = Date.now();
   const elapsed = () => elapsedBefore + (Date.now() - started) / 1000;
   const checkpoint = (state: CheckpointState) => {
-    if (o.outDir) saveCheckpoint(o.outDir, { ...state, history, elapsed_s: elapsed(), run: o.runInfo ?? {} }, model.stateDict(), optimizerState(opt));
+    if (o.outDir) {
+      saveCheckpoint(o.outDir, { ...state, history, elapsed_s: elapsed(), run: o.runInfo ?? {}, ...(o.card ? { card: o.card } : {}) },
+        model.stateDict(), optimizerState(opt, model), 2, o.card ? cardMetadata(o.card) : {});
+    }
   };
 
   let stopped: TrainResult['stopped'] = 'done';
@@ -176,8 +193,13 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         tidy(() => {
           const logits = model.forward(toInput(b, model));
           const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
+          const value = loss.item();
+          if (!Number.isFinite(value)) {
+            throw new Error(`train: the loss is ${value} at epoch ${epoch + 1}, step ${b.index + 1} (iteration ${iteration + 1}, lr ${lr.toPrecision(3)}): ` +
+              'training diverged. Lower the learning rate (--lr) or lengthen the warm-up; the last checkpoint before this is intact');
+          }
           loss.backward();
-          addBatch(tally, logits.toArray(), b.y, logits.shape[1], loss.item());
+          addBatch(tally, logits.toArray(), b.y, logits.shape[1], value);
         });
         opt.step();
         opt.zeroGrad();

@@ -1,15 +1,18 @@
 import { initBackend } from '../../backend/index.js';
 import { DataLoader } from '../../data/index.js';
-import { loadModel } from '../../models/index.js';
+import { loadModel, readCard } from '../../models/index.js';
+import { resolveWeightsArgument } from '../weights_arg.js';
 import { openData } from '../../train/data_spec.js';
 import { evaluate } from '../../train/trainer.js';
 import { intOption, parse } from '../args.js';
 
 export const summary = 'evaluate trained weights on a test set: loss, top-1, top-5';
 
-const usage = `usage: residual eval --model M --weights W [--data fashion-mnist|cifar10:DIR|cifar100:DIR|folder:DIR] [--batch 256] [--json]
+const usage = `usage: residual eval [--model M] --weights W [--data fashion-mnist|cifar10:DIR|cifar100:DIR|folder:DIR] [--batch 256] [--json]
 
-  --weights W   .safetensors or .pth with torchvision key names, or a training run folder (its newest checkpoint)`;
+  --weights W   .safetensors or .pth with torchvision key names, or a training run folder (its newest checkpoint);
+                weights with a model card (from \`residual train\`) name their model and dataset, so --model
+                and --data may be left out`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('eval', argv, {
@@ -20,18 +23,28 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  if (!v.model || !v.weights) throw new Error(`eval: --model and --weights are required\n${usage}`);
+  if (!v.weights) throw new Error(`eval: --weights is required\n\n${usage}`);
+  const weights = await resolveWeightsArgument(v.weights, v.model);
+  const modelName = v.model ?? weights.model;
+  if (!modelName) throw new Error(`eval: --model is required: ${v.weights} do not say which model they hold\n\n${usage}`);
   await initBackend();
-  const data = await openData(v.data ?? 'fashion-mnist', { imageSize: v['image-size'] ? intOption('eval', 'image-size', v['image-size'], 224) : undefined, skipBad: v['skip-bad'] });
-  const model = loadModel(v.model, v.weights, { inChannels: data.input[0] }, (m) => console.error(`eval: ${m}`));
-  const head = model.parameters().at(-1)!;
-  if (head.shape[0] !== data.classNames.length) {
-    throw new Error(`eval: the weights classify ${head.shape[0]} classes but ${data.name} has ${data.classNames.length}`);
+  const card = readCard(weights.path);
+  const imageSize = v['image-size'] ? intOption('eval', 'image-size', v['image-size'], 224) : card?.dataset?.startsWith('folder:') ? card.input[1] : undefined;
+  const data = await openData(v.data ?? card?.dataset ?? 'fashion-mnist', { imageSize, skipBad: v['skip-bad'] });
+  const model = loadModel(modelName, weights.path, { inChannels: data.input[0] }, (m) => console.error(`eval: ${m}`));
+  if (model.numClasses !== data.classNames.length) {
+    model.dispose();
+    throw new Error(`eval: the weights classify ${model.numClasses} classes but ${data.name} has ${data.classNames.length}`);
+  }
+  // Same count is not enough: a model trained on folders of other names would score garbage.
+  if (card && card.classes.join('\n') !== data.classNames.join('\n')) {
+    model.dispose();
+    throw new Error(`eval: the weights were trained on the classes ${card.classes.join(', ')}, but ${data.name} has ${data.classNames.join(', ')}`);
   }
   const loader = new DataLoader(data.test, { batchSize: intOption('eval', 'batch', v.batch, 256), transforms: data.testTransforms });
   const r = await evaluate(model, loader);
   model.dispose();
-  if (v.json) console.log(JSON.stringify({ model: v.model, weights: v.weights, data: data.name, ...r }));
-  else console.log(`${v.model} on ${data.name} (${r.samples} images): loss ${r.loss.toFixed(4)}, top-1 ${(100 * r.acc).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%`);
+  if (v.json) console.log(JSON.stringify({ model: modelName, weights: v.weights, data: data.name, ...r }));
+  else console.log(`${modelName} on ${data.name} (${r.samples} images): loss ${r.loss.toFixed(4)}, top-1 ${(100 * r.acc).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%`);
   return 0;
 }

@@ -48,8 +48,8 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  if (!v.model) {
-    console.error(`serve: --model is required\n${usage}`);
+  if (!v.model && !v.weights) {
+    console.error(`serve: --model (or --weights whose model card names it) is required\n${usage}`);
     return 2;
   }
   if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`serve: --dtype must be f32 or bf16, got "${v.dtype}"`);

@@ -1,25 +1,37 @@
-import { join } from 'node:path';
 import { initBackend } from '../../backend/index.js';
-import { createModel, modelNames } from '../../models/index.js';
-import { manualSeed } from '../../nn/index.js';
-import { loadersFor, openData, subsetData } from '../../train/data_spec.js';
-import { parseSchedule } from '../../train/schedule.js';
+import { modelNames, parseFreeze } from '../../models/index.js';
+import { runTraining } from '../../train/run.js';
 import { engineThreadGovernor } from '../../train/threads.js';
-import { train, type BatchProgress, type EpochMetrics } from '../../train/trainer.js';
+import type { BatchProgress, EpochMetrics } from '../../train/trainer.js';
+import { resolveWeightsArgument } from '../weights_arg.js';
 import { fixThreads, intOption, numberOption, parse, threadsOption } from '../args.js';
 import { progressLine } from '../progress.js';
 
 export const summary = 'train a model on Fashion-MNIST, CIFAR or an image folder';
 
 const usage = `usage: residual train --model M [--data fashion-mnist|cifar10:DIR|cifar100:DIR|folder:DIR]
-  [--epochs 1] [--batch 128] [--lr 0.1] [--momentum 0.9] [--no-nesterov] [--wd 5e-4] [--no-decay-bn-bias]
+  [--weights FILE|RUN|torchvision:NAME[.ENTRY]] [--num-classes K] [--freeze none|trunk|stages:N] [--head-lr-scale 10]
+  [--epochs E] [--batch B] [--lr LR] [--momentum 0.9] [--no-nesterov] [--wd WD] [--no-decay-bn-bias]
   [--schedule onecycle[:PCT]|cosine|multistep:E1,E2|constant] [--warmup ITERS] [--label-smoothing 0]
-  [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--subset N] [--threads N|auto] [--json]
+  [--image-size 224] [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--subset N] [--threads N|auto] [--json]
 
-Defaults are the Fashion-MNIST recipe of BENCHMARKS.md: batch 128, SGD with Nesterov momentum 0.9,
-weight decay 5e-4, one-cycle learning rate peaking at 0.1 after 15% of the run.
-Each epoch appends to OUT/metrics.jsonl and writes OUT/checkpoints/epoch-N/ (model.safetensors,
-optimizer.safetensors, state.json); --resume continues from the newest. Ctrl-C saves and stops.
+From scratch (no --weights), the defaults are the Fashion-MNIST recipe of BENCHMARKS.md: 1 epoch,
+batch 128, SGD with Nesterov momentum 0.9, weight decay 5e-4, one-cycle learning rate peaking at 0.1
+after 15% of the run.
+
+Fine-tuning (--weights given): the trunk loads from the weights; when the data has other classes than
+the weights' classifier (or --num-classes says so), the classifier fc starts anew. The defaults change
+to a fine-tuning recipe: 5 epochs, batch 32, lr 0.005 with the classifier at 10x (--head-lr-scale),
+cosine decay after a linear warm-up over the first 5% of iterations, weight decay 1e-4. Every value in
+use is printed at the start; any option overrides it.
+  --freeze trunk      train only the classifier: the trunk takes no gradient, skips its backward pass
+                      and keeps its BatchNorm statistics (much faster; BENCHMARKS.md)
+  --freeze stages:N   also train all but the stem and the first N stages; none (default) trains all
+
+Each epoch appends to OUT/metrics.jsonl and writes OUT/checkpoints/epoch-N/ (model.safetensors with the
+model card in its metadata: class names, input size, mean/std; optimizer.safetensors; state.json);
+--resume continues from the newest. Ctrl-C saves and stops. A loss that turns NaN or infinite stops the
+run with an error (exit 1). \`residual predict --weights OUT\` then prints the data's class names.
 --subset N trains on the first N samples (and tests on the first N/5): a quick look.
 --threads N fixes the engine's threads (default: OMP_NUM_THREADS, else every core); --threads auto
 times a few steps at every core and at one, keeps the faster and checks again every 400 steps: on a
@@ -33,49 +45,61 @@ export async function run(argv: string[]): Promise<number> {
     'no-decay-bn-bias': { type: 'boolean' }, schedule: { type: 'string' }, warmup: { type: 'string' },
     'label-smoothing': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, resume: { type: 'boolean' },
     budget: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, subset: { type: 'string' },
+    weights: { type: 'string' }, 'num-classes': { type: 'string' }, freeze: { type: 'string' }, 'head-lr-scale': { type: 'string' },
   });
   if (v.help) {
     console.log(usage);
     return 0;
   }
-  if (!v.model) throw new Error(`train: --model is required (one of ${modelNames().join(', ')})`);
-  const epochs = intOption('train', 'epochs', v.epochs, 1);
-  const batch = intOption('train', 'batch', v.batch, 128);
-  const seed = v.seed === undefined ? 0 : Number(v.seed);
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`train: --seed must be a non-negative integer, got "${v.seed}"`);
-  const budget = v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60;
+  if (!v.model && !v.weights) throw new Error(`train: --model is required (one of ${modelNames().join(', ')})\n\n${usage}`);
+  const num = (name: string, text: string | undefined) => (text === undefined ? undefined : numberOption('train', name, text, 0));
+  const int = (name: string, text: string | undefined) => (text === undefined ? undefined : intOption('train', name, text, 1));
+  const nonNegativeInt = (name: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    if (!/^\d+$/.test(text)) throw new Error(`train: --${name} must be a non-negative integer, got "${text}"`);
+    return Number(text);
+  };
+  const weights = v.weights ? await resolveWeightsArgument(v.weights, v.model) : null;
 
   const threads = threadsOption('train', v.threads);
   const backend = await initBackend();
   fixThreads(backend, threads.fixed);
   const governor = threads.auto ? engineThreadGovernor() ?? undefined : undefined;
-  const opened = await openData(v.data ?? 'fashion-mnist', { imageSize: v['image-size'] ? intOption('train', 'image-size', v['image-size'], 224) : undefined, skipBad: v['skip-bad'] });
-  const data = v.subset ? subsetData(opened, intOption('train', 'subset', v.subset, 1)) : opened;
-  const loaders = loadersFor(data, { batchSize: batch, seed });
-  manualSeed(seed);
-  const model = createModel(v.model, { inChannels: data.input[0], numClasses: data.classNames.length });
-  const outDir = v.out ?? join('runs', `${v.model}-${data.name.replace(/[^\w.-]+/g, '_')}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   const json = v.json || !process.stdout.isTTY;
+  let epochs = 0;
 
-  const info = { model: v.model, data: data.name, params: model.parameterCount(), backend: backend.name, threads: backend.info().threads, out: outDir, train_samples: data.train.length, test_samples: data.test.length };
-  if (json) console.log(JSON.stringify({ event: 'start', ...info }));
-  else console.log(`training ${v.model} (${info.params.toLocaleString('en-US')} params) on ${data.name} (${info.train_samples} train / ${info.test_samples} test), ${backend.name} backend, ${info.threads} threads -> ${outDir}`);
-
-  const result = await train(model, loaders.train, loaders.test, {
-    epochs,
-    lr: numberOption('train', 'lr', v.lr, 0.1),
-    momentum: numberOption('train', 'momentum', v.momentum, 0.9),
-    nesterov: !v['no-nesterov'],
-    weightDecay: numberOption('train', 'wd', v.wd, 5e-4),
-    noDecayOnNormAndBias: !!v['no-decay-bn-bias'],
-    schedule: parseSchedule(v.schedule ?? 'onecycle:0.15', loaders.train.batchesPerEpoch),
-    warmupIters: v.warmup ? intOption('train', 'warmup', v.warmup, 0) : undefined,
-    labelSmoothing: numberOption('train', 'label-smoothing', v['label-smoothing'], 0),
-    outDir,
-    resume: !!v.resume,
-    budgetSeconds: budget,
-    runInfo: { argv, ...info },
-    threads: governor,
+  const result = await runTraining({
+    model: v.model ?? weights?.model, weights: weights?.path, data: v.data, imageSize: int('image-size', v['image-size']), skipBad: v['skip-bad'],
+    subset: int('subset', v.subset), numClasses: int('num-classes', v['num-classes']),
+    freeze: v.freeze === undefined ? undefined : parseFreeze(v.freeze),
+    epochs: int('epochs', v.epochs), batch: int('batch', v.batch), lr: num('lr', v.lr), headLrScale: num('head-lr-scale', v['head-lr-scale']),
+    momentum: num('momentum', v.momentum), nesterov: v['no-nesterov'] ? false : undefined, weightDecay: num('wd', v.wd),
+    noDecayOnNormAndBias: !!v['no-decay-bn-bias'], schedule: v.schedule, warmupIters: nonNegativeInt('warmup', v.warmup),
+    labelSmoothing: num('label-smoothing', v['label-smoothing']), seed: nonNegativeInt('seed', v.seed),
+    out: v.out, resume: !!v.resume, budgetSeconds: v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60,
+    threads: governor, runInfo: { argv, backend: backend.name },
+    onStart: (s) => {
+      epochs = s.settings.epochs;
+      const info = { ...s, classes: s.classes.length, backend: backend.name, threads: backend.info().threads };
+      if (json) {
+        console.log(JSON.stringify({ event: 'start', ...info, weights: v.weights ?? null, notes: undefined }));
+        for (const note of s.notes) console.log(JSON.stringify({ event: 'note', note }));
+        return;
+      }
+      console.log(`training ${s.model} (${s.params.toLocaleString('en-US')} params, ${s.trainable_params.toLocaleString('en-US')} trainable) on ${s.data} ` +
+        `(${s.train_samples} train / ${s.test_samples} test, ${s.classes.length} classes), ${backend.name} backend, ${info.threads} threads -> ${s.out}`);
+      if (s.weights) console.log(`fine-tuning from ${v.weights}`);
+      for (const note of s.notes) console.log(`  note: ${note}`);
+      const t = s.settings;
+      const show = (k: keyof typeof t, text: string) => `${text}${s.defaults.includes(k) ? '*' : ''}`;
+      console.log(`recipe (${s.recipe}; * = default): ${[
+        show('epochs', `epochs ${t.epochs}`), show('batch', `batch ${t.batch}`), show('lr', `lr ${t.lr}`),
+        ...(s.weights ? [show('head_lr_scale', `head lr x${t.head_lr_scale}`), show('freeze', `freeze ${t.freeze}`)] : []),
+        show('schedule', `schedule ${t.schedule}`), show('warmup', `warm-up ${t.warmup} iterations`),
+        show('momentum', `momentum ${t.momentum}`), show('nesterov', t.nesterov ? 'Nesterov' : 'no Nesterov'), show('wd', `weight decay ${t.wd}`),
+        show('label_smoothing', `label smoothing ${t.label_smoothing}`), show('seed', `seed ${t.seed}`),
+      ].join(', ')}`);
+    },
     onBatch: json ? undefined : (p: BatchProgress) => process.stdout.write(`\r${progressLine(p, epochs)}`),
     onEpoch: (m: EpochMetrics) => {
       if (json) console.log(JSON.stringify(m));
@@ -87,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
       }
     },
   });
+  const outDir = result.out;
   const last = result.history[result.history.length - 1];
   if (governor) {
     // [step, threads] at every change: what the governor chose, for the log
@@ -96,6 +121,5 @@ export async function run(argv: string[]): Promise<number> {
   if (json) console.log(JSON.stringify({ event: 'end', stopped: result.stopped, out: outDir, test_acc: last?.test_acc ?? null }));
   else if (result.stopped === 'interrupted') console.log(`\ninterrupted: checkpoint saved in ${outDir}; continue with --resume --out ${outDir}`);
   else console.log(`done (${result.stopped}): test accuracy ${last?.test_acc !== null && last ? (100 * last.test_acc!).toFixed(2) + '%' : '-'}; run folder ${outDir}`);
-  model.dispose();
   return result.stopped === 'interrupted' ? 130 : 0;
 }
