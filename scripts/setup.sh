@@ -27,6 +27,9 @@ fi
 
 # onnxruntime-node would otherwise try to download CUDA binaries at install time.
 export ONNXRUNTIME_NODE_INSTALL=skip
+# A user's `npm install` falls back to the reference backend when the engine cannot be built; here
+# (the quick start, the tests, CI) a failed build must stop the setup.
+export RESIDUAL_REQUIRE_NATIVE=1
 # npm ci builds the native addon (node-gyp) and the TypeScript (prepare) itself.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -f build/Release/residual_native.node ]; then
   echo "setup: npm ci (builds the native addon and the TypeScript)"

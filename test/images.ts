@@ -16,3 +16,32 @@ export async function blockPng(width: number, height: number, seed: number): Pro
   }
   return sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
 }
+
+export const SHAPE_CLASSES = ['circle', 'square', 'stripes'] as const;
+
+/**
+ * An image folder a small classifier can learn: DIR/{train,val}/{circle,square,stripes}/*.png, a
+ * shape in a colour of its class (red, green, blue, jittered) on a random grey, sizes varied.
+ */
+export async function writeShapesFolder(dir: string, perClass: { train: number; val: number }, seed = 1): Promise<void> {
+  const { mkdirSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const r = rng(seed);
+  for (const split of ['train', 'val'] as const) {
+    for (const [k, name] of SHAPE_CLASSES.entries()) {
+      mkdirSync(join(dir, split, name), { recursive: true });
+      for (let i = 0; i < perClass[split]; i++) {
+        const w = 72 + Math.floor(r() * 40), h = 72 + Math.floor(r() * 40);
+        const grey = Math.floor(r() * 255);
+        const fg = [[220, 40, 40], [40, 200, 40], [40, 40, 220]][k]!.map((c) => Math.min(255, Math.max(0, Math.round(c + (r() - 0.5) * 60))));
+        const cx = w / 2 + (r() - 0.5) * 20, cy = h / 2 + (r() - 0.5) * 20, s = 15 + r() * 15;
+        const fill = `rgb(${fg.join(',')})`;
+        const shape = name === 'circle' ? `<circle cx="${cx}" cy="${cy}" r="${s}" fill="${fill}"/>`
+          : name === 'square' ? `<rect x="${cx - s}" y="${cy - s}" width="${2 * s}" height="${2 * s}" fill="${fill}"/>`
+          : Array.from({ length: 6 }, (_, j) => `<rect x="0" y="${(j * h) / 6}" width="${w}" height="${h / 12}" fill="${fill}"/>`).join('');
+        const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}"><rect width="${w}" height="${h}" fill="rgb(${grey},${grey},${grey})"/>${shape}</svg>`;
+        await sharp(Buffer.from(svg)).png().toFile(join(dir, split, name, `${i}.png`));
+      }
+    }
+  }
+}

@@ -1,6 +1,7 @@
 // Picks the backend tensors are made on: the native oneDNN addon when it loads, the reference
 // TypeScript backend otherwise (with one warning that says why, never silently).
 import type { Backend } from './types.js';
+import { NativeBackend } from './native.js';
 import { ReferenceBackend } from './reference.js';
 
 export type BackendName = 'native' | 'reference';
@@ -16,18 +17,23 @@ export function referenceBackend(): Backend {
   return reference;
 }
 
-/** The native backend, or null when the addon cannot load (see nativeLoadError()). */
-export async function tryNativeBackend(): Promise<Backend | null> {
+// Importing native.js loads nothing: the addon is loaded by the first NativeBackend, so a machine
+// without it can still import this module and fall back.
+function tryNativeSync(): Backend | null {
   if (native === undefined) {
     try {
-      const mod = await import('./native.js');
-      native = new mod.NativeBackend() as unknown as Backend;
+      native = new NativeBackend() as unknown as Backend;
     } catch (e) {
       native = null;
       nativeError = e instanceof Error ? e : new Error(String(e));
     }
   }
   return native;
+}
+
+/** The native backend, or null when the addon cannot load (see nativeLoadError()). */
+export async function tryNativeBackend(): Promise<Backend | null> {
+  return tryNativeSync();
 }
 
 /** The load error, with the fix when the message does not already name it. */
@@ -45,6 +51,11 @@ export function nativeLoadError(): Error | null {
  * backend; RESIDUAL_BACKEND=native makes a failed addon load an error instead of a fallback.
  */
 export async function initBackend(name?: BackendName): Promise<Backend> {
+  return initBackendSync(name);
+}
+
+/** initBackend() without the promise: what the first tensor made without a chosen backend calls. */
+export function initBackendSync(name?: BackendName): Backend {
   const wanted = name ?? (process.env.RESIDUAL_BACKEND as BackendName | undefined);
   if (wanted !== undefined && wanted !== 'native' && wanted !== 'reference') {
     throw new Error(`RESIDUAL_BACKEND must be "native" or "reference", got "${wanted}"`);
@@ -53,7 +64,7 @@ export async function initBackend(name?: BackendName): Promise<Backend> {
     current = referenceBackend();
     return current;
   }
-  const nb = await tryNativeBackend();
+  const nb = tryNativeSync();
   if (nb) {
     current = nb;
   } else if (wanted === 'native') {
@@ -68,9 +79,18 @@ export async function initBackend(name?: BackendName): Promise<Backend> {
   return current;
 }
 
-/** The backend new tensors are made on. Call initBackend() first to get the native one. */
+/**
+ * The backend new tensors are made on. The first call without initBackend() chooses as it would
+ * (the native engine, or the reference one with a warning that says why), so a program that forgets
+ * initBackend() is never silently 16x slower.
+ */
 export function defaultBackend(): Backend {
-  return current ?? referenceBackend();
+  return current ?? initBackendSync();
+}
+
+/** The backend chosen so far, or null before initBackend() or the first tensor. */
+export function chosenBackend(): Backend | null {
+  return current;
 }
 
 export function setDefaultBackend(b: Backend): void {

@@ -1,4 +1,4 @@
-import { initBackend } from '../../backend/index.js';
+import { initBackend, nativeLoadError } from '../../backend/index.js';
 import { parse } from '../args.js';
 
 export const summary = 'the backend in use, oneDNN version, CPU ISA and threads';
@@ -10,10 +10,14 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const info = (await initBackend()).info();
+  // On the reference backend, why the engine did not load and how to get it.
+  const why = info.backend === 'native' ? null : nativeLoadError()?.message.replace(/^residual: /, '') ?? null;
+  const fix = 'apt-get install libdnnl-dev g++ make, then npm run build:native (in the residual package folder)';
   if (values.json) {
-    console.log(JSON.stringify(info));
+    console.log(JSON.stringify(why === null ? info : { ...info, native_error: why, native_fix: fix }));
   } else {
     console.log(`backend: ${info.backend}\noneDNN: ${info.onednnVersion ?? '-'}\nISA: ${info.isa ?? '-'}\nthreads: ${info.threads}`);
+    if (why !== null) console.log(`native engine: not loaded (${why})\nto get it: ${fix}`);
   }
   return 0;
 }
