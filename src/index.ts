@@ -18,7 +18,7 @@ export {
 } from './infer/index.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxFileOptions } from './io/onnx.js';
 export {
-  pretrainedEntries, parsePretrainedSpec, isPretrainedSpec, fetchPretrained, resolveWeightsArgument,
+  pretrainedEntries, parsePretrainedSpec, isPretrainedSpec, fetchPretrained, resolveWeightsArgument, checkWeightsArgument,
   pretrainedCachePath, pretrainedCacheStatus, residualHome, sha256PrefixOf, WeightsDownloadError,
   type PretrainedEntry, type EvalTransform, type FetchPretrainedOptions, type FetchedWeights, type ResolvedWeights,
   type DownloadProgress, type DownloadEvent,

@@ -151,7 +151,7 @@ export async function fetchPretrained(spec: string | PretrainedEntry, opts: Fetc
   const url = pretrainedDownloadUrl(entry, opts);
   const handHint = url === entry.url
     ? `without a network, download ${entry.url} elsewhere and put it at ${path}`
-    : `or put ${entry.fileName} (from ${entry.url}) at ${path} by hand`;
+    : `check the mirror (${url.slice(0, url.length - entry.fileName.length)}), or put ${entry.fileName} (from ${entry.url}) at ${path} by hand`;
   const { sha256 } = await downloadVerified(url, path, prefix, { ...opts, handHint });
   writeMarker(path, sha256);
   return { path, entry, downloaded: true };

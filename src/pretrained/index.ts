@@ -7,4 +7,4 @@ export {
   type FetchedWeights, type FetchPretrainedOptions, type PretrainedCacheOptions,
 } from './cache.js';
 export { WeightsDownloadError, downloadVerified, type DownloadEvent, type DownloadFailure, type WeightsDownloadOptions, type DownloadProgress } from './download.js';
-export { resolveWeightsArgument, type ResolvedWeights } from './resolve.js';
+export { checkWeightsArgument, resolveWeightsArgument, type ResolvedWeights } from './resolve.js';

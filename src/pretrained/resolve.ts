@@ -14,19 +14,30 @@ export interface ResolvedWeights {
 }
 
 /**
- * Resolves a --weights value for a command. For `torchvision:MODEL[.ENTRY]` the model comes from the
- * spec (a different `model` is refused) and the file is fetched into the cache; for a path, `model`
- * is required and the path is returned as given. The spec is checked before any download starts.
+ * The model a --weights value settles and its pretrained entry, checked without touching the network
+ * (so a command can refuse bad arguments before a download). For `torchvision:MODEL[.ENTRY]` the model
+ * is the spec's and a different `model` is refused; for a path, `model` is required.
  */
-export async function resolveWeightsArgument(weights: string, model?: string, opts: FetchPretrainedOptions = {}): Promise<ResolvedWeights> {
+export function checkWeightsArgument(weights: string, model?: string): { model: string; entry: PretrainedEntry | null } {
   if (!isPretrainedSpec(weights)) {
     if (!model) throw new Error(`--model is required with --weights ${weights} (or name pretrained weights, e.g. --weights torchvision:resnet50)`);
-    return { path: weights, model, entry: null };
+    return { model, entry: null };
   }
   const entry = parsePretrainedSpec(weights);
   if (model && model !== entry.model) {
     throw new Error(`--model ${model} does not fit --weights ${weights}, which are ${entry.model} weights; drop --model or give --model ${entry.model}`);
   }
-  const { path } = await fetchPretrained(entry, opts);
-  return { path, model: entry.model, entry };
+  return { model: entry.model, entry };
+}
+
+/**
+ * Resolves a --weights value for a command (see checkWeightsArgument for the model): a spec's file is
+ * fetched into the cache (downloaded on first use, sha256 checked) and its path returned; a path is
+ * returned as given.
+ */
+export async function resolveWeightsArgument(weights: string, model?: string, opts: FetchPretrainedOptions = {}): Promise<ResolvedWeights> {
+  const checked = checkWeightsArgument(weights, model);
+  if (!checked.entry) return { path: weights, ...checked };
+  const { path } = await fetchPretrained(checked.entry, opts);
+  return { path, ...checked };
 }
