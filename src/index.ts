@@ -18,3 +18,9 @@ export {
   compileForInference, loadClassifier, compareLogits, type LogitAgreement, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
 } from './infer/index.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxFileOptions } from './io/onnx.js';
+export {
+  pretrainedEntries, parsePretrainedSpec, isPretrainedSpec, fetchPretrained, checkWeightsArgument,
+  pretrainedCachePath, pretrainedCacheStatus, residualHome, sha256PrefixOf, WeightsDownloadError,
+  type PretrainedEntry, type EvalTransform, type FetchPretrainedOptions, type FetchedWeights,
+  type DownloadProgress, type DownloadEvent,
+} from './pretrained/index.js';

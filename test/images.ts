@@ -22,14 +22,17 @@ export const SHAPE_CLASSES = ['circle', 'square', 'stripes'] as const;
 /**
  * An image folder a small classifier can learn: DIR/{train,val}/{circle,square,stripes}/*.png, a
  * shape in a colour of its class (red, green, blue, jittered) on a random grey, sizes varied.
+ * `names` renames the three class folders.
  */
-export async function writeShapesFolder(dir: string, perClass: { train: number; val: number }, seed = 1): Promise<void> {
+export async function writeShapesFolder(dir: string, perClass: { train: number; val: number }, seed = 1,
+  names: readonly string[] = SHAPE_CLASSES): Promise<void> {
   const { mkdirSync } = await import('node:fs');
   const { join } = await import('node:path');
   const r = rng(seed);
   for (const split of ['train', 'val'] as const) {
     for (const [k, name] of SHAPE_CLASSES.entries()) {
-      mkdirSync(join(dir, split, name), { recursive: true });
+      const folder = join(dir, split, names[k]!);
+      mkdirSync(folder, { recursive: true });
       for (let i = 0; i < perClass[split]; i++) {
         const w = 72 + Math.floor(r() * 40), h = 72 + Math.floor(r() * 40);
         const grey = Math.floor(r() * 255);
@@ -40,7 +43,7 @@ export async function writeShapesFolder(dir: string, perClass: { train: number; 
           : name === 'square' ? `<rect x="${cx - s}" y="${cy - s}" width="${2 * s}" height="${2 * s}" fill="${fill}"/>`
           : Array.from({ length: 6 }, (_, j) => `<rect x="0" y="${(j * h) / 6}" width="${w}" height="${h / 12}" fill="${fill}"/>`).join('');
         const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}"><rect width="${w}" height="${h}" fill="rgb(${grey},${grey},${grey})"/>${shape}</svg>`;
-        await sharp(Buffer.from(svg)).png().toFile(join(dir, split, name, `${i}.png`));
+        await sharp(Buffer.from(svg)).png().toFile(join(folder, `${i}.png`));
       }
     }
   }

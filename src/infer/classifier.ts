@@ -18,7 +18,8 @@ import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
   applyTransforms, classNames, decodeImage, type ImageCHW, type TransformSpec,
 } from '../data/index.js';
-import { getModel, loadModel, readCard, resolveWeightsPath, ResNet, type ModelCard } from '../models/index.js';
+import { getModel, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
+import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 
@@ -28,8 +29,13 @@ export interface ClassifierOptions {
    * or disposed). May be left out when the weights carry a model card, which names the model.
    */
   model?: string | ResNet;
-  /** Weights for a named model: .pth, .safetensors, or a run folder from `residual train`. Without: random weights. */
+  /**
+   * Weights for a named model: .pth, .safetensors, a run folder from `residual train`, or
+   * torchvision:MODEL[.ENTRY] (downloaded once into the cache). Without: random weights.
+   */
   weights?: string | null;
+  /** How pretrained weights are downloaded (cache folder, mirror, progress). */
+  download?: FetchPretrainedOptions;
   /** Class names: 'imagenet', 'fashion-mnist', 'cifar10', a file with one name per line, or the names themselves. */
   labels?: string | readonly string[];
   /** Input [C, H, W] (default: the run's dataset, else the model's own). */
@@ -201,12 +207,12 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
   // The model and its preprocessing.
   let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
   if (!(opts.model instanceof ResNet)) {
-    const weightsFile = opts.weights ? resolveWeightsPath(opts.weights) : null;
-    const card = weightsFile ? readCard(weightsFile) : null;
-    if (card && opts.model !== undefined && card.model !== opts.model) {
-      throw new Error(`loadClassifier: the weights ${opts.weights} hold a ${card.model} (their model card says so), not a ${opts.model}`);
-    }
-    name = opts.model ?? card?.model ?? '';
+    // A spec (torchvision:resnet50) is fetched into the cache; its table entry and a run's model card
+    // both arrive as a card: the classes and the eval transform the weights were made with.
+    const resolved = opts.weights ? await resolveWeights(opts.weights, opts.model, opts.download) : null;
+    const weightsFile = resolved?.path ?? null;
+    const card = resolved?.card ?? null;
+    name = resolved?.model ?? opts.model ?? '';
     if (!name) throw new Error(`loadClassifier: the weights ${opts.weights} do not say which model they belong to; give \`model\` (see \`residual models\`)`);
     const entry = getModel(name); // unknown names fail here, listing the known ones
     const [dc, dh, dw] = opts.input ?? card?.input ?? entry.defaultInput;

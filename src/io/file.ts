@@ -1,6 +1,8 @@
-// Shared plumbing for the weight-file readers: the error type and bounded random-access reads.
+// Shared plumbing for the weight-file readers and writers: the error type, bounded random-access reads,
+// and atomic writes (temp file in the same folder, fsync, rename).
 
 import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
 
 /** Thrown for every unreadable, malformed or refused weight file. `file` is the path given by the caller. */
 export class WeightFileError extends Error {
@@ -141,4 +143,44 @@ export class FileStream {
     this.pos += n;
     return out;
   }
+}
+
+/**
+ * Makes a rename in `dir` durable (the rename itself lives in the directory). Best effort: not every
+ * platform can fsync a directory, and that is not worth failing a write that already succeeded.
+ */
+export function syncDirectory(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // best effort
+  }
+}
+
+/** Writes a file through a temp file in the same folder, fsync and rename: all or nothing. */
+export function writeAtomic(file: string, data: string | Uint8Array): void {
+  const dir = nodePath.dirname(file);
+  const tmp = nodePath.join(dir, `.${nodePath.basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
+  try {
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    try { fs.unlinkSync(tmp); } catch { /* already gone */ }
+    // Name the file the caller asked for, not our temp file.
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(`cannot write ${file}: ${err.code === 'ENOENT' ? 'its folder does not exist' : err.message}`, { cause: e });
+  }
+  syncDirectory(dir);
 }

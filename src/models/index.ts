@@ -7,3 +7,4 @@ export * from './resnext_forms.js';
 export * from './registry.js';
 export * from './load.js';
 export * from './card.js';
+export * from './weights.js';

@@ -1,8 +1,9 @@
 // Line charts as self-contained SVG (no dependency), and their PNG rendering through sharp.
 // Only what training curves need: nice 1-2-5 ticks, optional log y, a colour-blind-safe palette,
 // dash styles, a shared legend and side-by-side panels (small multiples).
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { writeAtomic } from '../io/file.js';
+
+export { writeAtomic };
 
 export type Dash = 'solid' | 'dashed' | 'dotted';
 
@@ -483,22 +484,3 @@ export async function svgToPng(svg: string, file: string, opts: { scale?: number
   writeAtomic(file, png);
 }
 
-/** Writes a file through a temp file in the same folder, fsync and rename: all or nothing. */
-export function writeAtomic(file: string, data: string | Uint8Array): void {
-  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
-  try {
-    const fd = openSync(tmp, 'w');
-    try {
-      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
-  } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    // Name the file the caller asked for, not our temp file.
-    const err = e as NodeJS.ErrnoException;
-    throw new Error(`cannot write ${file}: ${err.code === 'ENOENT' ? 'its folder does not exist' : err.message}`, { cause: e });
-  }
-}

@@ -4,7 +4,8 @@
 //
 //   await runTraining({ model: 'resnet18', weights: 'resnet18.pth', data: 'folder:photos', freeze: 'trunk' });
 import { join } from 'node:path';
-import { createModel, loadModel, modelNames, parseFreeze, readCard, resolveWeightsPath, type FreezeSpec, type ResNet } from '../models/index.js';
+import { createModel, loadModel, modelNames, parseFreeze, resolveWeights, type FreezeSpec, type ResNet } from '../models/index.js';
+import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { manualSeed } from '../nn/index.js';
 import { cardFor, loadersFor, openData, subsetData, type DataSpec } from './data_spec.js';
 import { parseSchedule } from './schedule.js';
@@ -22,8 +23,13 @@ export const RECIPES = {
 export interface TrainRunOptions {
   /** A registered model name; may be left out when `weights` carry a model card that names it. */
   model?: string;
-  /** Pretrained weights (a .pth, a .safetensors or a run folder): fine-tuning, with its recipe. */
+  /**
+   * Pretrained weights: a .pth, a .safetensors, a run folder, or torchvision:MODEL[.ENTRY]
+   * (downloaded once into the cache). Given, the run fine-tunes them with the fine-tuning recipe.
+   */
   weights?: string;
+  /** How pretrained weights are downloaded (cache folder, mirror, progress). */
+  download?: FetchPretrainedOptions;
   /** As `--data` spells it (default fashion-mnist). */
   data?: string;
   /** Image folders: the side of the square crop the model sees (default 224). */
@@ -105,12 +111,10 @@ function check(what: string, v: number | undefined, ok: (n: number) => boolean, 
 
 /** Trains (or fine-tunes) a model as `residual train` does; resolves when the run ends. */
 export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
-  const weightsFile = o.weights ? resolveWeightsPath(o.weights) : null;
-  const card = weightsFile ? readCard(weightsFile) : null;
-  if (card && o.model && card.model !== o.model) {
-    throw new Error(`train: the weights ${o.weights} hold a ${card.model} (their model card says so), but the model asked for is ${o.model}`);
-  }
-  const modelName = o.model ?? card?.model;
+  const resolved = o.weights ? await resolveWeights(o.weights, o.model, o.download) : null;
+  const weightsFile = resolved?.path ?? null;
+  const card = resolved?.card ?? null;
+  const modelName = o.model ?? resolved?.model;
   if (!modelName) throw new Error(`train: a model is required (one of ${modelNames().join(', ')})`);
   const finetune = weightsFile !== null;
   const recipe = finetune ? RECIPES.finetune : RECIPES.scratch;

@@ -12,7 +12,7 @@ const usage = `usage: residual eval [--model M] --weights W [--data fashion-mnis
 
   --weights W   .safetensors or .pth with torchvision key names, or a training run folder (its newest checkpoint);
                 weights with a model card (from \`residual train\`) name their model and dataset, so --model
-                and --data may be left out`;
+                and --data may be left out; or torchvision:MODEL[.ENTRY] (downloaded once into the cache)`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('eval', argv, {
@@ -24,7 +24,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (!v.weights) throw new Error(`eval: --weights is required\n\n${usage}`);
-  const weights = await resolveWeightsArgument(v.weights, v.model);
+  const weights = await resolveWeightsArgument('eval', v.weights, v.model);
   const modelName = v.model ?? weights.model;
   if (!modelName) throw new Error(`eval: --model is required: ${v.weights} do not say which model they hold\n\n${usage}`);
   await initBackend();

@@ -4,7 +4,9 @@ import { initBackend } from '../../backend/index.js';
 import { loadStateDictFile, saveStateDictFile } from '../../io/index.js';
 import { checkOutputPath, exportOnnx } from '../../io/onnx.js';
 import { manualSeed } from '../../nn/index.js';
-import { getModel, optionsFromWeights, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
+import { cardMetadata, getModel, optionsFromWeights, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
+import { checkWeightsArgument, isPretrainedSpec } from '../../pretrained/index.js';
+import { resolveWeightsArgument } from '../weights_arg.js';
 import { intOption, parse, shapeOption } from '../args.js';
 import { resolve } from 'node:path';
 
@@ -16,7 +18,8 @@ const usage = `usage: residual export --model M [--weights FILE] [--input CxHxW]
 
   --model M            a name from \`residual models\`
   --weights FILE       .pth (torch.save) or .safetensors state dict with torchvision key names; classes
-                       and input channels are taken from it. Without it: random init (--seed)
+                       and input channels are taken from it. Without it: random init (--seed).
+                       Or torchvision:MODEL[.ENTRY]: downloaded once into the cache; --model may then be left out
   --input CxHxW        input the ONNX graph declares (default: the model's, e.g. 3x224x224)
   --num-classes K      classifier outputs when no weights are given (default: the model's)
   --onnx FILE          write ONNX: input "input" [batch, C, H, W], output "logits" [batch, K]
@@ -41,7 +44,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  if (!values.model) {
+  if (!values.model && !values.weights) {
     console.error(`export: missing --model\n${usage}`);
     return 2;
   }
@@ -49,8 +52,8 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`export: nothing to write; give --onnx OUT.onnx and/or --safetensors OUT.safetensors\n${usage}`);
     return 2;
   }
-  const name = values.model;
-  const entry = getModel(name);
+  // A spec is checked here, with the other arguments; its download waits until they all pass.
+  const settled = values.weights && isPretrainedSpec(values.weights) ? checkWeightsArgument(values.weights, values.model).model : values.model;
   // Every argument is checked before the (possibly slow) build and weight loading.
   for (const out of [values.onnx, values.safetensors]) if (out) checkOutputPath(out);
   if (values.onnx && values.safetensors && resolve(values.onnx) === resolve(values.safetensors)) {
@@ -62,9 +65,13 @@ export async function run(argv: string[]): Promise<number> {
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`export: --seed must be a non-negative integer, got "${values.seed}"`);
 
+  const resolved = values.weights ? await resolveWeightsArgument('export', values.weights, settled) : null;
+  const name = settled ?? resolved?.model;
+  if (!name) throw new Error(`export: --model is required: ${values.weights} do not say which model they hold`);
+  const entry = getModel(name);
   await initBackend();
-  const weights = values.weights
-    ? renameHead(loadStateDictFile(resolveWeightsPath(values.weights)), (m) => console.error(`export: ${m}`)) : null;
+  const weights = resolved
+    ? renameHead(loadStateDictFile(resolveWeightsPath(resolved.path)), (m) => console.error(`export: ${m}`)) : null;
   const opts: ModelOptions = weights ? optionsFromWeights(name, weights) : {};
   if (numClasses !== null) {
     if (opts.numClasses !== undefined && opts.numClasses !== numClasses) {
@@ -98,7 +105,9 @@ export async function run(argv: string[]): Promise<number> {
     }
     if (values.safetensors) {
       const sd = model.stateDict();
-      saveStateDictFile(values.safetensors, sd, { format: 'pt', model: name, weights: source });
+      // The model card travels with the weights, so the file alone says what it classifies and how to feed it.
+      const card = resolved?.card ? cardMetadata(resolved.card) : {};
+      saveStateDictFile(values.safetensors, sd, { format: 'pt', model: name, weights: source, ...card });
       console.log(`${name}: wrote ${values.safetensors} (safetensors, ${sd.size} tensors, ${model.parameterCount()} parameters)`);
     }
   } finally {

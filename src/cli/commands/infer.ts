@@ -3,6 +3,7 @@ import { initBackend } from '../../backend/index.js';
 import { readSafetensors, loadStateDictFile, writeSafetensors } from '../../io/index.js';
 import { manualSeed } from '../../nn/index.js';
 import { featureNames, getModel, optionsFromWeights, renameHead, resolveWeightsPath } from '../../models/index.js';
+import { resolveWeightsArgument } from '../weights_arg.js';
 import { Tensor, noGrad, tidy } from '../../tensor/index.js';
 import { intOption, parse } from '../args.js';
 
@@ -13,7 +14,8 @@ const usage = `usage: residual infer --model M [--weights FILE] --input IN.safet
 
   --model M         a name from \`residual models\`
   --weights FILE    .pth (torch.save) or .safetensors state dict with torchvision key names; the number
-                    of classes and input channels are taken from it. Without it: random init (--seed)
+                    of classes and input channels are taken from it. Without it: random init (--seed).
+                    Or torchvision:MODEL[.ENTRY]: downloaded once into the cache; --model may then be left out
   --input FILE      safetensors with key "input": float32 [N, C, H, W]
   --output FILE     safetensors written with key "output" ([N, classes] logits, or the feature map)
   --feature NAME    output an intermediate instead of the logits: stem, layer1..layerN, pool
@@ -31,17 +33,19 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const missing = (['model', 'input', 'output'] as const).filter((k) => !values[k]);
-  if (missing.length) {
-    console.error(`infer: missing ${missing.map((k) => `--${k}`).join(', ')}\n${usage}`);
+  const missing = (['input', 'output'] as const).filter((k) => !values[k]);
+  if (missing.length || (!values.model && !values.weights)) {
+    console.error(`infer: missing ${[...(values.model || values.weights ? [] : ['--model']), ...missing.map((k) => `--${k}`)].join(', ')}\n${usage}`);
     return 2;
   }
-  const name = values.model!;
+  const resolved = values.weights ? await resolveWeightsArgument('infer', values.weights, values.model) : null;
+  const name = values.model ?? resolved?.model;
+  if (!name) throw new Error(`infer: --model is required: ${values.weights} do not say which model they hold`);
   const entry = getModel(name);
   await initBackend();
 
-  const weights = values.weights
-    ? renameHead(loadStateDictFile(resolveWeightsPath(values.weights)), (m) => console.error(`infer: ${m}`)) : null;
+  const weights = resolved
+    ? renameHead(loadStateDictFile(resolveWeightsPath(resolved.path)), (m) => console.error(`infer: ${m}`)) : null;
   const opts = weights ? optionsFromWeights(name, weights) : {};
   const { tensors } = readSafetensors(values.input!);
   const input = tensors.get('input');

@@ -1,4 +1,5 @@
 import { loadClassifier, type Classification } from '../../infer/classifier.js';
+import { downloadProgress } from '../progress.js';
 import { parse, shapeOption } from '../args.js';
 
 export const summary = 'classify images: top-5 classes with probabilities';
@@ -6,9 +7,9 @@ export const summary = 'classify images: top-5 classes with probabilities';
 const usage = `usage: residual predict [--model M] --weights W [--labels imagenet|fashion-mnist|cifar10|FILE] [--input CxHxW] [--top 5]
                         [--dtype f32|bf16] [--json] IMAGE...
 
-  --weights W   torchvision .pth/.safetensors, or a run folder from \`residual train\` (or weights exported
-                from one): their model card gives the model, the preprocessing and the class names,
-                so --model may be left out
+  --weights W   torchvision:MODEL[.ENTRY] (downloaded once), a .pth/.safetensors, or a run folder from
+                \`residual train\` (or weights exported from one): their model card, or the pretrained
+                table, gives the model, the preprocessing and the class names, so --model may be left out
   An image that cannot be read is reported on its own line; the others are still classified, and the
   exit code is 1 at the end.
   --input       the model's input size; 3x224x224 uses torchvision's ImageNet eval transform
@@ -34,7 +35,7 @@ export async function run(argv: string[]): Promise<number> {
   if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`predict: --dtype must be f32 or bf16, got "${v.dtype}"`);
 
   const classifier = await loadClassifier({
-    model: v.model, weights: v.weights, labels: v.labels, input: v.input ? shapeOption('predict', 'input', v.input) : undefined,
+    model: v.model, weights: v.weights, download: { onProgress: downloadProgress('predict') }, labels: v.labels, input: v.input ? shapeOption('predict', 'input', v.input) : undefined,
     dtype: v.dtype as 'f32' | 'bf16' | undefined, maxBatch: Math.min(BATCH, images.length), top, warn: (m) => console.error(`predict: ${m}`),
   });
   // Each image is read on its own: one bad file is reported and the rest are still classified.

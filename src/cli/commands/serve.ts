@@ -1,11 +1,12 @@
 // `residual serve`: a model behind HTTP (src/serve/), until SIGINT or SIGTERM.
 import { loadClassifier } from '../../infer/classifier.js';
+import { downloadProgress } from '../progress.js';
 import { parseBytes, startServer } from '../../serve/index.js';
 import { intOption, numberOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'serve a model over HTTP: POST an image, get its top classes (batched), with a page to try it';
 
-const usage = `usage: residual serve --model M [--weights W] [--port 8080] [--host 127.0.0.1] [--dtype f32|bf16]
+const usage = `usage: residual serve [--model M] [--weights W] [--port 8080] [--host 127.0.0.1] [--dtype f32|bf16]
                       [--max-batch 8] [--max-wait-ms 5] [--max-bytes 10MB] [--max-queue 64] [--max-pixels 50000000]
                       [--labels imagenet|fashion-mnist|cifar10|FILE] [--input CxHxW] [--threads N] [--winograd on|off] [--json]
 
@@ -49,7 +50,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (!v.model && !v.weights) {
-    console.error(`serve: --model (or --weights whose model card names it) is required\n${usage}`);
+    console.error(`serve: --model is required, unless --weights name their model (torchvision:MODEL, or a run folder)\n${usage}`);
     return 2;
   }
   if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`serve: --dtype must be f32 or bf16, got "${v.dtype}"`);
@@ -74,7 +75,7 @@ export async function run(argv: string[]): Promise<number> {
   if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
 
   const classifier = await loadClassifier({
-    model: v.model, weights: v.weights, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,
+    model: v.model, weights: v.weights, download: { onProgress: downloadProgress('serve') }, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,
     dtype: v.dtype as 'f32' | 'bf16' | undefined, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
     winograd: v.winograd === undefined ? undefined : v.winograd === 'on',
   });

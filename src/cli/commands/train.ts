@@ -3,9 +3,8 @@ import { modelNames, parseFreeze } from '../../models/index.js';
 import { runTraining } from '../../train/run.js';
 import { engineThreadGovernor } from '../../train/threads.js';
 import type { BatchProgress, EpochMetrics } from '../../train/trainer.js';
-import { resolveWeightsArgument } from '../weights_arg.js';
 import { fixThreads, intOption, numberOption, parse, threadsOption } from '../args.js';
-import { progressLine } from '../progress.js';
+import { downloadProgress, progressLine } from '../progress.js';
 
 export const summary = 'train a model on Fashion-MNIST, CIFAR or an image folder';
 
@@ -59,7 +58,6 @@ export async function run(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(text)) throw new Error(`train: --${name} must be a non-negative integer, got "${text}"`);
     return Number(text);
   };
-  const weights = v.weights ? await resolveWeightsArgument(v.weights, v.model) : null;
 
   const threads = threadsOption('train', v.threads);
   const backend = await initBackend();
@@ -69,7 +67,7 @@ export async function run(argv: string[]): Promise<number> {
   let epochs = 0;
 
   const result = await runTraining({
-    model: v.model ?? weights?.model, weights: weights?.path, data: v.data, imageSize: int('image-size', v['image-size']), skipBad: v['skip-bad'],
+    model: v.model, weights: v.weights, download: { onProgress: downloadProgress('train') }, data: v.data, imageSize: int('image-size', v['image-size']), skipBad: v['skip-bad'],
     subset: int('subset', v.subset), numClasses: int('num-classes', v['num-classes']),
     freeze: v.freeze === undefined ? undefined : parseFreeze(v.freeze),
     epochs: int('epochs', v.epochs), batch: int('batch', v.batch), lr: num('lr', v.lr), headLrScale: num('head-lr-scale', v['head-lr-scale']),
