@@ -46,6 +46,10 @@ export function optionsFromWeights(model: string, sd: Map<string, LoadedTensor>)
  * checkpoint folders) the newest checkpoint's model.safetensors.
  */
 export function resolveWeightsPath(path: string): string {
+  if (/^[a-z]+:[a-z]/i.test(path) && !existsSync(path)) {
+    throw new Error(`weights ${path} name pretrained weights, which are fetched asynchronously: use await loadPretrained('${path}') ` +
+      `(or await resolveWeights('${path}') for the cached file's path)`);
+  }
   if (!existsSync(path)) throw new Error(`weights ${path} do not exist`);
   if (!statSync(path).isDirectory()) return path;
   const direct = join(path, 'model.safetensors');

@@ -4,7 +4,8 @@
 // if it has one, says the same.
 import { resolveWeightsArgument as resolvePretrained, isPretrainedSpec, type FetchPretrainedOptions, type PretrainedEntry } from '../pretrained/index.js';
 import { readCard, type ModelCard } from './card.js';
-import { resolveWeightsPath } from './load.js';
+import { loadModel, resolveWeightsPath, type LoadModelOptions } from './load.js';
+import type { ResNet } from './net.js';
 
 export interface ResolvedWeights {
   /** The local weight file. */
@@ -41,4 +42,16 @@ export async function resolveWeights(weights: string, model?: string, opts: Fetc
     throw new Error(`--weights ${weights} hold a ${card.model} (their model card says so), but the model asked for is ${model}; drop --model or give ${card.model}`);
   }
   return { path, model: model ?? card?.model ?? null, entry: null, card };
+}
+
+/**
+ * torchvision's `resnet50(weights="IMAGENET1K_V2")`: builds the model a spec names with its
+ * pretrained weights, downloaded once into the cache and hash-checked. Also takes a file or run folder
+ * whose model card names the model. `opts` as loadModel's (e.g. numClasses with resetHead: true).
+ */
+export async function loadPretrained(weights: string, opts: LoadModelOptions & { model?: string; download?: FetchPretrainedOptions; warn?: (m: string) => void } = {}): Promise<ResNet> {
+  const { model, download, warn, ...load } = opts;
+  const r = await resolveWeights(weights, model, download);
+  if (!r.model) throw new Error(`loadPretrained: ${weights} do not say which model they hold; pass { model: NAME }`);
+  return loadModel(r.model, r.path, load, warn);
 }
