@@ -5,14 +5,14 @@
 // were measured on the images, as close to ImageNet weights as a machine without network gets.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { initBackend } from '../src/backend/index.js';
 import { loadClassifier } from '../src/infer/classifier.js';
 import { SafetensorsFile, saveStateDictFile } from '../src/io/index.js';
-import { CARD_KEY, createModel, loadModel } from '../src/models/index.js';
+import { CARD_KEY, createModel, loadModel, loadPretrained } from '../src/models/index.js';
 import { BatchNorm2d } from '../src/nn/index.js';
 import { startServer } from '../src/serve/index.js';
 import { Tensor, crossEntropy, tidy } from '../src/tensor/index.js';
@@ -146,6 +146,48 @@ describe('loading weights for another task', () => {
     assert.ok(message.length < 800, `the message is a summary, not a key dump (${message.length} characters)`);
   });
 });
+
+describe('pretrained weights by name in the library', () => {
+  before(async () => { await initBackend(); });
+
+  it("loadPretrained and loadClassifier take 'torchvision:resnet18': the cached file, ImageNet's classes, torchvision's eval transform", async () => {
+    // No network here: put a resnet18 checkpoint where a verified download would have left it, with
+    // the marker such a download writes (the cache trusts it while the file's size and mtime hold).
+    const home = join(dir, 'home');
+    const folder = join(home, 'weights', 'torchvision');
+    mkdirSync(folder, { recursive: true });
+    const file = join(folder, 'resnet18-f37072fd.pth');
+    const source = createModel('resnet18');
+    saveStateDictFile(file, source.stateDict());
+    const st = statSync(file);
+    writeFileSync(join(folder, '.resnet18-f37072fd.pth.sha256'), JSON.stringify({ sha256: 'f37072fd' + '0'.repeat(56), size: st.size, mtimeMs: st.mtimeMs }));
+    const model = await loadPretrained('torchvision:resnet18', { numClasses: 5, resetHead: true, download: { home } });
+    assert.equal(model.spec.name, 'resnet18');
+    assert.equal(model.numClasses, 5);
+    assert.deepEqual([...model.conv1.weight.toArray()], [...source.conv1.weight.toArray()]);
+    model.dispose();
+    const classifier = await loadClassifier({ weights: 'torchvision:resnet18', download: { home } });
+    assert.equal(classifier.model, 'resnet18');
+    assert.equal(classifier.labels.length, 1000);
+    assert.equal(classifier.labels[0], 'tench');
+    assert.deepEqual(classifier.input, [3, 224, 224]);
+    // Its logits equal the eager model's on the preprocessed image (same weights, same preprocessing path).
+    const x = await classifier.preprocess(await sharpPng());
+    source.eval();
+    const eager = tidy(() => source.forward(Tensor.fromArray(x, [1, 3, 224, 224])).toArray());
+    const best = eager.indexOf(Math.max(...eager));
+    assert.equal(classifier.predictSync(x, 1, 1)[0]![0]!.class, best);
+    classifier.dispose();
+    source.dispose();
+    await assert.rejects(loadPretrained('torchvision:resnet18', { model: 'resnet34', download: { home } }), /--model resnet34 does not fit/);
+    assert.throws(() => loadModel('resnet18', 'torchvision:resnet18'), /use await loadPretrained\('torchvision:resnet18'\)/);
+  });
+});
+
+async function sharpPng(): Promise<Buffer> {
+  const { blockPng } = await import('./images.js');
+  return blockPng(300, 260, 5);
+}
 
 describe('fine-tuning an image folder from the command line', () => {
   const data = join(dir, 'shapes');
