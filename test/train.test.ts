@@ -2,15 +2,16 @@
 // chance; a resumed run reproduces the uninterrupted one; a kill -9 during a save leaves the previous
 // checkpoint loadable.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { initBackend } from '../src/backend/index.js';
 import { DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Subset, fashionMnist } from '../src/data/index.js';
 import { BatchNorm2d, Conv2d, Flatten, AdaptiveAvgPool2d, Linear, ReLU, Sequential, manualSeed } from '../src/nn/index.js';
 import { listCheckpoints, loadCheckpoint } from '../src/train/checkpoint.js';
+import { addBatch, emptyTally } from '../src/train/metrics.js';
 import { train } from '../src/train/trainer.js';
 import { repoRoot } from './helpers.js';
 
@@ -87,5 +88,54 @@ describe('trainer', () => {
     assert.equal(w.data.length, 2000000);
     assert.ok(w.data.every((v) => v === ck.state.epoch), 'weights belong to the epoch the state names');
     assert.ok(!existsSync(join(ck.dir, '..', 'epoch-0000')));
+  });
+});
+
+describe('training fails loudly and runs do not collide', () => {
+  const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+  const residual = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+
+  it('a row of NaN or infinite logits never counts as correct', () => {
+    const t = emptyTally();
+    addBatch(t, new Float32Array([NaN, NaN, NaN, 1, Infinity, 0, 0, 2, 1]), new Int32Array([0, 1, 1]), 3, 0);
+    assert.equal(t.top1, 1, 'only the finite row whose label scores highest');
+    assert.equal(t.samples, 3);
+  });
+
+  it('absurd options are refused before any work: a batch above the data or the memory budget, momentum outside [0, 1)', () => {
+    const big = residual(['train', '--model', 'resnet20', '--subset', '256', '--batch', '1000000000']);
+    assert.equal(big.status, 1);
+    assert.match(big.stderr, /batch 1000000000 is larger than the 256 training samples/);
+    const mem = residual(['train', '--model', 'resnet20', '--subset', '256', '--batch', '256'], { RESIDUAL_MAX_TRAIN_BYTES: String(64 * 2 ** 20) });
+    assert.equal(mem.status, 1);
+    assert.match(mem.stderr, /batch 256 of resnet20 at 1x28x28 needs about .* GiB for activations, over the budget .* a batch of at most \d+ fits/);
+    const momentum = residual(['train', '--model', 'resnet20', '--subset', '256', '--momentum', '2']);
+    assert.equal(momentum.status, 1);
+    assert.match(momentum.stderr, /momentum must be in \[0, 1\), got 2/);
+  });
+
+  it('a second run on the same --out is refused with the pid of the first; a stale lock is taken over', async () => {
+    const dir = tempDir();
+    // A live process that is not us holds the lock (our parent, the test runner's process).
+    writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: process.ppid, host: hostname(), started: 'earlier' }));
+    const r = residual(['train', '--model', 'resnet20', '--subset', '128', '--batch', '64', '--out', dir]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, new RegExp(`in use by another training run \\(pid ${process.ppid}, started earlier\\)`));
+    assert.ok(!existsSync(join(dir, 'metrics.jsonl')), 'nothing written');
+    // A lock left by a process that is gone (kill -9) does not block the next run, which releases its own.
+    writeFileSync(join(dir, '.lock'), JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname(), started: 'long ago' }));
+    const { history } = await train(tinyNet(), loaders().train, null, { ...recipe, epochs: 1, outDir: dir });
+    assert.equal(history.length, 1);
+    assert.ok(!existsSync(join(dir, '.lock')), 'the lock is released at the end');
+  });
+
+  it('resume leaves metrics.jsonl with each epoch once (a line repeated by an older kill is dropped)', async () => {
+    const dir = tempDir();
+    await train(tinyNet(), loaders().train, null, { ...recipe, outDir: dir, stopAfterEpochs: 1 });
+    const path = join(dir, 'metrics.jsonl');
+    appendFileSync(path, readFileSync(path, 'utf8')); // epoch 1 logged twice, as a kill between log and checkpoint left it
+    await train(tinyNet(), loaders().train, null, { ...recipe, outDir: dir, resume: true });
+    const epochs = readFileSync(path, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { epoch: number }).epoch);
+    assert.deepEqual(epochs, [1, 2, 3]);
   });
 });

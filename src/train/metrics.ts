@@ -17,6 +17,11 @@ export function addBatch(t: Tally, logits: Float32Array, labels: Int32Array, cla
   for (let i = 0; i < n; i++) {
     const row = i * classes;
     const own = logits[row + labels[i]];
+    // A row with a NaN or infinite logit is never right: with NaN every comparison is false, so it
+    // would otherwise rank first (a diverged model reported 100% accuracy).
+    let finite = true;
+    for (let k = 0; k < classes && finite; k++) finite = Number.isFinite(logits[row + k]);
+    if (!finite) continue;
     // Rank of the true class: how many classes score strictly higher (ties count in its favour).
     let higher = 0;
     for (let k = 0; k < classes; k++) if (logits[row + k] > own) higher++;

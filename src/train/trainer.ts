@@ -1,6 +1,8 @@
 // The training and evaluation loops: SGD over a DataLoader, a schedule per iteration, metrics per
 // epoch, a checkpoint per epoch, exact resume, and a clean stop on Ctrl-C.
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeAtomic } from '../io/index.js';
+import { lockRunFolder } from './lock.js';
 import { join } from 'node:path';
 import type { Batch, DataLoader } from '../data/loader.js';
 import type { Module, StateDict } from '../nn/index.js';
@@ -133,6 +135,16 @@ function restoreOptimizer(opt: SGD, model: Module, sd: ReadonlyMap<string, { dat
   opt.loadStateDict({ lr, buffers });
 }
 
+/**
+ * On resume, metrics.jsonl is made to hold exactly the epochs the checkpoint has (its history): an
+ * older version appended the line before the checkpoint, so a kill in between logged an epoch twice.
+ */
+function keepMetricsUpTo(path: string, history: readonly EpochMetrics[]): void {
+  if (!existsSync(path)) return;
+  const text = history.map((m) => JSON.stringify(m) + '\n').join('');
+  if (readFileSync(path, 'utf8') !== text) writeAtomic(path, text);
+}
+
 export async function train(model: Module, trainLoader: DataLoader, testLoader: DataLoader | null, o: TrainOptions): Promise<TrainResult> {
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new Error(`train: epochs must be a positive integer, got ${o.epochs}`);
   const batches = trainLoader.batchesPerEpoch;
@@ -161,6 +173,8 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
     elapsedBefore = (ck.state.elapsed_s as number | undefined) ?? 0;
   }
   if (o.outDir) mkdirSync(o.outDir, { recursive: true });
+  const unlock = o.outDir ? lockRunFolder(o.outDir) : () => {};
+  if (o.resume && o.outDir) keepMetricsUpTo(join(o.outDir, 'metrics.jsonl'), history);
 
   let interrupted = false;
   const onSigint = () => {
@@ -231,8 +245,10 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         lr: opt.lr, elapsed_s: elapsed(), epoch_s: epochSeconds, images_per_s: seen / Math.max(epochSeconds, 1e-9),
       };
       history.push(m);
-      if (o.outDir) appendFileSync(join(o.outDir, 'metrics.jsonl'), JSON.stringify(m) + '\n');
+      // The checkpoint first: a kill between the two leaves a checkpoint whose line is missing, which
+      // resume writes again, rather than a line whose epoch resume would run and log a second time.
       checkpoint({ epoch: epoch + 1, batch: 0, iteration });
+      if (o.outDir) appendFileSync(join(o.outDir, 'metrics.jsonl'), JSON.stringify(m) + '\n');
       o.onEpoch?.(m);
       epochsRun++;
       if (epoch + 1 < o.epochs) {
@@ -243,6 +259,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
   } finally {
     if (handleInterrupt) process.off('SIGINT', onSigint);
     opt.dispose();
+    unlock();
   }
   return { history, stopped };
 }
