@@ -62,6 +62,16 @@ describe('residual experiment degradation', () => {
     assert.match(report, /^- (HELD|DID NOT HOLD|INCONCLUSIVE): the deeper plain-14/m);
     assert.match(report, /!\[.*\]\(degradation\.png\)/);
     assertPng(join(out, 'degradation.png'));
+    // result.json: one entry per claim, the verdict the report states, and its figures.
+    const claims = (JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { claim: string; held: unknown; evidence: Record<string, number> }[] }).claims;
+    assert.deepEqual(claims.map((c) => c.claim), ['the deeper plain-14 trains to a higher training error than plain-8', 'the deeper ResNet-14 trains to a lower training error than ResNet-8']);
+    for (const c of claims) {
+      assert.ok([true, false, 'inconclusive'].includes(c.held as boolean | string));
+      const said = /^- (HELD|DID NOT HOLD|INCONCLUSIVE): (.*?) \(/m.exec(report.slice(report.indexOf(c.claim) - 20));
+      assert.equal(c.held, { HELD: true, 'DID NOT HOLD': false, INCONCLUSIVE: 'inconclusive' }[said![1]!], `${c.claim}: result.json agrees with report.md`);
+      assert.equal(c.evidence.iterations, 8);
+      assert.ok(c.evidence.two_standard_errors! > 0);
+    }
     for (const m of ['plain8', 'plain14', 'resnet8', 'resnet14']) {
       const metrics = readFileSync(join(out, 'models', m, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number });
       assert.deepEqual(metrics.map((x) => x.iteration), [4, 8], `${m}: a test evaluation every 4 iterations`);
@@ -92,6 +102,9 @@ describe('residual experiment cardinality', () => {
     const plan = r.plan as { iterations: number; basis: string };
     assert.match(plan.basis, /0\.1 min budget shared by 3 models/);
     assert.ok(plan.iterations >= 2);
+    const claims = (JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { claim: string; evidence: { test_samples: number } }[] }).claims;
+    assert.deepEqual(claims.map((c) => c.claim), ['at equal cost, C=2 has lower test error than C=1', 'at equal cost, C=4 has lower test error than C=2', 'at equal cost, C=4 has lower test error than C=1']);
+    assert.ok(claims.every((c) => c.evidence.test_samples > 0));
   });
 });
 
@@ -146,6 +159,7 @@ describe('residual experiment complexity', () => {
     const out = join(work, 'complexity');
     const r = experiment('complexity', '--out', out);
     assert.equal(r.held, true);
+    assert.deepEqual((JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { held: unknown }[] }).claims.map((c) => c.held), [true]);
     const ref = referenceFigures();
     assert.equal(ref.size, 16, 'REFERENCE.md lists 10 ImageNet and 6 CIFAR models');
     const report = readFileSync(join(out, 'report.md'), 'utf8');

@@ -7,7 +7,7 @@ import { cifarResNeXtSpec } from '../models/cifar.js';
 import { traceNet } from '../models/net.js';
 import { lineChart, svgToPng, type Series } from '../report/index.js';
 import { errorRange } from './degradation.js';
-import { int, judgeLower, macs, overall, pct, table, writeText } from './markdown.js';
+import { int, judgeLower, macs, overall, pct, table, writeText, heldOf, type ClaimResult } from './markdown.js';
 import { describeBudget, logger, type ExperimentOptions } from './options.js';
 import {
   XIE2017_CIFAR, XIE2017_EPOCHS, batchFor, contender, openExperimentData, planFor, scaleSection, trainContender,
@@ -121,16 +121,31 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   const se = errs.length ? Math.sqrt((errs[0] * (1 - errs[0])) / n) : NaN;
   let held: boolean | null = null;
   const claims: string[] = [];
+  const claimResults: ClaimResult[] = [];
+  const evidence = (a: number, b: number, se: number) => ({
+    test_error: { [`C=${cards[a]}`]: errs[a], [`C=${cards[b]}`]: errs[b] }, two_standard_errors: 2 * se, test_samples: n,
+    seeds: [o.seed], iterations: plan.iterations, batch: plan.batch, epochs: plan.epochs,
+    params: { [`C=${cards[a]}`]: done[a]!.params, [`C=${cards[b]}`]: done[b]!.params }, macs: { [`C=${cards[a]}`]: done[a]!.macs, [`C=${cards[b]}`]: done[b]!.macs },
+  });
   if (done.length === cards.length && done.length >= 2) {
     const steps = cards.slice(1).map((C, i) => ({ C, prev: cards[i], j: judgeLower(errs[i + 1], errs[i], n, n) }));
     const last = cards.length - 1;
     const ends = judgeLower(errs[last], errs[0], n, n);
-    for (const s of steps) claims.push(`${s.j.verdict}: C=${s.C} has lower test error than C=${s.prev} (${pct(errs[cards.indexOf(s.C)])} vs ${pct(errs[cards.indexOf(s.prev)])}, two standard errors ${pct(2 * s.j.se)})`);
-    if (cards.length > 2) claims.push(`${ends.verdict}: C=${cards[last]} has lower test error than C=${cards[0]} (${pct(errs[last])} vs ${pct(errs[0])}, two standard errors ${pct(2 * ends.se)})`);
+    for (const s of steps) {
+      claims.push(`${s.j.verdict}: C=${s.C} has lower test error than C=${s.prev} (${pct(errs[cards.indexOf(s.C)])} vs ${pct(errs[cards.indexOf(s.prev)])}, two standard errors ${pct(2 * s.j.se)})`);
+      claimResults.push({ claim: `at equal cost, C=${s.C} has lower test error than C=${s.prev}`, held: heldOf(s.j.verdict), evidence: evidence(cards.indexOf(s.C), cards.indexOf(s.prev), s.j.se) });
+    }
+    if (cards.length > 2) {
+      claims.push(`${ends.verdict}: C=${cards[last]} has lower test error than C=${cards[0]} (${pct(errs[last])} vs ${pct(errs[0])}, two standard errors ${pct(2 * ends.se)})`);
+      claimResults.push({ claim: `at equal cost, C=${cards[last]} has lower test error than C=${cards[0]}`, held: heldOf(ends.verdict), evidence: evidence(last, 0, ends.se) });
+    }
     held = overall([...steps.map((s) => s.j.verdict), ends.verdict]);
     // A step that is only noise does not refute the trend when the ends differ clearly.
     if (held === null && ends.verdict === 'HELD' && !steps.some((s) => s.j.verdict === 'DID NOT HOLD')) held = true;
-  } else claims.push('NOT MEASURED: the run is incomplete');
+  } else {
+    claims.push('NOT MEASURED: the run is incomplete');
+    claimResults.push({ claim: 'at equal cost, higher cardinality gives lower test error', held: 'inconclusive', evidence: { incomplete: true } });
+  }
   const wall = (Date.now() - started) / 1000;
   const report = [
     `# Cardinality at equal cost (Xie et al. 2017, Table 2 and 3)`,
@@ -175,7 +190,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   ].join('\n');
   writeText(join(o.out, 'report.md'), report);
   return {
-    experiment: 'cardinality', out: o.out, report: join(o.out, 'report.md'), figures: [join(o.out, figure)], held, seconds: wall, plan,
+    experiment: 'cardinality', out: o.out, report: join(o.out, 'report.md'), figures: [join(o.out, figure)], held, seconds: wall, plan, claims: claimResults,
     models: runs.map((r, i) => ({ name: r.name, cardinality: solved[i].C, width: solved[i].d, params: r.params, macs: r.macs,
       final_train_error: r.finalTrainError, final_test_error: r.finalTestError, best_test_error: r.bestTestError, seconds: r.seconds, stopped: r.stopped })),
   };

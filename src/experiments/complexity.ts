@@ -182,6 +182,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   writeText(join(o.out, 'report.md'), report);
   return {
     experiment: 'complexity', out: o.out, report: join(o.out, 'report.md'), figures: [join(o.out, figure)], held: mismatches === 0, seconds: wall,
+    claims: [{ claim: "every builder's params and MACs equal REFERENCE.md (PyTorch 1.13 / torchvision 0.14 counts)", held: mismatches === 0, evidence: { models: exactRows.length, mismatches } }],
     models,
   };
 }

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { cifarResNetSpec } from '../models/cifar.js';
 import { lineChart, svgToPng, type Series } from '../report/index.js';
-import { int, macs, overall, judgeLower, pct, table, writeText, type Verdict } from './markdown.js';
+import { heldOf, int, macs, overall, judgeLower, pct, table, writeText, type Verdict } from './markdown.js';
 import { describeBudget, logger, type ExperimentOptions } from './options.js';
 import {
   HE2015_CIFAR, HE2015_ITERATIONS, batchFor, contender, openExperimentData, planFor, scaleSection, trainContender,
@@ -84,16 +84,21 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   const [lo, hi] = [Math.min(...depths), Math.max(...depths)];
   // Training errors are over the last segment's samples; a difference under two standard errors is noise.
   const nTrain = plan.segment * plan.batch;
-  const verdicts: { claim: string; verdict: Verdict | 'NOT MEASURED'; detail: string }[] = [];
+  const verdicts: { claim: string; verdict: Verdict | 'NOT MEASURED'; detail: string; evidence: Record<string, unknown> }[] = [];
   for (const residual of [false, true]) {
     const a = byName.get(`${residual ? 'resnet' : 'plain'}${lo}`);
     const b = byName.get(`${residual ? 'resnet' : 'plain'}${hi}`);
     const family = residual ? 'ResNet' : 'plain';
     const claim = residual ? `the deeper ResNet-${hi} trains to a lower training error than ResNet-${lo}` : `the deeper plain-${hi} trains to a higher training error than plain-${lo}`;
-    if (!a || !b || a.stopped === 'interrupted' || b.stopped === 'interrupted') { verdicts.push({ claim, verdict: 'NOT MEASURED', detail: 'run incomplete' }); continue; }
+    if (!a || !b || a.stopped === 'interrupted' || b.stopped === 'interrupted') { verdicts.push({ claim, verdict: 'NOT MEASURED', detail: 'run incomplete', evidence: {} }); continue; }
     const j = residual ? judgeLower(b.finalTrainError, a.finalTrainError, nTrain, nTrain) : judgeLower(a.finalTrainError, b.finalTrainError, nTrain, nTrain);
     verdicts.push({ claim, verdict: j.verdict, detail: `${family}-${lo} ${pct(a.finalTrainError)} vs ${family}-${hi} ${pct(b.finalTrainError)} training error, ` +
-      `two standard errors ${pct(2 * j.se)}; test error ${pct(a.finalTestError)} vs ${pct(b.finalTestError)}` });
+      `two standard errors ${pct(2 * j.se)}; test error ${pct(a.finalTestError)} vs ${pct(b.finalTestError)}`,
+      evidence: {
+        [`${a.name}_final_train_error`]: a.finalTrainError, [`${b.name}_final_train_error`]: b.finalTrainError, two_standard_errors: 2 * j.se,
+        train_samples_per_figure: nTrain, [`${a.name}_final_test_error`]: a.finalTestError, [`${b.name}_final_test_error`]: b.finalTestError,
+        test_samples: data.test.length, iterations: plan.iterations, batch: plan.batch, epochs: plan.epochs,
+      } });
   }
   const held = overall(verdicts.map((v) => (v.verdict === 'NOT MEASURED' ? 'INCONCLUSIVE' : v.verdict)));
   const wall = (Date.now() - started) / 1000;
@@ -138,5 +143,6 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     seconds: wall, plan,
     models: runs.map((r) => ({ name: r.name, params: r.params, macs: r.macs, final_train_error: r.finalTrainError, final_test_error: r.finalTestError, best_test_error: r.bestTestError, seconds: r.seconds, stopped: r.stopped })),
     verdicts,
+    claims: verdicts.map((v) => ({ claim: v.claim, held: heldOf(v.verdict), evidence: v.evidence })),
   };
 }

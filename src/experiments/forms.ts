@@ -280,6 +280,11 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   writeText(join(o.out, 'report.md'), report);
   return {
     experiment: 'forms', out: o.out, report: join(o.out, 'report.md'), figures: [join(o.out, figure)], held, seconds: wall, failures,
+    claims: [{
+      claim: 'the three ResNeXt block forms (a) split-transform-merge, (b) concatenate then 1x1, (c) grouped convolution compute the same function',
+      held: held === null ? 'inconclusive' : held,
+      evidence: { configurations: results.map((r) => `${r.C}x${r.d}d`), worst_scaled_output_difference: worst, bound: TOLERANCE, worst_gradient_relative_difference: gradRel.length ? Math.max(...gradRel) : null, failures },
+    }],
     worst_scaled_difference: worst, configs: results,
   };
 }

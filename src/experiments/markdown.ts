@@ -41,6 +41,19 @@ export function backendLine(): string {
 
 export type Verdict = 'HELD' | 'DID NOT HOLD' | 'INCONCLUSIVE';
 
+/** One claim of a paper as an experiment settled it: the entries of result.json. */
+export interface ClaimResult {
+  claim: string;
+  held: true | false | 'inconclusive';
+  /** The figures the verdict rests on. */
+  evidence: Record<string, unknown>;
+}
+
+/** A report's verdict as result.json spells it; an unmeasured claim is inconclusive. */
+export function heldOf(v: Verdict | 'NOT MEASURED'): ClaimResult['held'] {
+  return v === 'HELD' ? true : v === 'DID NOT HOLD' ? false : 'inconclusive';
+}
+
 /**
  * A claim that `a` is below `b` (error rates measured on `na` and `nb` samples), judged against
  * sampling noise: it held or failed only when the difference exceeds two standard errors.
