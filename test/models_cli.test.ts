@@ -55,6 +55,20 @@ describe('residual summary', () => {
     assert.match(r.stdout, /total params: 11,689,512/);
     assert.match(r.stdout, /total MACs: +1,814,073,344 \(1\.814 G/);
   });
+  it('--stages: the paper\'s view, a convolution block then identity blocks per stage, summing to the totals', () => {
+    const r = residual('summary', 'resnet101', '--stages', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout) as { params: number; macs: number; stages: { stage: string; blocks: string[]; params: number; macs: number; outShape: number[] }[] };
+    assert.deepEqual(s.stages.map((x) => x.stage), ['conv1', 'conv2_x', 'conv3_x', 'conv4_x', 'conv5_x', 'head']);
+    assert.deepEqual(s.stages.map((x) => x.blocks.length), [0, 3, 4, 23, 3, 0]);
+    for (const st of s.stages.slice(1, 5)) assert.deepEqual(st.blocks, ['conv', ...Array(st.blocks.length - 1).fill('identity')]);
+    assert.equal(s.stages.reduce((a, x) => a + x.params, 0), 44_549_160);
+    assert.equal(s.stages.reduce((a, x) => a + x.macs, 0), s.macs);
+    assert.deepEqual(s.stages[4]!.outShape, [1, 2048, 7, 7]);
+    const text = residual('summary', 'plain20', '--stages');
+    assert.match(text.stdout, /^conv3_x\s+layer2\s+3: 3 plain\s+\[1, 32, 16, 16\]/m);
+    assert.match(residual('summary', 'resnet20', '--stages').stdout, /^conv3_x\s+layer2\s+3: A \+ 2 identity/m);
+  });
   it('--json with --input and --depth groups rows by module', () => {
     const r = residual('summary', 'resnet20', '--input', '1x28x28', '--depth', '2', '--num-classes', '7', '--json');
     assert.equal(r.code, 0, r.stderr);

@@ -8,3 +8,4 @@ export * from './registry.js';
 export * from './load.js';
 export * from './card.js';
 export * from './weights.js';
+export * from './stages.js';

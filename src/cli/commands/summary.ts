@@ -1,17 +1,20 @@
 // `residual summary <model>`: the layer table of a model from the analytic walk (no weights, no
 // forward pass), with output shapes, parameters and multiply-accumulates per layer.
-import { groupByDepth, traceModel, getModel, type LayerRecord } from '../../models/index.js';
+import { describeBlocks, groupByDepth, stageView, traceModel, getModel, type LayerRecord } from '../../models/index.js';
 import { intOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'layer table of a model: output shapes, params and MACs per layer';
 
-const usage = `usage: residual summary <model> [--input 3x224x224] [--depth N] [--num-classes K] [--json]
+const usage = `usage: residual summary <model> [--input 3x224x224] [--depth N | --stages] [--num-classes K] [--json]
 
   <model>          a name from \`residual models\`
   --input CxHxW    input shape, batch 1 (default: the model's own, e.g. 3x224x224 or 3x32x32);
                    C sets the model's input channels
   --depth N        one row per module N levels deep (1: conv1, layer1, ...; 2: layer1.0, ...);
                    default: every layer
+  --stages         one row per stage, as the ResNet paper's Table 1: conv1 (the stem), conv2_x.. with
+                   their blocks as "conv" (projection shortcut: the block that changes shape), "A"
+                   (option-A shortcut), "identity" or "plain" (no shortcut)
   --num-classes K  classifier outputs (default: the model's own)
   --json           print JSON instead of a table`;
 
@@ -39,7 +42,7 @@ const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parse('summary', argv, {
-    input: { type: 'string' }, depth: { type: 'string' }, 'num-classes': { type: 'string' }, json: { type: 'boolean' },
+    input: { type: 'string' }, depth: { type: 'string' }, stages: { type: 'boolean' }, 'num-classes': { type: 'string' }, json: { type: 'boolean' },
   }, true);
   if (values.help) {
     console.log(usage);
@@ -55,6 +58,20 @@ export async function run(argv: string[]): Promise<number> {
   const numClasses = values['num-classes'] === undefined ? undefined : intOption('summary', 'num-classes', values['num-classes'], 1);
   const depth = values.depth === undefined ? undefined : intOption('summary', 'depth', values.depth, 1);
   const trace = traceModel(name, input, { inChannels: input[0], numClasses });
+  if (values.stages) {
+    if (depth !== undefined) throw new Error('summary: --stages and --depth are two different views; give one');
+    const stages = stageView(entry.spec({ inChannels: input[0], numClasses }), trace);
+    if (values.json) {
+      console.log(JSON.stringify({ model: name, input, params: trace.params, macs: trace.macs, stages }));
+      return 0;
+    }
+    console.log(`${name}: ${entry.description}; input ${shapeText([1, ...input])}\n`);
+    console.log(formatTable(['stage', 'module', 'blocks', 'output', 'params', 'MACs'],
+      stages.map((s) => [s.stage, s.module, s.blocks.length ? `${s.blocks.length}: ${describeBlocks(s.blocks)}` : '-', shapeText(s.outShape), groupDigits(s.params), humanMacs(s.macs)]),
+      ['l', 'l', 'l', 'l', 'r', 'r']));
+    console.log(`\ntotal params: ${groupDigits(trace.params)}\ntotal MACs:   ${groupDigits(trace.macs)} (${humanMacs(trace.macs)})`);
+    return 0;
+  }
   const layers: LayerRecord[] = depth === undefined ? trace.layers : groupByDepth(trace.layers, depth, trace.containers);
   if (values.json) {
     console.log(JSON.stringify({
