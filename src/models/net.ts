@@ -1,7 +1,7 @@
 // The trunk every model here shares: a stem (conv1, bn1, relu, optional maxpool), stages of
 // residual blocks named layer1..layerN, global average pooling and a linear head `fc`. The
 // ImageNet family (resnet.ts) and the CIFAR family (cifar.ts) differ only in the NetSpec they build.
-import { BatchNorm2d, Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
+import { BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
 import { Tensor, flatten, isGradEnabled, tidy } from '../tensor/index.js';
 import { ResidualBlock, makeBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
 import { Tracer, type ConvSpec, type PoolSpec, type TraceResult } from './trace.js';
@@ -54,7 +54,10 @@ export class ResNet extends Module {
   readonly maxpool: MaxPool2d | null;
   readonly stages: Sequential[] = [];
   readonly avgpool: AdaptiveAvgPool2d;
-  private head: Linear;
+  // Kept in step with the child "fc" by registerModule below: a head swapped from outside (as
+  // torchvision users do, `fc = Identity()`) must be the one forward and the exporters see, not the
+  // disposed one it replaced.
+  private head: Linear | Identity;
 
   /**
    * `initWeights: false` skips torchvision's init (the layers keep PyTorch's defaults): for models
@@ -90,20 +93,39 @@ export class ResNet extends Module {
     }
   }
 
-  get fc(): Linear {
+  /** The classifier: a Linear, or an Identity for a feature extractor (forward then gives the pooled features). */
+  get fc(): Linear | Identity {
     return this.head;
   }
 
+  /** Outputs of forward: the Linear's classes, or the pooled feature width with an Identity head. */
   get numClasses(): number {
-    return this.head.outFeatures;
+    return this.head instanceof Linear ? this.head.outFeatures : headFeatures(this.spec);
+  }
+
+  /**
+   * Replacing "fc" also replaces the head forward uses. Only a Linear or an Identity is taken: the
+   * compiled plan and the ONNX exporter know those two heads, and anything else would fail there later.
+   */
+  override registerModule<M extends Module>(name: string, m: M): M {
+    if (name === 'fc') {
+      if (!(m instanceof Linear) && !(m instanceof Identity)) {
+        throw new Error(`${this.spec.name}: fc must be a Linear (a classifier) or an Identity (pooled features), got a ${m.constructor.name}; ` +
+          'to put another head on the features, run forwardFeatures(x, ["pool"]) and apply it yourself');
+      }
+      super.registerModule(name, m);
+      this.head = m;
+      return m;
+    }
+    return super.registerModule(name, m);
   }
 
   /** Swaps the classifier for a freshly initialized one with `numClasses` outputs (fine-tuning). */
   replaceHead(numClasses: number): Linear {
     if (!Number.isInteger(numClasses) || numClasses < 1) throw new Error(`replaceHead: numClasses must be a positive integer, got ${numClasses}`);
-    this.head = this.registerModule('fc', new Linear(headFeatures(this.spec), numClasses));
-    this.head.train(this.training);
-    return this.head;
+    const head = this.registerModule('fc', new Linear(headFeatures(this.spec), numClasses));
+    head.train(this.training);
+    return head;
   }
 
   /**
