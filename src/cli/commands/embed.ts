@@ -23,8 +23,9 @@ const usage = `usage: residual embed --model M [--weights W] --out F.safetensors
                    the dtype, the input size and, for images, "files" (a JSON list, in the order of the rows)
   --input X        safetensors with key "input": float [N, C, H, W], already preprocessed
   IMAGE... DIR...  image files (any format sharp reads), or folders: every .jpg/.jpeg/.png/.webp below
-                   them, recursively, in sorted order. Each is decoded and preprocessed as \`residual predict\`
-                   does (3x224x224: resize 256, center crop 224, ImageNet mean/std)
+                   them, recursively, in torchvision ImageFolder's order (folders sorted, then each folder's
+                   files sorted). Each is decoded and preprocessed as \`residual predict\` does
+                   (3x224x224: resize 256, center crop 224, ImageNet mean/std)
   --size CxHxW     the input size images are preprocessed to (default: the run's dataset, else the model's)
   --batch N        samples per kernel run (default 16)
   --dtype          f32 (default) or bf16 (needs AVX512-BF16 or AMX; features carry bf16 rounding)
@@ -33,7 +34,7 @@ const usage = `usage: residual embed --model M [--weights W] --out F.safetensors
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
-/** The image files the positionals name: files as given, folders expanded (recursively, sorted). */
+/** The image files the positionals name: files as given, folders expanded (recursively, in ImageFolder's order). */
 function imageFiles(paths: readonly string[]): string[] {
   const files: string[] = [];
   for (const p of paths) {
