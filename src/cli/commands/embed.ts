@@ -161,8 +161,10 @@ export async function run(argv: string[]): Promise<number> {
   const features = new Float32Array(total * dim);
   const show = progress(total);
   const t0 = performance.now();
+  const batchMs: number[] = []; // kernel time of each batch, for comparing with `residual bench`
   try {
-    // Images: the next batch is decoded and preprocessed while the current one runs on the libuv thread.
+    // Images: the next batch is decoded and preprocessed while the current one runs on a libuv thread.
+    // A preprocessed --input has nothing to overlap, so it runs on this thread, as `residual bench` does.
     const prepare = async (start: number): Promise<Float32Array> => {
       const end = Math.min(total, start + batch);
       if (given) return given.data.subarray(start * per, end * per);
@@ -175,7 +177,9 @@ export async function run(argv: string[]): Promise<number> {
     for (let start = 0; start < total; start += batch) {
       const x = await next;
       const n = Math.min(batch, total - start);
-      const pending = extractor.embed(x, n);
+      const started = performance.now();
+      const pending = (given ? Promise.resolve(extractor.embedSync(x, n)) : extractor.embed(x, n))
+        .then((y) => { batchMs.push(performance.now() - started); return y; });
       if (start + batch < total) {
         next = prepare(start + batch);
         next.catch(() => {}); // awaited next turn; a failure then must not also surface as unhandled now
@@ -196,10 +200,20 @@ export async function run(argv: string[]): Promise<number> {
   const result = {
     model: name, out: v.out!, n: total, dim, dtype, input: [...input], batch, seconds: round(seconds),
     images_per_s: round(total / seconds), ms_per_image: round((1000 * seconds) / total),
+    // The first batch also pays for first touching the plan's memory; `residual bench` reports the
+    // median after warm-up runs, which this median (of full batches) compares with.
+    ms_first_batch: round(batchMs[0]!), ms_per_batch_median: round(median(batchMs.slice(0, Math.floor(total / batch)))),
   };
   if (v.json) console.log(JSON.stringify(result));
   else console.log(`${name}: wrote "features" [${total}, ${dim}] to ${v.out} (${total} in ${seconds.toFixed(2)} s, ${result.images_per_s} images/s, ${dtype})`);
   return 0;
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function round(x: number): number {
