@@ -97,7 +97,7 @@ export interface Preprocessing {
   labels: string | readonly string[] | null;
 }
 
-function fromCard(card: ModelCard): Preprocessing {
+export function fromCard(card: ModelCard): Preprocessing {
   const [channels, height, width] = card.input;
   return { channels, height, width, mean: card.mean, std: card.std, resize: card.resize, labels: card.classes };
 }

@@ -2,23 +2,26 @@
 // (or preprocessed samples) into embeddings: the globally pooled features [n, D] that the head
 // would read, D the last stage's channels (2048 for ResNet-50, 512 for ResNet-18, 64 for ResNet-20).
 //
-// It is the classifier's twin (classifier.ts): the same preprocessing (preprocessImage, the run
-// folder's dataset or torchvision's eval transform), the same compiled plan, stopped at the pool
+// It is the classifier's twin (classifier.ts): the same preprocessing (preprocessImage; the weights'
+// model card, else the run folder's dataset, else torchvision's eval transform), the same compiled plan, stopped at the pool
 // (compileForInference's output 'pool': no head work), `embed` on a libuv pool thread and
 // `embedSync` on the calling thread. On the reference backend the eager model's forwardFeatures runs.
 import { defaultBackend, initBackend } from '../backend/index.js';
 import { FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD } from '../data/index.js';
-import { getModel, headFeatures, loadModel, resolveWeightsPath, ResNet } from '../models/index.js';
+import { getModel, headFeatures, loadModel, readCard, resolveWeightsPath, ResNet } from '../models/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
-import { evalTransforms, fromRun, preprocessImage, type Preprocessing } from './classifier.js';
+import { evalTransforms, fromCard, fromRun, preprocessImage, type Preprocessing } from './classifier.js';
 import { compileForInference } from './compile.js';
 
 export interface FeatureExtractorOptions {
-  /** A registered model name (`residual models`), or a model already built (it is compiled, not kept or disposed). */
-  model: string | ResNet;
+  /**
+   * A registered model name (`residual models`), or a model already built (it is compiled, not kept
+   * or disposed). May be left out when the weights carry a model card, which names the model.
+   */
+  model?: string | ResNet;
   /** Weights for a named model: .pth, .safetensors, or a run folder from `residual train`. Without: random weights. */
   weights?: string | null;
-  /** Input [C, H, W] (default: the run's dataset, else the model's own, e.g. [3, 224, 224]). */
+  /** Input [C, H, W] (default: the weights' model card, else the run's dataset, else the model's own, e.g. [3, 224, 224]). */
   input?: readonly number[];
   /** 'f32' (default) or 'bf16' (needs AVX512-BF16 or AMX; features then carry bf16 rounding). */
   dtype?: 'f32' | 'bf16';
@@ -78,9 +81,10 @@ function standardPreprocessing([c, h, w]: readonly number[]): Preprocessing {
  * initBackend() when no backend is chosen yet; on the reference backend the model runs eagerly.
  */
 export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promise<FeatureExtractor> {
-  if (!opts || (typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
+  if (!opts || (opts.model !== undefined && typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
     throw new Error('loadFeatureExtractor: `model` must be a model name (see `residual models`) or a ResNet');
   }
+  if (opts.model === undefined && !opts.weights) throw new Error('loadFeatureExtractor: give `model` (a name, see `residual models`), or `weights` whose model card names it');
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`loadFeatureExtractor: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
   const maxBatch = positiveInt('maxBatch', opts.maxBatch, 16);
@@ -95,11 +99,21 @@ export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promi
   }
 
   let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
-  if (typeof opts.model === 'string') {
-    name = opts.model;
-    const entry = getModel(name); // unknown names fail here, listing the known ones
+  if (!(opts.model instanceof ResNet)) {
+    // The preprocessing loadClassifier derives for the same options (keep the two in step).
     const weightsFile = opts.weights ? resolveWeightsPath(opts.weights) : null;
-    pre = (weightsFile && !opts.input ? fromRun(weightsFile) : null) ?? standardPreprocessing(opts.input ?? entry.defaultInput);
+    const card = weightsFile ? readCard(weightsFile) : null;
+    if (card && opts.model !== undefined && card.model !== opts.model) {
+      throw new Error(`loadFeatureExtractor: the weights ${opts.weights} hold a ${card.model} (their model card says so), not a ${opts.model}`);
+    }
+    name = opts.model ?? card?.model ?? '';
+    if (!name) throw new Error(`loadFeatureExtractor: the weights ${opts.weights} do not say which model they belong to; give \`model\` (see \`residual models\`)`);
+    const entry = getModel(name); // unknown names fail here, listing the known ones
+    const [dc, dh, dw] = opts.input ?? card?.input ?? entry.defaultInput;
+    const known = card ? fromCard(card) : weightsFile && !opts.input ? fromRun(weightsFile) : null;
+    // An explicit input size wins over the card's; its mean and std still apply.
+    pre = known && opts.input ? { ...known, channels: dc!, height: dh!, width: dw!, resize: undefined } : known ?? standardPreprocessing([dc!, dh!, dw!]);
+    if (pre.mean.length !== pre.channels) throw new Error(`loadFeatureExtractor: input has ${pre.channels} channels, but the weights' model card normalises ${pre.mean.length}`);
     model = loadModel(name, weightsFile, { inChannels: pre.channels }, opts.warn);
     ownsModel = true;
   } else {
@@ -161,6 +175,9 @@ function makeExtractor(c: {
       if (disposed) throw new Error('feature extractor: preprocess() after dispose()');
       if (typeof image !== 'string' && !(image instanceof Uint8Array)) {
         throw new Error('feature extractor: preprocess takes image bytes (a Buffer) or a file path');
+      }
+      if (c.pre.channels !== 1 && c.pre.channels !== 3) {
+        throw new Error(`feature extractor: the input has ${c.pre.channels} channels, and images give 1 (grayscale) or 3 (RGB); embed preprocessed samples instead`);
       }
       return preprocessImage(image, c.pre.channels, transforms, c.maxPixels);
     },
