@@ -24,7 +24,7 @@ import { initBackend } from '../src/backend/index.js';
 import { compileForInference, loadClassifier, loadFeatureExtractor } from '../src/infer/index.js';
 import { readSafetensors, writeSafetensors } from '../src/io/index.js';
 import { onnxBytes } from '../src/io/onnx.js';
-import { createModel, loadModel, type ResNet } from '../src/models/index.js';
+import { cardMetadata, createModel, loadModel, type ResNet } from '../src/models/index.js';
 import { BatchNorm2d, Identity, ReLU, manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';
 import { assertClose, repoRoot, rng } from './helpers.js';
@@ -435,6 +435,33 @@ describe('embeddings: residual embed on images, loadFeatureExtractor', () => {
       assertClose(ours.data, await fx.embedImages(listed), TOL, 'residual embed vs embedImages');
     } finally {
       fx.dispose();
+    }
+  });
+
+  it('weights with a model card: its model and preprocessing, as loadClassifier takes them; `residual embed` without --model', async () => {
+    manualSeed(23);
+    const model = createModel('resnet18', { numClasses: 3 });
+    randomizeBatchNorm(model, 23);
+    const card = { model: 'resnet18', classes: ['cat', 'dog', 'fox'], input: [3, 48, 40] as [number, number, number], mean: [0.3, 0.4, 0.5], std: [0.2, 0.25, 0.3], resize: 56 };
+    const weights = join(work, 'carded.safetensors');
+    writeSafetensors(weights, Object.fromEntries([...model.stateDict()].map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape, data: v.data }])), cardMetadata(card));
+    model.dispose();
+    const fx = await loadFeatureExtractor({ weights, maxBatch: 4 });
+    const cls = await loadClassifier({ weights });
+    try {
+      assert.equal(fx.model, 'resnet18');
+      assert.deepEqual(fx.input, [3, 48, 40]);
+      for (const f of files.slice(0, 2)) assert.deepEqual(await fx.preprocess(f), await cls.preprocess(f), `${f}: preprocessing differs from the classifier's`);
+      const out = join(work, 'carded.features.safetensors');
+      const r = runCli(['embed', '--weights', weights, '--out', out, ...files.slice(0, 3)]);
+      assert.equal(r.status, 0, r.stderr);
+      const ours = read(out, 'features');
+      assert.equal(ours.metadata!.model, 'resnet18');
+      assert.equal(ours.metadata!.input, '3x48x40');
+      assertClose(ours.data, await fx.embedImages(files.slice(0, 3)), TOL, 'residual embed (card) vs embedImages');
+    } finally {
+      fx.dispose();
+      cls.dispose();
     }
   });
 

@@ -12,12 +12,12 @@ import { fixThreads, intOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'embeddings: the pooled features of images or a preprocessed batch, as safetensors';
 
-const usage = `usage: residual embed --model M [--weights W] --out F.safetensors (--input X.safetensors | IMAGE... | DIR...)
+const usage = `usage: residual embed [--model M] --weights W --out F.safetensors (--input X.safetensors | IMAGE... | DIR...)
                       [--size CxHxW] [--batch 16] [--dtype f32|bf16] [--threads N] [--json]
 
-  --model M        a name from \`residual models\`
-  --weights W      torchvision .pth/.safetensors, or a run folder from \`residual train\` (its preprocessing is
-                   then the run's). Without it: random weights (the features mean nothing)
+  --model M        a name from \`residual models\`; may be left out when the weights' model card names it
+  --weights W      torchvision .pth/.safetensors, or a run folder from \`residual train\` (its model card, or
+                   its dataset, then gives the preprocessing). Without it: random weights (the features mean nothing)
   --out F          safetensors written (atomically) with key "features": float32 [N, D], D the last
                    stage's channels (2048 for resnet50); __metadata__ has the model, the output ("pool"),
                    the dtype, the input size and, for images, "files" (a JSON list, in the order of the rows)
@@ -110,9 +110,9 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const missing = (['model', 'out'] as const).filter((k) => !v[k]);
+  const missing = [...(v.model || v.weights ? [] : ['--weights (or --model)']), ...(v.out ? [] : ['--out'])];
   if (missing.length) {
-    console.error(`embed: missing ${missing.map((k) => `--${k}`).join(', ')}\n${usage}`);
+    console.error(`embed: missing ${missing.join(', ')}\n${usage}`);
     return 2;
   }
   if (!v.input === (positionals.length === 0)) {
@@ -120,8 +120,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   if (v.input && v.size) throw new Error('embed: --size sets how images are preprocessed; an --input batch is already preprocessed (its shape is the input)');
-  const name = v.model!;
-  getModel(name); // an unknown name fails before any work, listing the known ones
+  if (v.model) getModel(v.model); // an unknown name fails before any work, listing the known ones
   checkOutputPath(v.out!);
   const batch = intOption('embed', 'batch', v.batch, 16);
   const dtype = v.dtype ?? 'f32';
@@ -148,15 +147,15 @@ export async function run(argv: string[]): Promise<number> {
   let extractor: FeatureExtractor;
   try {
     extractor = await loadFeatureExtractor({
-      model: name, weights: v.weights, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16',
+      model: v.model, weights: v.weights, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16',
       maxBatch: Math.min(batch, total), warn: (m) => console.error(`embed: ${m}`),
     });
   } catch (e) {
     if (!given) throw e;
-    throw new Error(`embed: cannot run ${name} on "input" [${given.shape.join(', ')}] of ${v.input}: ${(e as Error).message}`, { cause: e });
+    throw new Error(`embed: cannot run ${v.model ?? v.weights} on "input" [${given.shape.join(', ')}] of ${v.input}: ${(e as Error).message}`, { cause: e });
   }
 
-  const { dim, input } = extractor;
+  const { dim, input, model: name } = extractor;
   const per = input[0] * input[1] * input[2];
   const features = new Float32Array(total * dim);
   const show = progress(total);
