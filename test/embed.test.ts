@@ -312,7 +312,8 @@ describe('embeddings: the plan stops where asked', () => {
     try {
       const pooled = eagerFeatures(model, x, [2, ...input]);
       model.registerModule('fc', new Identity());
-      assert.ok(model.fc instanceof Identity);
+      assert.ok(model.head instanceof Identity);
+      assert.throws(() => model.fc, /fc is an Identity \(the model outputs its pooled features\), so there is no classifier to read; use model.head/);
       assert.equal(model.numClasses, 2048);
       model.eval();
       const forward = noGrad(() => tidy(() => model.forward(Tensor.fromArray(x, [2, ...input])).toArray()));

@@ -191,7 +191,7 @@ class PlanBuilder {
     const pooled = this.bufs.take();
     this.ops.push({ type: 'gap', name: 'avgpool', src: buf, dst: pooled, in: shape, out: [shape[0], 1, 1] });
     this.bufs.give(buf);
-    const fc = m.fc;
+    const fc = m.head;
     if (output === 'pool' || fc instanceof Identity) return { ops: this.ops, shape: [shape[0], 1, 1] };
     if (fc.inFeatures !== shape[0]) this.fail('fc', `takes ${fc.inFeatures} features, the trunk gives ${shape[0]}`);
     const logits = this.bufs.take();
@@ -246,7 +246,7 @@ export function compileForInference(model: ResNet, opts: CompileOptions): Compil
   const { input, maxBatch, dtype, winograd, output: asked } = checkOptions(model, opts);
   const b = new PlanBuilder();
   const { ops, shape } = b.net(model, input, asked);
-  const output: CompileOutput = asked === 'logits' && model.fc instanceof Identity ? 'pool' : asked;
+  const output: CompileOutput = asked === 'logits' && model.head instanceof Identity ? 'pool' : asked;
   const outputShape = shape[1] === 1 && shape[2] === 1 && (output === 'pool' || output === 'logits') ? [shape[0]] : [...shape];
   const handle: PlanHandle = nb.planCreate({ input, dtype, winograd, maxBatch, buffers: b.bufs.count, inputBuffer: 0, ops });
   const info = nb.planInfo(handle);

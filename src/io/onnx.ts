@@ -368,8 +368,9 @@ class Emitter {
     if (m.maxpool) y = this.maxPool(`${p}maxpool`, m.maxpool, y);
     m.stages.forEach((stage, i) => { y = this.module(`${p}layer${i + 1}`, stage, y); });
     const pooled = this.globalAvgPool(`${p}avgpool`, y);
-    if (features || m.fc instanceof Identity) return this.flatten(`${p}flatten`, pooled, output);
-    return this.linear(`${p}fc`, m.fc, this.flatten(`${p}flatten`, pooled), output);
+    const head = m.head;
+    if (features || head instanceof Identity) return this.flatten(`${p}flatten`, pooled, output);
+    return this.linear(`${p}fc`, head, this.flatten(`${p}flatten`, pooled), output);
   }
 
   /** Any supported module; a Sequential's conv followed by a BN is fused like a block's. */
@@ -437,7 +438,7 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
   const output = opts.output ?? 'logits';
   if (output !== 'logits' && output !== 'pool') throw new Error(`exportOnnx: output must be 'logits' or 'pool', got ${JSON.stringify(output)}`);
   if (output === 'pool' && !isNet) throw new Error(`exportOnnx: output 'pool' needs a ResNet/ResNeXt model, got a ${model.constructor.name}`);
-  const features = isNet && (output === 'pool' || model.fc instanceof Identity);
+  const features = isNet && (output === 'pool' || model.head instanceof Identity);
   const outputName = !isNet ? 'output' : features ? 'features' : 'logits';
   let y: Value;
   if (isNet) {

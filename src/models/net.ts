@@ -57,7 +57,7 @@ export class ResNet extends Module {
   // Kept in step with the child "fc" by registerModule below: a head swapped from outside (as
   // torchvision users do, `fc = Identity()`) must be the one forward and the exporters see, not the
   // disposed one it replaced.
-  private head: Linear | Identity;
+  private headModule: Linear | Identity;
 
   /**
    * `initWeights: false` skips torchvision's init (the layers keep PyTorch's defaults): for models
@@ -76,7 +76,7 @@ export class ResNet extends Module {
       this.stages.push(this.registerModule(`layer${i + 1}`, new Sequential(...blocks.map(makeBlock))));
     });
     this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d(1));
-    this.head = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));
+    this.headModule = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));
     if (initWeights) this.initWeights();
   }
 
@@ -93,14 +93,25 @@ export class ResNet extends Module {
     }
   }
 
-  /** The classifier: a Linear, or an Identity for a feature extractor (forward then gives the pooled features). */
-  get fc(): Linear | Identity {
-    return this.head;
+  /**
+   * The classifier `fc`, a Linear. Throws when fc was replaced by an Identity (the model then
+   * outputs its pooled features and has no classifier); `head` gives either.
+   */
+  get fc(): Linear {
+    if (this.headModule instanceof Identity) {
+      throw new Error(`${this.spec.name}: fc is an Identity (the model outputs its pooled features), so there is no classifier to read; use model.head, a Linear or an Identity`);
+    }
+    return this.headModule;
+  }
+
+  /** The module registered as fc: the Linear classifier, or an Identity when the model is a feature extractor. */
+  get head(): Linear | Identity {
+    return this.headModule;
   }
 
   /** Outputs of forward: the Linear's classes, or the pooled feature width with an Identity head. */
   get numClasses(): number {
-    return this.head instanceof Linear ? this.head.outFeatures : headFeatures(this.spec);
+    return this.headModule instanceof Linear ? this.headModule.outFeatures : headFeatures(this.spec);
   }
 
   /**
@@ -114,7 +125,7 @@ export class ResNet extends Module {
           'to put another head on the features, run forwardFeatures(x, ["pool"]) and apply it yourself');
       }
       super.registerModule(name, m);
-      this.head = m;
+      this.headModule = m;
       return m;
     }
     return super.registerModule(name, m);
@@ -136,7 +147,7 @@ export class ResNet extends Module {
   override freeze(what?: FreezeSpec): this {
     if (what === undefined) return super.freeze();
     const spec = parseFreeze(what, this.stages.length);
-    this.unfreeze(this.head.training);
+    this.unfreeze(this.headModule.training);
     if (spec === 'none') return this;
     const frozenStages = spec === 'trunk' ? this.stages.length : Number(spec.slice('stages:'.length));
     for (const m of this.stemModules()) m.freeze();
@@ -198,7 +209,7 @@ export class ResNet extends Module {
     }
     y = flatten(this.avgpool.forward(y));
     if (stepsDone('pool', y)) return out;
-    stepsDone('logits', this.head.forward(y));
+    stepsDone('logits', this.headModule.forward(y));
     return out;
   }
 }
