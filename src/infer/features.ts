@@ -8,7 +8,8 @@
 // `embedSync` on the calling thread. On the reference backend the eager model's forwardFeatures runs.
 import { defaultBackend, initBackend } from '../backend/index.js';
 import { FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD } from '../data/index.js';
-import { getModel, headFeatures, loadModel, readCard, resolveWeightsPath, ResNet } from '../models/index.js';
+import { getModel, headFeatures, loadModel, resolveWeights, ResNet } from '../models/index.js';
+import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { evalTransforms, fromCard, fromRun, preprocessImage, type Preprocessing } from './classifier.js';
 import { compileForInference } from './compile.js';
@@ -19,8 +20,13 @@ export interface FeatureExtractorOptions {
    * or disposed). May be left out when the weights carry a model card, which names the model.
    */
   model?: string | ResNet;
-  /** Weights for a named model: .pth, .safetensors, or a run folder from `residual train`. Without: random weights. */
+  /**
+   * Weights for a named model: .pth, .safetensors, a run folder from `residual train`, or
+   * torchvision:MODEL[.ENTRY] (downloaded once into the cache). Without: random weights.
+   */
   weights?: string | null;
+  /** How pretrained weights are downloaded (cache folder, mirror, progress). */
+  download?: FetchPretrainedOptions;
   /** Input [C, H, W] (default: the weights' model card, else the run's dataset, else the model's own, e.g. [3, 224, 224]). */
   input?: readonly number[];
   /** 'f32' (default) or 'bf16' (needs AVX512-BF16 or AMX; features then carry bf16 rounding). */
@@ -100,13 +106,12 @@ export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promi
 
   let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
   if (!(opts.model instanceof ResNet)) {
-    // The preprocessing loadClassifier derives for the same options (keep the two in step).
-    const weightsFile = opts.weights ? resolveWeightsPath(opts.weights) : null;
-    const card = weightsFile ? readCard(weightsFile) : null;
-    if (card && opts.model !== undefined && card.model !== opts.model) {
-      throw new Error(`loadFeatureExtractor: the weights ${opts.weights} hold a ${card.model} (their model card says so), not a ${opts.model}`);
-    }
-    name = opts.model ?? card?.model ?? '';
+    // The preprocessing loadClassifier derives for the same options (keep the two in step): a
+    // spec's table entry or a run's model card, else the run's dataset, else the standard one.
+    const resolved = opts.weights ? await resolveWeights(opts.weights, opts.model, opts.download) : null;
+    const weightsFile = resolved?.path ?? null;
+    const card = resolved?.card ?? null;
+    name = resolved?.model ?? opts.model ?? '';
     if (!name) throw new Error(`loadFeatureExtractor: the weights ${opts.weights} do not say which model they belong to; give \`model\` (see \`residual models\`)`);
     const entry = getModel(name); // unknown names fail here, listing the known ones
     const [dc, dh, dw] = opts.input ?? card?.input ?? entry.defaultInput;

@@ -7,8 +7,10 @@ import { IMAGE_EXTENSIONS, listImages } from '../../data/index.js';
 import { loadFeatureExtractor, type FeatureExtractor } from '../../infer/features.js';
 import { openStateDictFile, SafetensorsFile, writeSafetensors } from '../../io/index.js';
 import { checkOutputPath } from '../../io/onnx.js';
-import { getModel, resolveWeightsPath } from '../../models/index.js';
+import { getModel } from '../../models/index.js';
 import { fixThreads, intOption, parse, shapeOption } from '../args.js';
+import { downloadProgress } from '../progress.js';
+import { resolveWeightsArgument } from '../weights_arg.js';
 
 export const summary = 'embeddings: the pooled features of images or a preprocessed batch, as safetensors';
 
@@ -16,8 +18,9 @@ const usage = `usage: residual embed [--model M] --weights W --out F.safetensors
                       [--size CxHxW] [--batch 16] [--dtype f32|bf16] [--threads N] [--json]
 
   --model M        a name from \`residual models\`; may be left out when the weights' model card names it
-  --weights W      torchvision .pth/.safetensors, or a run folder from \`residual train\` (its model card, or
-                   its dataset, then gives the preprocessing). Without it: random weights (the features mean nothing)
+  --weights W      torchvision:MODEL[.ENTRY] (downloaded once), a .pth/.safetensors, or a run folder from
+                   \`residual train\`; their model card (or the run's dataset) gives the preprocessing.
+                   Without it: random weights (the features mean nothing)
   --out F          safetensors written (atomically) with key "features": float32 [N, D], D the last
                    stage's channels (2048 for resnet50); __metadata__ has the model, the output ("pool"),
                    the dtype, the input size and, for images, "files" (a JSON list, in the order of the rows)
@@ -75,9 +78,9 @@ function readInput(file: string): { data: Float32Array; shape: [number, number, 
   }
 }
 
-/** Input channels the weights take (conv1's), when they say. */
-function weightChannels(weights: string): number | null {
-  const r = openStateDictFile(resolveWeightsPath(weights));
+/** Input channels the weights file takes (conv1's), when it says. */
+function weightChannels(file: string): number | null {
+  const r = openStateDictFile(file);
   try {
     return r.names.includes('conv1.weight') ? r.info('conv1.weight').shape[1] ?? null : null;
   } finally {
@@ -131,8 +134,10 @@ export async function run(argv: string[]): Promise<number> {
   // Everything the user named is read and checked before the model is built.
   const given = v.input ? readInput(v.input) : null;
   const files = given ? null : imageFiles(positionals);
-  if (given && v.weights) {
-    const wc = weightChannels(v.weights);
+  // Resolved once here (a spec downloads, with a progress line), then handed on as the local file.
+  const resolved = v.weights ? await resolveWeightsArgument('embed', v.weights, v.model) : null;
+  if (given && resolved) {
+    const wc = weightChannels(resolved.path);
     if (wc !== null && wc !== given.shape[1]) {
       throw new Error(`embed: "input" in ${v.input} has ${given.shape[1]} channels ([${given.shape.join(', ')}]), but the weights ${v.weights} take ${wc}-channel input`);
     }
@@ -147,7 +152,8 @@ export async function run(argv: string[]): Promise<number> {
   let extractor: FeatureExtractor;
   try {
     extractor = await loadFeatureExtractor({
-      model: v.model, weights: v.weights, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16',
+      // The argument itself, not the resolved file: a spec's table entry carries its eval transform.
+      model: v.model, weights: v.weights, download: { onProgress: downloadProgress('embed') }, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16',
       maxBatch: Math.min(batch, total), warn: (m) => console.error(`embed: ${m}`),
     });
   } catch (e) {
