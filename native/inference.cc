@@ -9,6 +9,9 @@
 //   Each buffer's value carries its format; a step that wants another one gets a reorder.
 // - Max pool, global average pool and the inner-product head are inference primitives too; the
 //   option-A shortcut (CIFAR) is a strided copy.
+// - The plan's output is its last op's value, handed back as f32 NCHW ([N, C] for the head or the
+//   global pool): copied out when it already has those bytes, else reordered into the caller's
+//   array. So a plan may stop before the head (pooled features, a stage's map) at no extra cost.
 // - Primitives for the plan's batch size are built at creation; a smaller batch gets its own set on
 //   first use, over the same buffers (a value larger than its buffer would get a temporary).
 // - Execution is sequential under the global lock, with the shared user scratchpad.
@@ -62,6 +65,9 @@ const char* LayoutName(ActLayout l) {
 struct Program {
   std::vector<std::function<void()>> steps;
   memory user_in;  // NCHW over the caller's array (data handle set per run)
+  // The output: either `result`, a value already laid out as f32 [N, C, H, W] (copied out after the
+  // steps), or `user_out`, f32 NCHW over the caller's output array that the last step reorders into.
+  memory result, user_out;
 };
 
 class Plan {
@@ -70,7 +76,7 @@ class Plan {
   int64_t max_batch = 1;
   dt act = dt::f32;  // activations and weights; bias, accumulation and the logits stay f32
   size_t esize = 4;
-  int64_t classes = 0;
+  Shape3 output;  // per sample: the last op's output ([classes, 1, 1] for the head)
   int input_buf = 0, output_buf = 0;
   // Overrides from the environment for A/B runs (see native/README.md); unset: the measured defaults
   // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1 (or the plan
@@ -481,9 +487,34 @@ class Plan {
                       LayoutName(layout) + " layout): oneDNN error: " + e.what());
       }
     }
+    AddOutput(p, n);
     val_.clear();
     copies_.clear();
     return p;
+  }
+
+  // The last op's value as f32 NCHW. The head's logits, and a global pool's output in f32 (NCHW,
+  // NHWC or nChw16c with whole blocks: [N, C, 1, 1] is the same bytes in each), are copied as they
+  // are; anything else (a bf16 value, a blocked feature map) gets one reorder into the caller's array.
+  void AddOutput(Program& p, int64_t n) {
+    memory have = val_[output_buf];
+    if (!have) throw OpError("the plan's output buffer is never written");
+    const memory::desc d = have.get_desc();
+    bool flat = d == Md(output, n, dt::f32, tag::nchw);
+    if (output.h * output.w == 1) {
+      flat = flat || d == memory::desc({n, output.c}, dt::f32, tag::ab) || d == Md(output, n, dt::f32, tag::nhwc) ||
+             (output.c % 16 == 0 && d == Md(output, n, dt::f32, tag::nChw16c));
+    }
+    if (flat) {
+      p.result = have;
+      return;
+    }
+    p.user_out = memory(Md(output, n, dt::f32, tag::nchw), Eng(), nullptr);
+    dnnl::reorder::primitive_desc rpd(have, p.user_out);
+    Impl("output:reorder", n, rpd.impl_info_str());
+    auto re = std::make_shared<dnnl::reorder>(rpd);
+    memory out = p.user_out;
+    p.steps.push_back([=]() mutable { re->execute(Strm(), have, out); });
   }
 };
 
@@ -623,10 +654,10 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
     use(op.dst, op.out);
     plan->ops.push_back(std::move(op));
   }
+  // The last op's value is the output: the linear head's logits, or the features a plan stops at.
   const OpDesc& last = plan->ops.back();
-  Require(last.kind == OpKind::Linear, "a plan must end with its linear head");
   plan->output_buf = last.dst;
-  plan->classes = last.out.c;
+  plan->output = last.out;
   for (int64_t b = 0; b < nbuf; ++b) {
     size_t n = static_cast<size_t>(std::max<int64_t>(plan->buf_floats[b], 1) * plan->max_batch) * sizeof(float);
     n = (n + 4095) / 4096 * 4096;
@@ -666,21 +697,23 @@ Napi::Float32Array RunInput(const Napi::CallbackInfo& info, const Plan& plan, in
   return x;
 }
 
-// Runs the plan on `n` NCHW samples at `x` and copies the logits to `out`. Caller holds GlobalLock.
+// Runs the plan on `n` NCHW samples at `x` and writes its output (n x plan.output, f32 NCHW) to
+// `out`. Caller holds GlobalLock.
 void RunPlan(Plan& plan, const float* x, int64_t n, float* out) {
   Program& p = plan.Get(n);
   p.user_in.set_data_handle(const_cast<float*>(x));
+  if (p.user_out) p.user_out.set_data_handle(out);
   for (auto& step : p.steps) step();
   Strm().wait();
-  std::memcpy(out, plan.bufs[plan.output_buf], static_cast<size_t>(n * plan.classes) * sizeof(float));
+  if (p.result) std::memcpy(out, p.result.get_data_handle(), static_cast<size_t>(n * plan.output.Size()) * sizeof(float));
 }
 
-// planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, classes]
+// planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, ...output] (the logits [n, classes], or features)
 Napi::Value PlanRun(const Napi::CallbackInfo& info) {
   Plan* plan = PlanOf(info);
   int64_t n = 0;
   Napi::Float32Array x = RunInput(info, *plan, &n);
-  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n * plan->classes));
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n * plan->output.Size()));
   RunPlan(*plan, x.Data(), n, out.Data());
   return out;
 }
@@ -691,13 +724,13 @@ Napi::Value PlanRun(const Napi::CallbackInfo& info) {
 // with every other native call, and a plan disposed before the run starts rejects the promise.
 class PlanRunWorker : public Napi::AsyncWorker {
  public:
-  PlanRunWorker(Napi::Env env, Napi::External<PlanBox> handle, const float* x, int64_t n, int64_t classes)
+  PlanRunWorker(Napi::Env env, Napi::External<PlanBox> handle, const float* x, int64_t n, int64_t out_per_sample)
       : Napi::AsyncWorker(env, "residual:planRunAsync"),
         deferred_(Napi::Promise::Deferred::New(env)),
         handle_(Napi::Persistent(handle)),
         box_(handle.Data()),
         in_(x, x + n * box_->plan->input.Size()),
-        out_(static_cast<size_t>(n * classes)),
+        out_(static_cast<size_t>(n * out_per_sample)),
         n_(n),
         threads_(omp_get_max_threads()) {}  // the caller's setting (setNumThreads / OMP_NUM_THREADS)
 
@@ -743,12 +776,12 @@ class PlanRunWorker : public Napi::AsyncWorker {
   int threads_;
 };
 
-// planRunAsync(handle, x: Float32Array NCHW, n) -> Promise<Float32Array [n, classes]>
+// planRunAsync(handle, x: Float32Array NCHW, n) -> Promise<Float32Array [n, ...output]>
 Napi::Value PlanRunAsync(const Napi::CallbackInfo& info) {
   Plan* plan = PlanOf(info);
   int64_t n = 0;
   Napi::Float32Array x = RunInput(info, *plan, &n);
-  auto* worker = new PlanRunWorker(info.Env(), info[0].As<Napi::External<PlanBox>>(), x.Data(), n, plan->classes);
+  auto* worker = new PlanRunWorker(info.Env(), info[0].As<Napi::External<PlanBox>>(), x.Data(), n, plan->output.Size());
   Napi::Promise promise = worker->Promise();
   worker->Queue();  // owned and deleted by node-addon-api after OnOK/OnError
   return promise;

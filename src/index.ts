@@ -17,6 +17,7 @@ export { runTraining, RECIPES, type TrainRunOptions, type TrainRunResult, type T
 export {
   compileForInference, loadClassifier, compareLogits, type LogitAgreement, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
 } from './infer/index.js';
+export { loadFeatureExtractor, type FeatureExtractor, type FeatureExtractorOptions, type CompileOutput } from './infer/index.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxFileOptions } from './io/onnx.js';
 export {
   pretrainedEntries, parsePretrainedSpec, isPretrainedSpec, fetchPretrained, checkWeightsArgument,

@@ -13,7 +13,7 @@ export interface Command {
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
-const order = ['info', 'models', 'weights', 'summary', 'infer', 'train', 'eval', 'predict', 'plot', 'data', 'export', 'bench', 'serve', 'experiment'];
+const order = ['info', 'models', 'weights', 'summary', 'infer', 'train', 'eval', 'predict', 'embed', 'plot', 'data', 'export', 'bench', 'serve', 'experiment'];
 
 function available(): string[] {
   return order.filter((name) => existsSync(join(here, 'commands', `${name}.js`)));

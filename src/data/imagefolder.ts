@@ -74,7 +74,7 @@ function hasImageExtension(name: string): boolean {
 }
 
 /** All image files below `dir`, in torchvision's order (sorted os.walk with followlinks). */
-function listImages(dir: string): string[] {
+export function listImages(dir: string): string[] {
   const dirs: string[] = [];
   const seen = new Set<string>();
   const walk = (d: string) => {

@@ -86,7 +86,7 @@ export interface Classifier {
   dispose(): void;
 }
 
-interface Preprocessing {
+export interface Preprocessing {
   channels: number;
   height: number;
   width: number;
@@ -97,13 +97,13 @@ interface Preprocessing {
   labels: string | readonly string[] | null;
 }
 
-function fromCard(card: ModelCard): Preprocessing {
+export function fromCard(card: ModelCard): Preprocessing {
   const [channels, height, width] = card.input;
   return { channels, height, width, mean: card.mean, std: card.std, resize: card.resize, labels: card.classes };
 }
 
 /** Preprocessing and labels of a run folder's dataset, read from its checkpoint's state.json. */
-function fromRun(weightsFile: string): Preprocessing | null {
+export function fromRun(weightsFile: string): Preprocessing | null {
   const state = join(dirname(weightsFile), 'state.json');
   if (!existsSync(state)) return null;
   let run: { data?: string } | undefined;
@@ -139,6 +139,19 @@ export function luma(img: { data: Uint8Array; height: number; width: number }): 
   const d = img.data;
   for (let i = 0; i < plane; i++) gray[i] = Math.round(0.299 * d[i]! + 0.587 * d[plane + i]! + 0.114 * d[2 * plane + i]!);
   return { data: gray, channels: 1, height: img.height, width: img.width };
+}
+
+/**
+ * One image (bytes or a file path) decoded, reduced to luma for a 1-channel model, and transformed:
+ * the classifier's preprocess(), shared with loadFeatureExtractor so both see the same pixels.
+ */
+export async function preprocessImage(
+  image: Buffer | Uint8Array | string, channels: number, transforms: readonly TransformSpec[], maxPixels?: number,
+): Promise<Float32Array> {
+  const img = await decodeImage(image, { maxPixels });
+  const chw: ImageCHW = channels === 1 ? luma(img) : { data: img.data, channels: 3, height: img.height, width: img.width };
+  const x = applyTransforms(chw, transforms, new Rng(0));
+  return x.data instanceof Float32Array ? x.data : Float32Array.from(x.data);
 }
 
 /** Softmax of each row of `logits` [n, classes] (float64), then the `top` most probable classes. */
@@ -303,10 +316,7 @@ function makeClassifier(c: {
       if (typeof image !== 'string' && !(image instanceof Uint8Array)) {
         throw new Error('classifier: preprocess takes image bytes (a Buffer) or a file path');
       }
-      const img = await decodeImage(image, { maxPixels: c.maxPixels });
-      const chw: ImageCHW = c.pre.channels === 1 ? luma(img) : { data: img.data, channels: 3, height: img.height, width: img.width };
-      const x = applyTransforms(chw, transforms, new Rng(0));
-      return x.data instanceof Float32Array ? x.data : Float32Array.from(x.data);
+      return preprocessImage(image, c.pre.channels, transforms, c.maxPixels);
     },
 
     async predict(batch, n, top) {

@@ -8,15 +8,18 @@
 //   an identity shortcut is the block input's own buffer), then the branch convs with ReLU post-ops,
 //   and the last branch conv writes into the shortcut's buffer with a sum post-op followed by ReLU;
 //   global average pool; the linear head.
+// With `output` the walk stops early: at the pooled features (no head work at all), or at the end
+// of the stem or a stage; the addon hands back whatever the last step wrote, as f32 NCHW. A model
+// whose fc is an Identity ends at the pool too, as its forward does.
 // BatchNorm is folded into each conv in float64 (models/fold.ts, shared with the ONNX exporter), so
 // the plan computes the eval-mode network whatever mode the model is in (running statistics).
 // Buffers are reused once their value is dead: a ResNet needs at most five.
 import { defaultBackend } from '../backend/index.js';
-import type { NativeBackend, PlanDescription, PlanHandle, PlanOp } from '../backend/native.js';
-import { type BatchNorm2d, type Conv2d, type MaxPool2d } from '../nn/index.js';
+import type { NativeBackend, PlanHandle, PlanOp } from '../backend/native.js';
+import { Identity, type BatchNorm2d, type Conv2d, type MaxPool2d } from '../nn/index.js';
 import { ResidualBlock } from '../models/blocks.js';
 import { foldConvBn } from '../models/fold.js';
-import { ResNet } from '../models/net.js';
+import { ResNet, featureNames } from '../models/net.js';
 import { conv2dParams } from '../tensor/index.js';
 
 export interface CompileOptions {
@@ -38,17 +41,31 @@ export interface CompileOptions {
    * a blocked-layout plan (the ImageNet-width nets; the narrow CIFAR nets run NHWC, without it).
    */
   winograd?: boolean;
+  /**
+   * Where the plan stops: 'logits' (default, the head's output), 'pool' (the globally pooled
+   * features [N, D], D the last stage's channels, e.g. 2048 for ResNet-50; the head is not run), or
+   * 'stem' / 'layer1'..'layerN' (that stage's output map [N, C, H, W]).
+   */
+  output?: CompileOutput;
 }
+
+/** What a compiled plan outputs: the model's feature names (forwardFeatures) it can stop at. */
+export type CompileOutput = 'logits' | 'pool' | 'stem' | `layer${number}`;
 
 export interface CompiledModel {
   readonly input: readonly [number, number, number];
   readonly maxBatch: number;
   readonly dtype: 'f32' | 'bf16';
+  /** The model's outputs (its classes; the pooled width when its fc is an Identity), whatever the plan stops at. */
   readonly numClasses: number;
+  /** What run() returns per sample ('pool' when the model's fc is an Identity, though 'logits' was asked). */
+  readonly output: CompileOutput;
+  /** Per-sample shape of run()'s output: [classes] or [D] for 'logits' and 'pool', [C, H, W] for a stage. */
+  readonly outputShape: readonly number[];
   /** Native bytes held: activation buffers and reordered weights. */
   readonly bytes: number;
   readonly disposed: boolean;
-  /** Logits [n, classes] row-major for `n` samples of NCHW float32 input, computed on this thread. */
+  /** The output ([n, ...outputShape] row-major: logits, or features) for `n` samples of NCHW float32 input, on this thread. */
   run(x: Float32Array, n: number): Float32Array;
   /**
    * run() off the JS thread (a libuv pool thread), so the event loop keeps serving while the kernels
@@ -146,7 +163,8 @@ class PlanBuilder {
     return { buf: dst, shape };
   }
 
-  net(m: ResNet, input: Shape3): PlanDescription['ops'] {
+  /** The ops up to `output`, and the per-sample shape the last one writes. */
+  net(m: ResNet, input: Shape3, output: CompileOutput): { ops: PlanOp[]; shape: Shape3 } {
     const inBuf = this.bufs.take();
     let buf = this.bufs.take();
     let shape = this.conv('conv1', m.conv1, m.bn1, inBuf, input, buf, { relu: true, sum: false });
@@ -157,7 +175,8 @@ class PlanBuilder {
       this.bufs.give(buf);
       buf = next;
     }
-    m.stages.forEach((stage, i) => {
+    if (output === 'stem') return { ops: this.ops, shape };
+    for (const [i, stage] of m.stages.entries()) {
       for (let j = 0; j < stage.length; j++) {
         const b = stage.at(j);
         const path = `layer${i + 1}.${j}`;
@@ -167,22 +186,24 @@ class PlanBuilder {
         }
         ({ buf, shape } = this.block(path, b, buf, shape));
       }
-    });
+      if (output === `layer${i + 1}`) return { ops: this.ops, shape };
+    }
     const pooled = this.bufs.take();
     this.ops.push({ type: 'gap', name: 'avgpool', src: buf, dst: pooled, in: shape, out: [shape[0], 1, 1] });
     this.bufs.give(buf);
-    const fc = m.fc;
+    const fc = m.head;
+    if (output === 'pool' || fc instanceof Identity) return { ops: this.ops, shape: [shape[0], 1, 1] };
     if (fc.inFeatures !== shape[0]) this.fail('fc', `takes ${fc.inFeatures} features, the trunk gives ${shape[0]}`);
     const logits = this.bufs.take();
     const bias = fc.bias ? fc.bias.toArray() : new Float32Array(fc.outFeatures);
     this.ops.push({ type: 'linear', name: 'fc', src: pooled, dst: logits, in: [shape[0], 1, 1], out: [fc.outFeatures, 1, 1], weight: fc.weight.toArray(), bias });
-    return this.ops;
+    return { ops: this.ops, shape: [fc.outFeatures, 1, 1] };
   }
 }
 
 function checkOptions(
   model: ResNet, opts: CompileOptions,
-): { input: Shape3; maxBatch: number; dtype: 'f32' | 'bf16'; winograd: 'auto' | 'on' | 'off' } {
+): { input: Shape3; maxBatch: number; dtype: 'f32' | 'bf16'; winograd: 'auto' | 'on' | 'off'; output: CompileOutput } {
   const input = opts.input;
   if (!Array.isArray(input) || input.length !== 3 || input.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new Error(`compileForInference: input must be [C, H, W] of positive integers, got ${JSON.stringify(input)}`);
@@ -195,7 +216,14 @@ function checkOptions(
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`compileForInference: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
   const w = opts.winograd;
   if (w !== undefined && typeof w !== 'boolean') throw new Error(`compileForInference: winograd must be true, false or unset, got ${JSON.stringify(w)}`);
-  return { input: [input[0]!, input[1]!, input[2]!], maxBatch, dtype, winograd: w === undefined ? 'auto' : w ? 'on' : 'off' };
+  const output = opts.output ?? 'logits';
+  const known = featureNames(model.spec);
+  if (typeof output !== 'string' || !known.includes(output)) {
+    throw new Error(`compileForInference: output must be one of ${known.map((k) => `'${k}'`).join(', ')} for ${model.spec.name}, got ${JSON.stringify(output)}`);
+  }
+  return {
+    input: [input[0]!, input[1]!, input[2]!], maxBatch, dtype, winograd: w === undefined ? 'auto' : w ? 'on' : 'off', output: output as CompileOutput,
+  };
 }
 
 /**
@@ -215,9 +243,11 @@ export function compileForInference(model: ResNet, opts: CompileOptions): Compil
       'Without it, run the model directly: model.eval() and a forward inside noGrad().');
   }
   const nb = backend as unknown as NativeBackend;
-  const { input, maxBatch, dtype, winograd } = checkOptions(model, opts);
+  const { input, maxBatch, dtype, winograd, output: asked } = checkOptions(model, opts);
   const b = new PlanBuilder();
-  const ops = b.net(model, input);
+  const { ops, shape } = b.net(model, input, asked);
+  const output: CompileOutput = asked === 'logits' && model.head instanceof Identity ? 'pool' : asked;
+  const outputShape = shape[1] === 1 && shape[2] === 1 && (output === 'pool' || output === 'logits') ? [shape[0]] : [...shape];
   const handle: PlanHandle = nb.planCreate({ input, dtype, winograd, maxBatch, buffers: b.bufs.count, inputBuffer: 0, ops });
   const info = nb.planInfo(handle);
   const numClasses = model.numClasses;
@@ -234,7 +264,7 @@ export function compileForInference(model: ResNet, opts: CompileOptions): Compil
     }
   };
   return {
-    input, maxBatch, dtype, numClasses, bytes: info.bytes,
+    input, maxBatch, dtype, numClasses, output, outputShape, bytes: info.bytes,
     get disposed() { return disposed; },
     run(x: Float32Array, n: number): Float32Array {
       check('run', x, n);

@@ -17,7 +17,9 @@
 // The file: IR version matching the opset (8 for the default opset 17), initializers as raw
 // little-endian float32 (int64 for Slice/Pad arguments), input "input" [batch, C, H, W] with a
 // symbolic "batch" (or 1 with dynamicBatch: false), output "logits" [batch, classes] ("output" when
-// a single block is exported). It is written atomically: a temp file renamed into place.
+// a single block is exported). A feature extractor (output: 'pool', or a net whose fc is an
+// Identity) ends at the flattened pooled features instead, output "features" [batch, D]. It is
+// written atomically: a temp file renamed into place.
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -42,6 +44,11 @@ export interface OnnxExportOptions {
   foldBatchNorm?: boolean;
   /** Stored in the model's metadata_props (string values). */
   metadata?: Readonly<Record<string, string>>;
+  /**
+   * For a ResNet: 'logits' (default) ends at the classifier; 'pool' writes a feature extractor that
+   * ends at the flattened pooled features, graph output "features" [batch, D] (no head in the file).
+   */
+  output?: 'logits' | 'pool';
 }
 
 export interface OnnxFileOptions extends OnnxExportOptions {
@@ -271,8 +278,8 @@ class Emitter {
     return { name: this.g.node('GlobalAveragePool', path, [x.name]), shape: [x.shape[0]!, 1, 1] };
   }
 
-  flatten(path: string, x: Value): Value {
-    return { name: this.g.node('Flatten', path, [x.name], [{ name: 'axis', i: 1 }]), shape: [x.shape.reduce((a, b) => a * b, 1)] };
+  flatten(path: string, x: Value, output?: string): Value {
+    return { name: this.g.node('Flatten', path, [x.name], [{ name: 'axis', i: 1 }], undefined, output), shape: [x.shape.reduce((a, b) => a * b, 1)] };
   }
 
   linear(path: string, m: Linear, x: Value, output?: string): Value {
@@ -354,13 +361,16 @@ class Emitter {
     return this.relu(`${at(path)}relu`, this.add(`${at(path)}add`, z, s));
   }
 
-  resnet(m: ResNet, x: Value, output: string, path = ''): Value {
+  /** The net; `output` names the last node's value. With `features`, or an Identity fc, it ends at the flattened pool. */
+  resnet(m: ResNet, x: Value, output: string, path = '', features = false): Value {
     const p = at(path);
     let y = this.relu(`${p}relu`, this.convBn(`${p}conv1`, m.conv1, `${p}bn1`, m.bn1, x));
     if (m.maxpool) y = this.maxPool(`${p}maxpool`, m.maxpool, y);
     m.stages.forEach((stage, i) => { y = this.module(`${p}layer${i + 1}`, stage, y); });
-    y = this.flatten(`${p}flatten`, this.globalAvgPool(`${p}avgpool`, y));
-    return this.linear(`${p}fc`, m.fc, y, output);
+    const pooled = this.globalAvgPool(`${p}avgpool`, y);
+    const head = m.head;
+    if (features || head instanceof Identity) return this.flatten(`${p}flatten`, pooled, output);
+    return this.linear(`${p}fc`, head, this.flatten(`${p}flatten`, pooled), output);
   }
 
   /** Any supported module; a Sequential's conv followed by a BN is fused like a block's. */
@@ -425,10 +435,14 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
   const inputName = g.unique('input');
   const x: Value = { name: inputName, shape: [...input] };
   const isNet = model instanceof ResNet;
-  const outputName = isNet ? 'logits' : 'output';
+  const output = opts.output ?? 'logits';
+  if (output !== 'logits' && output !== 'pool') throw new Error(`exportOnnx: output must be 'logits' or 'pool', got ${JSON.stringify(output)}`);
+  if (output === 'pool' && !isNet) throw new Error(`exportOnnx: output 'pool' needs a ResNet/ResNeXt model, got a ${model.constructor.name}`);
+  const features = isNet && (output === 'pool' || model.head instanceof Identity);
+  const outputName = !isNet ? 'output' : features ? 'features' : 'logits';
   let y: Value;
   if (isNet) {
-    y = e.resnet(model, x, outputName);
+    y = e.resnet(model, x, outputName, '', features);
   } else {
     y = e.module('', model, x);
     if (y.name === inputName) e.fail('', 'the model computes nothing (its output is its input)');
@@ -452,7 +466,9 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
     .string(6, `${isNet ? model.spec.name : model.constructor.name}, eval mode, BatchNorm ${fold ? 'folded into the convolutions' : 'as nodes'}`)
     .message(7, graph)
     .message(8, new ProtoWriter().string(1, '').int(2, opset));
-  const meta = { ...(isNet ? { model: model.spec.name } : {}), input: shapeText(input), batchnorm: fold ? 'folded' : 'nodes', ...opts.metadata };
+  const meta = {
+    ...(isNet ? { model: model.spec.name, output: features ? 'pool' : 'logits' } : {}), input: shapeText(input), batchnorm: fold ? 'folded' : 'nodes', ...opts.metadata,
+  };
   for (const [k, v] of Object.entries(meta)) {
     if (typeof v !== 'string') throw new Error(`exportOnnx: metadata "${k}" must be a string`);
     proto.message(14, new ProtoWriter().string(1, k).string(2, v));

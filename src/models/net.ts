@@ -1,7 +1,7 @@
 // The trunk every model here shares: a stem (conv1, bn1, relu, optional maxpool), stages of
 // residual blocks named layer1..layerN, global average pooling and a linear head `fc`. The
 // ImageNet family (resnet.ts) and the CIFAR family (cifar.ts) differ only in the NetSpec they build.
-import { BatchNorm2d, Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
+import { BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
 import { Tensor, flatten, isGradEnabled, tidy } from '../tensor/index.js';
 import { ResidualBlock, makeBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
 import { Tracer, type ConvSpec, type PoolSpec, type TraceResult } from './trace.js';
@@ -54,7 +54,10 @@ export class ResNet extends Module {
   readonly maxpool: MaxPool2d | null;
   readonly stages: Sequential[] = [];
   readonly avgpool: AdaptiveAvgPool2d;
-  private head: Linear;
+  // Kept in step with the child "fc" by registerModule below: a head swapped from outside (as
+  // torchvision users do, `fc = Identity()`) must be the one forward and the exporters see, not the
+  // disposed one it replaced.
+  private headModule: Linear | Identity;
 
   /**
    * `initWeights: false` skips torchvision's init (the layers keep PyTorch's defaults): for models
@@ -73,7 +76,7 @@ export class ResNet extends Module {
       this.stages.push(this.registerModule(`layer${i + 1}`, new Sequential(...blocks.map(makeBlock))));
     });
     this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d(1));
-    this.head = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));
+    this.headModule = this.registerModule('fc', new Linear(headFeatures(spec), spec.numClasses));
     if (initWeights) this.initWeights();
   }
 
@@ -90,20 +93,50 @@ export class ResNet extends Module {
     }
   }
 
+  /**
+   * The classifier `fc`, a Linear. Throws when fc was replaced by an Identity (the model then
+   * outputs its pooled features and has no classifier); `head` gives either.
+   */
   get fc(): Linear {
-    return this.head;
+    if (this.headModule instanceof Identity) {
+      throw new Error(`${this.spec.name}: fc is an Identity (the model outputs its pooled features), so there is no classifier to read; use model.head, a Linear or an Identity`);
+    }
+    return this.headModule;
   }
 
+  /** The module registered as fc: the Linear classifier, or an Identity when the model is a feature extractor. */
+  get head(): Linear | Identity {
+    return this.headModule;
+  }
+
+  /** Outputs of forward: the Linear's classes, or the pooled feature width with an Identity head. */
   get numClasses(): number {
-    return this.head.outFeatures;
+    return this.headModule instanceof Linear ? this.headModule.outFeatures : headFeatures(this.spec);
+  }
+
+  /**
+   * Replacing "fc" also replaces the head forward uses. Only a Linear or an Identity is taken: the
+   * compiled plan and the ONNX exporter know those two heads, and anything else would fail there later.
+   */
+  override registerModule<M extends Module>(name: string, m: M): M {
+    if (name === 'fc') {
+      if (!(m instanceof Linear) && !(m instanceof Identity)) {
+        throw new Error(`${this.spec.name}: fc must be a Linear (a classifier) or an Identity (pooled features), got a ${m.constructor.name}; ` +
+          'to put another head on the features, run forwardFeatures(x, ["pool"]) and apply it yourself');
+      }
+      super.registerModule(name, m);
+      this.headModule = m;
+      return m;
+    }
+    return super.registerModule(name, m);
   }
 
   /** Swaps the classifier for a freshly initialized one with `numClasses` outputs (fine-tuning). */
   replaceHead(numClasses: number): Linear {
     if (!Number.isInteger(numClasses) || numClasses < 1) throw new Error(`replaceHead: numClasses must be a positive integer, got ${numClasses}`);
-    this.head = this.registerModule('fc', new Linear(headFeatures(this.spec), numClasses));
-    this.head.train(this.training);
-    return this.head;
+    const head = this.registerModule('fc', new Linear(headFeatures(this.spec), numClasses));
+    head.train(this.training);
+    return head;
   }
 
   /**
@@ -114,7 +147,7 @@ export class ResNet extends Module {
   override freeze(what?: FreezeSpec): this {
     if (what === undefined) return super.freeze();
     const spec = parseFreeze(what, this.stages.length);
-    this.unfreeze(this.head.training);
+    this.unfreeze(this.headModule.training);
     if (spec === 'none') return this;
     const frozenStages = spec === 'trunk' ? this.stages.length : Number(spec.slice('stages:'.length));
     for (const m of this.stemModules()) m.freeze();
@@ -176,7 +209,7 @@ export class ResNet extends Module {
     }
     y = flatten(this.avgpool.forward(y));
     if (stepsDone('pool', y)) return out;
-    stepsDone('logits', this.head.forward(y));
+    stepsDone('logits', this.headModule.forward(y));
     return out;
   }
 }

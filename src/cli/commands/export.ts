@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 export const summary = 'write a model as ONNX (onnxruntime) and/or safetensors (PyTorch)';
 
 const usage = `usage: residual export --model M [--weights FILE] [--input CxHxW] [--num-classes K]
-                       [--onnx OUT.onnx] [--safetensors OUT.safetensors]
+                       [--onnx OUT.onnx] [--safetensors OUT.safetensors] [--output logits|pool]
                        [--opset N] [--static-batch] [--keep-batchnorm] [--seed N]
 
   --model M            a name from \`residual models\`
@@ -23,6 +23,8 @@ const usage = `usage: residual export --model M [--weights FILE] [--input CxHxW]
   --input CxHxW        input the ONNX graph declares (default: the model's, e.g. 3x224x224)
   --num-classes K      classifier outputs when no weights are given (default: the model's)
   --onnx FILE          write ONNX: input "input" [batch, C, H, W], output "logits" [batch, K]
+  --output pool        the ONNX file is a feature extractor instead: it ends at the flattened pooled
+                       features, output "features" [batch, D] (D = 2048 for resnet50), no classifier
   --safetensors FILE   write the state dict as safetensors (torchvision keys, num_batches_tracked I64)
   --opset N            ONNX operator set, 13..22 (default 17)
   --static-batch       fix the batch at 1 instead of a symbolic "batch" dimension
@@ -37,7 +39,7 @@ function megabytes(n: number): string {
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse('export', argv, {
     model: { type: 'string' }, weights: { type: 'string' }, input: { type: 'string' }, 'num-classes': { type: 'string' },
-    onnx: { type: 'string' }, safetensors: { type: 'string' }, opset: { type: 'string' },
+    onnx: { type: 'string' }, safetensors: { type: 'string' }, output: { type: 'string' }, opset: { type: 'string' },
     'static-batch': { type: 'boolean' }, 'keep-batchnorm': { type: 'boolean' }, seed: { type: 'string' },
   });
   if (values.help) {
@@ -59,6 +61,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values.onnx && values.safetensors && resolve(values.onnx) === resolve(values.safetensors)) {
     throw new Error('export: --onnx and --safetensors name the same file');
   }
+  const output = values.output ?? 'logits';
+  if (output !== 'logits' && output !== 'pool') throw new Error(`export: --output must be logits or pool, got "${output}"`);
+  if (values.output && !values.onnx) throw new Error('export: --output shapes the ONNX graph; give --onnx OUT.onnx too (--safetensors always holds the whole state dict)');
   const input = values.input === undefined ? null : shapeOption('export', 'input', values.input);
   const numClasses = values['num-classes'] === undefined ? null : intOption('export', 'num-classes', values['num-classes'], 0);
   const opset = intOption('export', 'opset', values.opset, 17);
@@ -97,7 +102,7 @@ export async function run(argv: string[]): Promise<number> {
     if (values.onnx) {
       const info = exportOnnx(model, {
         file: values.onnx, input: shape, opset, dynamicBatch: !values['static-batch'], foldBatchNorm: !values['keep-batchnorm'],
-        metadata: { weights: source },
+        metadata: { weights: source }, output,
       });
       const ops = Object.entries(info.ops).map(([op, n]) => `${n} ${op}`).join(', ');
       console.log(`${name}: wrote ${values.onnx} (ONNX opset ${info.opset}, ${megabytes(info.bytes)}; ${info.nodes} nodes: ${ops}; ` +
