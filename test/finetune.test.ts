@@ -254,6 +254,22 @@ describe('fine-tuning an image folder from the command line', () => {
     assert.equal((JSON.parse(r.stdout) as { acc: number }).acc, metrics.at(-1)!.test_acc);
   });
 
+  it('export keeps the model card: the exported safetensors alone predicts by class name; the ONNX file carries it too', () => {
+    const out = join(dir, 'pets.safetensors');
+    const onnx = join(dir, 'pets.onnx');
+    const r = residual('export', '--weights', run, '--safetensors', out, '--onnx', onnx, '--input', '3x64x64');
+    assert.equal(r.code, 0, r.stderr);
+    const f = SafetensorsFile.open(out);
+    const card = JSON.parse(f.metadata![CARD_KEY]!) as { classes: string[] };
+    f.close();
+    assert.deepEqual(card.classes, [...SHAPE_CLASSES]);
+    assert.ok(readFileSync(onnx).includes(Buffer.from(CARD_KEY)), 'the ONNX metadata_props hold the card');
+    const p = residual('predict', '--weights', out, '--json', join(data, 'val', 'circle', '0.png'));
+    assert.equal(p.code, 0, p.stderr);
+    const top = (JSON.parse(p.stdout) as { top: { label: string }[] }[])[0]!.top;
+    assert.deepEqual(top.map((t) => t.label).sort(), [...SHAPE_CLASSES].sort());
+  });
+
   it('loadClassifier and serve: the run answers with its class names, a plain POST gets its 3 classes', async () => {
     const classifier = await loadClassifier({ weights: run });
     assert.equal(classifier.model, 'resnet18');

@@ -1,27 +1,20 @@
 // loadClassifier: a model, its weights, its preprocessing and its class names as one object that
 // turns images into top-k classes. `residual predict` and `residual serve` are built on it.
 //
-// Preprocessing follows what the weights were trained with:
-//  - weights with a model card (`residual train` writes one into every checkpoint's weights and
-//    state.json): its input size, eval transform, mean/std and class names;
-//  - an older run folder: its dataset's size, mean/std and class names, from state.json's arguments;
-//  - otherwise the model's input ([C, H, W], default the registry's): 3x224x224 gets torchvision's
-//    ImageNet eval transform (resize 256, center crop 224, ImageNet mean/std), other sizes a direct
-//    resize; 1-channel models see the image's luma (PIL's convert('L')).
+// Preprocessing and class names follow what the weights were made with (see preprocess.ts).
 // The network runs through compileForInference (BN folded, fused ReLU and sums, weights reordered
 // once); `predict` runs the kernels on a libuv pool thread, `predictSync` on the calling thread. On
 // the reference backend (no native addon) both run the eager eval-mode model instead.
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { defaultBackend, initBackend } from '../backend/index.js';
-import {
-  CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
-  applyTransforms, classNames, decodeImage, type ImageCHW, type TransformSpec,
-} from '../data/index.js';
-import { getModel, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
+import { classNames } from '../data/index.js';
+import { ResNet } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
+import { evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
+
+// Kept importable from here, where they lived before preprocess.ts.
+export { evalTransforms, fromCard, fromRun, luma, preprocessImage, type Preprocessing } from './preprocess.js';
 
 export interface ClassifierOptions {
   /**
@@ -84,74 +77,6 @@ export interface Classifier {
   classify(images: readonly (Buffer | Uint8Array | string)[], top?: number): Promise<Classification[][]>;
   /** Frees the compiled plan (after runs in flight finish) and the model if the classifier built it. */
   dispose(): void;
-}
-
-export interface Preprocessing {
-  channels: number;
-  height: number;
-  width: number;
-  mean: readonly number[];
-  std: readonly number[];
-  /** Resize the shorter side to this, then center-crop; absent: torchvision's default for the size. */
-  resize?: number;
-  labels: string | readonly string[] | null;
-}
-
-export function fromCard(card: ModelCard): Preprocessing {
-  const [channels, height, width] = card.input;
-  return { channels, height, width, mean: card.mean, std: card.std, resize: card.resize, labels: card.classes };
-}
-
-/** Preprocessing and labels of a run folder's dataset, read from its checkpoint's state.json. */
-export function fromRun(weightsFile: string): Preprocessing | null {
-  const state = join(dirname(weightsFile), 'state.json');
-  if (!existsSync(state)) return null;
-  let run: { data?: string } | undefined;
-  try {
-    run = (JSON.parse(readFileSync(state, 'utf8')) as { run?: { data?: string } }).run;
-  } catch (e) {
-    throw new Error(`${state}: not valid JSON (${(e as Error).message}); restore the checkpoint's state.json, or pass the input size explicitly`);
-  }
-  switch (run?.data) {
-    case 'fashion-mnist': return { channels: 1, height: 28, width: 28, mean: FASHION_MNIST_MEAN, std: FASHION_MNIST_STD, labels: 'fashion-mnist' };
-    case 'cifar10': return { channels: 3, height: 32, width: 32, mean: CIFAR10_MEAN, std: CIFAR10_STD, labels: 'cifar10' };
-    case 'cifar100': return { channels: 3, height: 32, width: 32, mean: CIFAR100_MEAN, std: CIFAR100_STD, labels: null };
-    default: return null;
-  }
-}
-
-/**
- * The eval transform: resize the shorter side to `resize` and center-crop (a model card's, or
- * torchvision's 256 -> 224 at 224x224); other sizes without a card are resized directly.
- */
-export function evalTransforms(pre: { height: number; width: number; mean: readonly number[]; std: readonly number[]; resize?: number }): TransformSpec[] {
-  const resize = pre.resize ?? (pre.height === 224 && pre.width === 224 ? 256 : undefined);
-  const normalize: TransformSpec = { type: 'normalize', mean: pre.mean, std: pre.std };
-  return resize !== undefined
-    ? [{ type: 'resize', size: resize }, { type: 'centerCrop', size: [pre.height, pre.width] }, normalize]
-    : [{ type: 'resize', size: [pre.height, pre.width] }, normalize];
-}
-
-/** Luma, as PIL's convert('L'): 0.299 R + 0.587 G + 0.114 B, rounded. */
-export function luma(img: { data: Uint8Array; height: number; width: number }): ImageCHW {
-  const plane = img.height * img.width;
-  const gray = new Uint8Array(plane);
-  const d = img.data;
-  for (let i = 0; i < plane; i++) gray[i] = Math.round(0.299 * d[i]! + 0.587 * d[plane + i]! + 0.114 * d[2 * plane + i]!);
-  return { data: gray, channels: 1, height: img.height, width: img.width };
-}
-
-/**
- * One image (bytes or a file path) decoded, reduced to luma for a 1-channel model, and transformed:
- * the classifier's preprocess(), shared with loadFeatureExtractor so both see the same pixels.
- */
-export async function preprocessImage(
-  image: Buffer | Uint8Array | string, channels: number, transforms: readonly TransformSpec[], maxPixels?: number,
-): Promise<Float32Array> {
-  const img = await decodeImage(image, { maxPixels });
-  const chw: ImageCHW = channels === 1 ? luma(img) : { data: img.data, channels: 3, height: img.height, width: img.width };
-  const x = applyTransforms(chw, transforms, new Rng(0));
-  return x.data instanceof Float32Array ? x.data : Float32Array.from(x.data);
 }
 
 /** Softmax of each row of `logits` [n, classes] (float64), then the `top` most probable classes. */
@@ -217,36 +142,7 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
     throw new Error('loadClassifier: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)');
   }
 
-  // The model and its preprocessing.
-  let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
-  if (!(opts.model instanceof ResNet)) {
-    // A spec (torchvision:resnet50) is fetched into the cache; its table entry and a run's model card
-    // both arrive as a card: the classes and the eval transform the weights were made with.
-    const resolved = opts.weights ? await resolveWeights(opts.weights, opts.model, opts.download) : null;
-    const weightsFile = resolved?.path ?? null;
-    const card = resolved?.card ?? null;
-    name = resolved?.model ?? opts.model ?? '';
-    if (!name) throw new Error(`loadClassifier: the weights ${opts.weights} do not say which model they belong to; give \`model\` (see \`residual models\`)`);
-    const entry = getModel(name); // unknown names fail here, listing the known ones
-    const [dc, dh, dw] = opts.input ?? card?.input ?? entry.defaultInput;
-    const known = card ? fromCard(card) : weightsFile && !opts.input ? fromRun(weightsFile) : null;
-    // An explicit input size wins over the card's; its mean, std and class names still apply.
-    pre = known && opts.input ? { ...known, channels: dc!, height: dh!, width: dw!, resize: undefined } : known
-      ?? { channels: dc!, height: dh!, width: dw!, mean: dc === 3 ? IMAGENET_MEAN : FASHION_MNIST_MEAN, std: dc === 3 ? IMAGENET_STD : FASHION_MNIST_STD, labels: null };
-    if (pre.mean.length !== pre.channels) throw new Error(`loadClassifier: input has ${pre.channels} channels, but the weights' model card normalises ${pre.mean.length}`);
-    if (pre.channels !== 1 && pre.channels !== 3) throw new Error(`loadClassifier: input must have 1 (grayscale) or 3 (RGB) channels, got ${pre.channels}`);
-    model = loadModel(name, weightsFile, { inChannels: pre.channels }, opts.warn);
-    ownsModel = true;
-  } else {
-    if (opts.weights) throw new Error('loadClassifier: `weights` goes with a model name; a built model already has its weights');
-    model = opts.model;
-    ownsModel = false;
-    name = model.spec.name;
-    // Default input: the registry's size for this architecture, with the model's own channels.
-    const size = model.spec.stem.maxPool ? [224, 224] : [32, 32];
-    const [dc, dh, dw] = opts.input ?? [model.spec.stem.conv.inChannels, ...size];
-    pre = { channels: dc!, height: dh!, width: dw!, mean: dc === 3 ? IMAGENET_MEAN : FASHION_MNIST_MEAN, std: dc === 3 ? IMAGENET_STD : FASHION_MNIST_STD, labels: null };
-  }
+  const { model, ownsModel, pre, name } = await loadWithPreprocessing('loadClassifier', opts);
   const input: [number, number, number] = [pre.channels, pre.height, pre.width];
 
   let modelDisposed = false;

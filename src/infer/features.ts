@@ -7,11 +7,10 @@
 // (compileForInference's output 'pool': no head work), `embed` on a libuv pool thread and
 // `embedSync` on the calling thread. On the reference backend the eager model's forwardFeatures runs.
 import { defaultBackend, initBackend } from '../backend/index.js';
-import { FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD } from '../data/index.js';
-import { getModel, headFeatures, loadModel, resolveWeights, ResNet } from '../models/index.js';
+import { headFeatures, ResNet } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
-import { evalTransforms, fromCard, fromRun, preprocessImage, type Preprocessing } from './classifier.js';
+import { evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
 import { compileForInference } from './compile.js';
 
 export interface FeatureExtractorOptions {
@@ -76,12 +75,6 @@ function positiveInt(what: string, v: unknown, fallback: number): number {
   return v;
 }
 
-/** loadClassifier's preprocessing for an input without a run folder: ImageNet statistics for RGB, Fashion-MNIST's for grayscale. */
-function standardPreprocessing([c, h, w]: readonly number[]): Preprocessing {
-  const rgb = c === 3;
-  return { channels: c!, height: h!, width: w!, mean: rgb ? IMAGENET_MEAN : FASHION_MNIST_MEAN, std: rgb ? IMAGENET_STD : FASHION_MNIST_STD, labels: null };
-}
-
 /**
  * Loads a model with its weights and preprocessing, compiled to stop at the pooled features. Calls
  * initBackend() when no backend is chosen yet; on the reference backend the model runs eagerly.
@@ -104,31 +97,7 @@ export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promi
     throw new Error('loadFeatureExtractor: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)');
   }
 
-  let model: ResNet, ownsModel: boolean, pre: Preprocessing, name: string;
-  if (!(opts.model instanceof ResNet)) {
-    // The preprocessing loadClassifier derives for the same options (keep the two in step): a
-    // spec's table entry or a run's model card, else the run's dataset, else the standard one.
-    const resolved = opts.weights ? await resolveWeights(opts.weights, opts.model, opts.download) : null;
-    const weightsFile = resolved?.path ?? null;
-    const card = resolved?.card ?? null;
-    name = resolved?.model ?? opts.model ?? '';
-    if (!name) throw new Error(`loadFeatureExtractor: the weights ${opts.weights} do not say which model they belong to; give \`model\` (see \`residual models\`)`);
-    const entry = getModel(name); // unknown names fail here, listing the known ones
-    const [dc, dh, dw] = opts.input ?? card?.input ?? entry.defaultInput;
-    const known = card ? fromCard(card) : weightsFile && !opts.input ? fromRun(weightsFile) : null;
-    // An explicit input size wins over the card's; its mean and std still apply.
-    pre = known && opts.input ? { ...known, channels: dc!, height: dh!, width: dw!, resize: undefined } : known ?? standardPreprocessing([dc!, dh!, dw!]);
-    if (pre.mean.length !== pre.channels) throw new Error(`loadFeatureExtractor: input has ${pre.channels} channels, but the weights' model card normalises ${pre.mean.length}`);
-    model = loadModel(name, weightsFile, { inChannels: pre.channels }, opts.warn);
-    ownsModel = true;
-  } else {
-    if (opts.weights) throw new Error('loadFeatureExtractor: `weights` goes with a model name; a built model already has its weights');
-    model = opts.model;
-    ownsModel = false;
-    name = model.spec.name;
-    const size = model.spec.stem.maxPool ? [224, 224] : [32, 32];
-    pre = standardPreprocessing(opts.input ?? [model.spec.stem.conv.inChannels, ...size]);
-  }
+  const { model, ownsModel, pre, name } = await loadWithPreprocessing('loadFeatureExtractor', opts);
   const input: [number, number, number] = [pre.channels, pre.height, pre.width];
   const dim = headFeatures(model.spec);
 

@@ -99,10 +99,13 @@ export async function run(argv: string[]): Promise<number> {
     if (weights) model.loadStateDict(weights);
     model.eval();
     const source = values.weights ?? `random init, seed ${seed}`;
+    // The model card travels with the weights (safetensors metadata, ONNX metadata_props), so the
+    // file alone says what it classifies and how to feed it.
+    const card = resolved?.card ? cardMetadata(resolved.card) : {};
     if (values.onnx) {
       const info = exportOnnx(model, {
         file: values.onnx, input: shape, opset, dynamicBatch: !values['static-batch'], foldBatchNorm: !values['keep-batchnorm'],
-        metadata: { weights: source }, output,
+        metadata: { weights: source, ...card }, output,
       });
       const ops = Object.entries(info.ops).map(([op, n]) => `${n} ${op}`).join(', ');
       console.log(`${name}: wrote ${values.onnx} (ONNX opset ${info.opset}, ${megabytes(info.bytes)}; ${info.nodes} nodes: ${ops}; ` +
@@ -110,8 +113,6 @@ export async function run(argv: string[]): Promise<number> {
     }
     if (values.safetensors) {
       const sd = model.stateDict();
-      // The model card travels with the weights, so the file alone says what it classifies and how to feed it.
-      const card = resolved?.card ? cardMetadata(resolved.card) : {};
       saveStateDictFile(values.safetensors, sd, { format: 'pt', model: name, weights: source, ...card });
       console.log(`${name}: wrote ${values.safetensors} (safetensors, ${sd.size} tensors, ${model.parameterCount()} parameters)`);
     }
