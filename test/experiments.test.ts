@@ -114,7 +114,13 @@ describe('residual experiment forms', () => {
     const r = experiment('forms', '--cardinalities', '2,8', '--channels', '32', '--width', '8', '--size', '6', '--batch', '2', '--repeats', '2', '--out', out);
     assert.ok((r.worst_scaled_difference as number) < 1e-5, `worst difference ${r.worst_scaled_difference}`);
     assert.equal(r.held, true);
+    const claims = (JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { claim: string; held: unknown; evidence: { worst_scaled_output_difference: number } }[] }).claims;
+    assert.equal(claims.length, 2);
+    assert.match(claims[1]!.claim, /depth 2 is a wider dense block/);
+    assert.equal(claims[1]!.held, true);
+    assert.ok(claims[1]!.evidence.worst_scaled_output_difference < 1e-5);
     const report = readFileSync(join(out, 'report.md'), 'utf8');
+    assert.match(report, /^- HELD: a block of depth 2 \(Figure 4\) is no more than a wider dense block/m);
     const diffs = tableRows(report, 'block');
     assert.equal(diffs.length, 4, 'two forms against (c) for two block shapes');
     for (const d of diffs) assert.equal(d[d.length - 1], 'yes');

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { initBackend } from '../src/backend/index.js';
-import { convertResNeXtBlockState, resnextBlock, type ResNeXtBlockConfig, type ResNeXtForm } from '../src/models/index.js';
+import { BasicBlock, convertDepthTwoState, convertResNeXtBlockState, depthTwoBlock, resnextBlock, type ResNeXtBlockConfig, type ResNeXtForm } from '../src/models/index.js';
 import { InitRandom, type Module, type StateDict } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';
 import { assertClose } from './helpers.js';
@@ -121,4 +121,31 @@ describe('ResNeXt block forms (a), (b), (c)', () => {
     assert.throws(() => resnextBlock('d' as ResNeXtForm, configs[0][1]), /form must be 'a', 'b' or 'c'/);
     assert.throws(() => convertResNeXtBlockState(new Map(), 'a', 'c', 4), /has no "paths.0.conv1.weight"/);
   });
+});
+
+// ResNeXt's Fig. 4: at depth 2, aggregating C paths is a basic block C*d wide, nothing more.
+describe('a ResNeXt block of depth 2 is a wider basic block', () => {
+  for (const [name, config] of configs) {
+    it(`${name}: the paths form and the wide form agree, converted either way`, () => {
+      const rng = new InitRandom(7);
+      const wide = depthTwoBlock('wide', config);
+      assert.ok(wide instanceof BasicBlock, 'the wide form is an ordinary torchvision BasicBlock');
+      const wideWeights = randomize(wide.stateDict(), rng);
+      wide.loadStateDict(wideWeights);
+      const paths = depthTwoBlock('paths', config);
+      const pathWeights = convertDepthTwoState(wideWeights, 'wide', 'paths', config.cardinality);
+      paths.loadStateDict(pathWeights);
+      const back = convertDepthTwoState(pathWeights, 'paths', 'wide', config.cardinality);
+      assert.deepEqual([...back.keys()], [...wideWeights.keys()]);
+      for (const [k, v] of wideWeights) assert.deepEqual([...back.get(k)!.data], [...v.data], `${k} survives the round trip`);
+      const x = input([2, config.inChannels, 9, 9], rng);
+      for (const mode of ['eval', 'train'] as const) {
+        const run = (m: Module) => { m.train(mode === 'train'); return noGrad(() => tidy(() => m.forward(x).toArray() as never)) as Float32Array; };
+        assertClose(run(paths), run(wide), 1e-5, `${name}, ${mode} mode`);
+      }
+      x.dispose();
+      wide.dispose();
+      paths.dispose();
+    });
+  }
 });

@@ -4,7 +4,7 @@
 // The claim: they compute the same function (our bound: 1e-5 of the output's scale) and (c), the
 // one the paper implements, is the fastest.
 import { join } from 'node:path';
-import { convertResNeXtBlockState, resnextBlock, type ResNeXtBlockConfig, type ResNeXtForm } from '../models/resnext_forms.js';
+import { convertDepthTwoState, convertResNeXtBlockState, depthTwoBlock, resnextBlock, type ResNeXtBlockConfig, type ResNeXtForm } from '../models/resnext_forms.js';
 import { InitRandom, type Module, type StateDict } from '../nn/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { lineChart, svgToPng } from '../report/index.js';
@@ -238,6 +238,30 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     ],
   }), join(o.out, figure), { scale: 2 });
 
+  // Figure 4: at depth 2 the aggregated paths are one wider basic block; grouping starts to matter at depth 3.
+  const depthTwo = results.map((r, i) => {
+    const rng = new InitRandom(o.seed + 1000 + i);
+    const config: ResNeXtBlockConfig = { inChannels: channels, outChannels: channels, cardinality: r.C, pathWidth: r.d };
+    const wide = depthTwoBlock('wide', config);
+    const paths = depthTwoBlock('paths', config);
+    try {
+      const weights = randomize(wide.stateDict(), rng);
+      wide.loadStateDict(weights);
+      paths.loadStateDict(convertDepthTwoState(weights, 'wide', 'paths', r.C));
+      const x = Tensor.fromArray(Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal()), shape);
+      const out = (m: Module, train: boolean) => { m.train(train); return noGrad(() => tidy(() => m.forward(x).toArray() as never)) as Float32Array; };
+      const evalDiff = difference(out(paths, false), out(wide, false)).scaled;
+      const trainDiff = difference(out(paths, true), out(wide, true)).scaled;
+      x.dispose();
+      return { block: `${r.C}x${r.d}d`, width: r.C * r.d, params: paths.parameterCount(), evalDiff, trainDiff };
+    } finally {
+      wide.dispose();
+      paths.dispose();
+    }
+  });
+  const depthTwoWorst = Math.max(...depthTwo.map((d) => Math.max(d.evalDiff, d.trainDiff)));
+  const depthTwoHeld = depthTwoWorst <= TOLERANCE;
+
   const wall = (Date.now() - started) / 1000;
   const report = [
     '# ResNeXt block forms (a), (b), (c) (Xie et al. 2017, Figure 3)',
@@ -273,6 +297,9 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     `- ${held === true ? 'HELD' : held === false ? 'DID NOT HOLD' : 'HELD WHERE MEASURED'}: the three forms compute the same function (outputs: worst scaled difference ${e(worst)}, bound 1e-5; ` +
       `input gradients: worst relative difference ${gradRel.length ? e(Math.max(...gradRel)) : '-'}, bound ${GRADIENT_TOLERANCE}).`,
     ...failures.map((f) => `- FAILED TO RUN: ${f}`),
+    `- ${depthTwoHeld ? 'HELD' : 'DID NOT HOLD'}: a block of depth 2 (Figure 4) is no more than a wider dense block: C paths of 3x3 in->d, BN, ReLU, 3x3 d->out, summed, ` +
+      `compute what one basic block of inner width C*d computes, on weights converted by \`convertDepthTwoState\` (worst scaled output difference ${e(depthTwoWorst)}, ` +
+      `eval and train mode, over ${depthTwo.map((d) => `${d.block} = width ${d.width}`).join(', ')}). Grouping only changes the function from depth 3 on.`,
     `- Form (c) was the fastest, forward and forward+backward, for ${fastestC} of ${timed.length} block shapes timed in all three forms. ` +
       'The paper chose (c) as "more succinct and faster"; (a) and (b) run C small convolutions where (c) runs one grouped convolution.',
     '',
@@ -284,6 +311,10 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
       claim: 'the three ResNeXt block forms (a) split-transform-merge, (b) concatenate then 1x1, (c) grouped convolution compute the same function',
       held: held === null ? 'inconclusive' : held,
       evidence: { configurations: results.map((r) => `${r.C}x${r.d}d`), worst_scaled_output_difference: worst, bound: TOLERANCE, worst_gradient_relative_difference: gradRel.length ? Math.max(...gradRel) : null, failures },
+    }, {
+      claim: 'a ResNeXt block of depth 2 is a wider dense block (Figure 4): C aggregated paths equal one basic block of inner width C*d',
+      held: depthTwoHeld,
+      evidence: { blocks: depthTwo, worst_scaled_output_difference: depthTwoWorst, bound: TOLERANCE },
     }],
     worst_scaled_difference: worst, configs: results,
   };

@@ -19,7 +19,7 @@
 // conv3 and bn3. A projection shortcut (downsample.0/1), where the shape changes, is shared by all.
 import { BatchNorm2d, Conv2d, Module, ReLU, Sequential, type StateDict, type StateEntry } from '../nn/index.js';
 import { Tensor, add, concatChannels } from '../tensor/index.js';
-import { Bottleneck, conv1x1, conv3x3, makeConv, shortcutFor, type BlockSpec } from './blocks.js';
+import { BasicBlock, Bottleneck, conv1x1, conv3x3, makeConv, shortcutFor, type BlockSpec } from './blocks.js';
 
 export type ResNeXtForm = 'a' | 'b' | 'c';
 
@@ -222,4 +222,98 @@ export function convertResNeXtBlockState(sd: StateDict, from: ResNeXtForm, to: R
   if (from === to) return new Map(sd);
   const grouped = from === 'c' ? sd : pathsToGrouped(sd, from, cardinality);
   return to === 'c' ? grouped : groupedToPaths(grouped, to, cardinality);
+}
+
+// ---- depth 2 (Fig. 4 of the paper) ----
+//
+// Grouping matters only from depth 3. A block of depth 2 aggregating C paths (3x3 in->d, BN, ReLU,
+// 3x3 d->out, the path outputs summed, then BN) is exactly a basic block whose inner width is C*d:
+// the first layers side by side are one 3x3 in->C*d, and the sum of the second layers over the
+// paths is one 3x3 over the concatenated C*d channels. "Trivially wider", not a new architecture.
+
+/** One path of the depth-2 block: 3x3 in->d, BN, ReLU, 3x3 d->out. */
+class DepthTwoPath extends Module {
+  readonly conv1: Conv2d;
+  readonly bn1: BatchNorm2d;
+  readonly relu: ReLU;
+  readonly conv2: Conv2d;
+
+  constructor(inChannels: number, width: number, outChannels: number, stride: number) {
+    super();
+    this.conv1 = this.registerModule('conv1', makeConv(conv3x3(inChannels, width, stride)));
+    this.bn1 = this.registerModule('bn1', new BatchNorm2d(width));
+    this.relu = this.registerModule('relu', new ReLU());
+    this.conv2 = this.registerModule('conv2', makeConv(conv3x3(width, outChannels)));
+  }
+
+  override forward(x: Tensor): Tensor {
+    return this.conv2.forward(this.relu.forward(this.bn1.forward(this.conv1.forward(x))));
+  }
+}
+
+/** The depth-2 block as C aggregated paths; keys paths.{i}.{conv1,bn1,conv2}, bn2, downsample.0/1. */
+class DepthTwoPathsBlock extends Module {
+  readonly paths: DepthTwoPath[];
+  readonly bn2: BatchNorm2d;
+  readonly relu: ReLU;
+  readonly downsample: Sequential | null = null;
+
+  constructor(readonly config: Required<ResNeXtBlockConfig>) {
+    super();
+    const { inChannels, outChannels, cardinality, pathWidth, stride } = config;
+    this.paths = Array.from({ length: cardinality }, () => new DepthTwoPath(inChannels, pathWidth, outChannels, stride));
+    this.registerModule('paths', new ModuleList(this.paths));
+    this.bn2 = this.registerModule('bn2', new BatchNorm2d(outChannels));
+    this.relu = this.registerModule('relu', new ReLU());
+    if (shortcutFor(inChannels, outChannels, stride, 'projection') === 'projection') {
+      this.downsample = this.registerModule('downsample',
+        new Sequential(makeConv(conv1x1(inChannels, outChannels, stride)), new BatchNorm2d(outChannels)));
+    }
+  }
+
+  override forward(x: Tensor): Tensor {
+    const y = this.bn2.forward(this.paths.map((p) => p.forward(x)).reduce((acc, o) => add(acc, o)));
+    return this.relu.forward(add(y, this.downsample ? this.downsample.forward(x) : x));
+  }
+}
+
+/** The depth-2 block: 'paths' (C aggregated paths) or 'wide' (a BasicBlock of inner width C*d). */
+export function depthTwoBlock(form: 'paths' | 'wide', config: ResNeXtBlockConfig): Module {
+  const c = checkConfig(config);
+  if (form === 'paths') return new DepthTwoPathsBlock(c);
+  if (form !== 'wide') throw new Error(`depth-2 block: form must be 'paths' or 'wide', got ${String(form)}`);
+  return new BasicBlock({
+    kind: 'basic', inChannels: c.inChannels, width: c.cardinality * c.pathWidth, outChannels: c.outChannels, stride: c.stride,
+    groups: 1, dilation: 1, shortcut: shortcutFor(c.inChannels, c.outChannels, c.stride, 'projection'),
+  });
+}
+
+/** Converts a depth-2 block's weights between the paths and the wide form (exact rearrangements). */
+export function convertDepthTwoState(sd: StateDict, from: 'paths' | 'wide', to: 'paths' | 'wide', cardinality: number): StateDict {
+  if (!Number.isInteger(cardinality) || cardinality < 1) throw new Error(`depth-2 weight conversion: cardinality must be a positive integer, got ${cardinality}`);
+  if (from === to) return new Map(sd);
+  const out: StateDict = new Map();
+  if (from === 'paths') {
+    const paths = (k: string) => Array.from({ length: cardinality }, (_, i) => entry(sd, `paths.${i}.${k}`));
+    out.set('conv1.weight', concatAxis(paths('conv1.weight'), 0));
+    for (const k of BN_KEYS) out.set(`bn1.${k}`, concatAxis(paths(`bn1.${k}`), 0));
+    out.set('bn1.num_batches_tracked', entry(sd, 'paths.0.bn1.num_batches_tracked'));
+    // The sum over paths of conv2_i(y_i) is one conv over the concatenated y: input channels side by side.
+    out.set('conv2.weight', concatAxis(paths('conv2.weight'), 1));
+    for (const [k, v] of sd) if (/^(bn2|downsample)\./.test(k)) out.set(k, v);
+    return sortLike(out, ['conv1.', 'bn1.', 'conv2.', 'bn2.', 'downsample.']);
+  }
+  const conv1 = entry(sd, 'conv1.weight');
+  if (conv1.shape[0] % cardinality !== 0) throw new Error(`depth-2 weight conversion: conv1 has ${conv1.shape[0]} channels, not a multiple of cardinality ${cardinality}`);
+  const d = conv1.shape[0] / cardinality;
+  for (let i = 0; i < cardinality; i++) {
+    const p = `paths.${i}.`;
+    out.set(`${p}conv1.weight`, sliceAxis(conv1, 0, i * d, d));
+    for (const k of BN_KEYS) out.set(`${p}bn1.${k}`, sliceAxis(entry(sd, `bn1.${k}`), 0, i * d, d));
+    const counter = entry(sd, 'bn1.num_batches_tracked');
+    out.set(`${p}bn1.num_batches_tracked`, { ...counter, data: counter.data.slice() });
+    out.set(`${p}conv2.weight`, sliceAxis(entry(sd, 'conv2.weight'), 1, i * d, d));
+  }
+  for (const [k, v] of sd) if (/^(bn2|downsample)\./.test(k)) out.set(k, v);
+  return out;
 }
