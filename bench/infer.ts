@@ -41,7 +41,7 @@ async function runOrt(c: Case, dir: string): Promise<EngineResult> {
   const { initBackend } = await import('../src/backend/index.js');
   const { createModel } = await import('../src/models/index.js');
   const { manualSeed } = await import('../src/nn/index.js');
-  const { exportOnnx } = await import('../src/io/onnx.js');
+  const { exportOnnx } = await import('../src/onnx/index.js');
   await initBackend();
   manualSeed(0);
   const model = createModel(c.model);

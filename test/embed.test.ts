@@ -23,7 +23,7 @@ import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/backend/index.js';
 import { compileForInference, loadClassifier, loadFeatureExtractor } from '../src/infer/index.js';
 import { readSafetensors, writeSafetensors } from '../src/io/index.js';
-import { onnxBytes } from '../src/io/onnx.js';
+import { onnxBytes } from '../src/onnx/index.js';
 import { cardMetadata, createModel, loadModel, type ResNet } from '../src/models/index.js';
 import { BatchNorm2d, Identity, ReLU, manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';

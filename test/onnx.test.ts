@@ -19,7 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/backend/index.js';
 import { openStateDictFile, readSafetensors, saveStateDictFile, writeSafetensors } from '../src/io/index.js';
-import { exportOnnx, onnxBytes, type OnnxExportOptions } from '../src/io/onnx.js';
+import { exportOnnx, onnxBytes, type OnnxExportOptions } from '../src/onnx/index.js';
 import { createModel, getModel, modelNames, resnextBlock, type ResNeXtForm } from '../src/models/index.js';
 import { BatchNorm2d, Module, manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/index.js';

@@ -1,6 +1,7 @@
 // Shared plumbing for the weight-file readers and writers: the error type, bounded random-access reads,
 // and atomic writes (temp file in the same folder, fsync, rename).
 
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 
@@ -162,15 +163,21 @@ export function syncDirectory(dir: string): void {
   }
 }
 
-/** Writes a file through a temp file in the same folder, fsync and rename: all or nothing. */
-export function writeAtomic(file: string, data: string | Uint8Array): void {
-  const dir = nodePath.dirname(file);
-  const tmp = nodePath.join(dir, `.${nodePath.basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
+/**
+ * Writes a file through a temp file in the same folder, fsync and rename: all or nothing. `data` may
+ * be a sequence of chunks (a large export streamed without one big buffer). The one atomic write of
+ * the project: checkpoints' files, exports, caches and reports all go through it.
+ */
+export function writeAtomic(file: string, data: string | Uint8Array | Iterable<Uint8Array>): void {
+  const dir = nodePath.dirname(nodePath.resolve(file));
+  const tmp = nodePath.join(dir, `.${nodePath.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const chunks: Iterable<Uint8Array> = typeof data === 'string' ? [Buffer.from(data)] : data instanceof Uint8Array ? [data] : data;
   try {
-    const fd = fs.openSync(tmp, 'w');
+    const fd = fs.openSync(tmp, 'wx', 0o644);
     try {
-      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-      for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      for (const bytes of chunks) {
+        for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      }
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -184,3 +191,17 @@ export function writeAtomic(file: string, data: string | Uint8Array): void {
   }
   syncDirectory(dir);
 }
+
+/** Fails early, with a clear message, when `file` cannot be written (before any work is done). */
+export function checkOutputPath(file: string): void {
+  const dir = nodePath.dirname(nodePath.resolve(file));
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new Error(`cannot write ${file}: the folder ${dir} does not exist (create it first)`);
+  }
+  if (!st.isDirectory()) throw new Error(`cannot write ${file}: ${dir} is not a folder`);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new Error(`cannot write ${file}: it is a folder; give a file name inside it`);
+}
+

@@ -8,7 +8,7 @@ import { PthFile, TensorRef } from './pth.js';
 import { looksLikeZip } from './zip.js';
 import { SafetensorsFile, looksLikeSafetensors, writeSafetensors, type SafetensorsEntry, type WritableDType } from './safetensors.js';
 
-export { WeightFileError, writeAtomic, syncDirectory } from './file.js';
+export { WeightFileError, checkOutputPath, writeAtomic, syncDirectory } from './file.js';
 export type { LoadedTensor, StoredDType } from './dtypes.js';
 export { DTYPE_SIZES, floatToBf16, floatToHalf, bf16ToFloat, halfToFloat } from './dtypes.js';
 export {

@@ -6,10 +6,7 @@
 // positioned read, so memory is bounded by the tensors asked for. Writing is atomic: a temp file in
 // the target's directory, fsync, rename, fsync of the directory.
 
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as nodePath from 'node:path';
-import { randomBytes } from 'node:crypto';
 import {
   DTYPE_SIZES,
   decodeInto,
@@ -20,7 +17,7 @@ import {
   type LoadedTensor,
   type StoredDType,
 } from './dtypes.js';
-import { RandomAccessFile, WeightFileError } from './file.js';
+import { RandomAccessFile, WeightFileError, writeAtomic } from './file.js';
 
 /** Largest header we accept; real headers are kilobytes (the reference implementation uses the same limit). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -216,11 +213,6 @@ function encodeChunk(dtype: WritableDType, src: Float32Array): Uint8Array {
   return out;
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let off = 0;
-  while (off < bytes.length) off += fs.writeSync(fd, bytes, off, bytes.length - off);
-}
-
 /**
  * Write tensors to `path` as safetensors, atomically: readers see either the old file or the complete
  * new one. Tensors are laid out by decreasing element size so every tensor is aligned to its dtype.
@@ -274,47 +266,16 @@ export function writeSafetensors(
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(BigInt(headerBytes.length));
 
-  const dir = nodePath.dirname(nodePath.resolve(path));
-  const tmp = nodePath.join(dir, `.${nodePath.basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-  let fd = -1;
-  try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
-    writeAll(fd, prefix);
-    writeAll(fd, headerBytes);
+  function* chunks(): Generator<Uint8Array> {
+    yield prefix;
+    yield headerBytes;
     for (const { t } of layout) {
-      for (let s = 0; s < t.data.length; s += CHUNK_ELEMS) {
-        writeAll(fd, encodeChunk(t.dtype, t.data.subarray(s, Math.min(t.data.length, s + CHUNK_ELEMS))));
-      }
+      for (let s = 0; s < t.data.length; s += CHUNK_ELEMS) yield encodeChunk(t.dtype, t.data.subarray(s, Math.min(t.data.length, s + CHUNK_ELEMS)));
     }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = -1;
-    fs.renameSync(tmp, path);
-  } catch (e) {
-    if (fd >= 0) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // already failing; the original error is the useful one
-      }
-    }
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // the temp file may not exist
-    }
-    if (e instanceof WeightFileError) throw e;
-    throw new WeightFileError(path, `cannot write safetensors: ${(e as Error).message} (check that the directory exists, is writable and has space)`, { cause: e });
   }
-  // Make the rename itself durable. Not every platform can fsync a directory; that is not an error.
   try {
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch {
-    // best effort
+    writeAtomic(path, chunks());
+  } catch (e) {
+    throw new WeightFileError(path, `cannot write safetensors: ${(e as Error).message} (check that the directory exists, is writable and has space)`, { cause: e });
   }
 }

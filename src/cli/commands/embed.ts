@@ -6,7 +6,7 @@ import { initBackend } from '../../backend/index.js';
 import { IMAGE_EXTENSIONS, listImages } from '../../data/index.js';
 import { loadFeatureExtractor, type FeatureExtractor } from '../../infer/features.js';
 import { openStateDictFile, SafetensorsFile, writeSafetensors } from '../../io/index.js';
-import { checkOutputPath } from '../../io/onnx.js';
+import { checkOutputPath } from '../../io/index.js';
 import { getModel } from '../../models/index.js';
 import { fixThreads, intOption, parse, shapeOption } from '../args.js';
 import { downloadProgress } from '../progress.js';

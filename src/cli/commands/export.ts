@@ -2,7 +2,8 @@
 // safetensors state dict that torchvision's load_state_dict takes as it is.
 import { initBackend } from '../../backend/index.js';
 import { loadStateDictFile, saveStateDictFile } from '../../io/index.js';
-import { checkOutputPath, exportOnnx } from '../../io/onnx.js';
+import { checkOutputPath } from '../../io/index.js';
+import { exportOnnx } from '../../onnx/index.js';
 import { manualSeed } from '../../nn/index.js';
 import { cardMetadata, getModel, optionsFromWeights, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
 import { checkWeightsArgument, isPretrainedSpec } from '../../pretrained/index.js';

@@ -20,9 +20,6 @@
 // a single block is exported). A feature extractor (output: 'pool', or a net whose fc is an
 // Identity) ends at the flattened pooled features instead, output "features" [batch, D]. It is
 // written atomically: a temp file renamed into place.
-import * as fs from 'node:fs';
-import * as nodePath from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { endianness } from 'node:os';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Identity, Linear, MaxPool2d, Module, ReLU, Sequential,
@@ -30,8 +27,9 @@ import {
 import { ResidualBlock } from '../models/blocks.js';
 import { ResNet } from '../models/net.js';
 import { bnAffine, foldConv, type Affine } from '../models/fold.js';
+import { checkOutputPath, writeAtomic } from '../io/index.js';
 import { conv2dParams } from '../tensor/index.js';
-import { PROTO_MAX_BYTES, ProtoWriter } from './onnx_proto.js';
+import { PROTO_MAX_BYTES, ProtoWriter } from './proto.js';
 
 export interface OnnxExportOptions {
   /** Per-sample input shape [C, H, W]. */
@@ -499,35 +497,11 @@ export function exportOnnx(model: Module, opts: OnnxFileOptions): OnnxExportInfo
   if (typeof file !== 'string' || file === '') throw new Error('exportOnnx: file must be a path');
   checkOutputPath(file);
   const { proto, info } = buildOnnx(model, opts);
-  const dir = nodePath.dirname(nodePath.resolve(file));
-  const tmp = nodePath.join(dir, `.${nodePath.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-  let fd = -1;
   try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
-    for (const chunk of proto.parts()) {
-      for (let done = 0; done < chunk.length;) done += fs.writeSync(fd, chunk, done, chunk.length - done);
-    }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = -1;
-    fs.renameSync(tmp, file);
+    writeAtomic(file, proto.parts());
   } catch (e) {
-    if (fd >= 0) try { fs.closeSync(fd); } catch { /* the write error is the one to report */ }
-    try { fs.unlinkSync(tmp); } catch { /* may not exist */ }
-    throw new Error(`exportOnnx: cannot write ${file}: ${(e as Error).message}`, { cause: e });
+    throw new Error(`exportOnnx: ${(e as Error).message}`, { cause: e });
   }
   return info;
 }
 
-/** Fails early, with a clear message, when `file` cannot be written (before any work is done). */
-export function checkOutputPath(file: string): void {
-  const dir = nodePath.dirname(nodePath.resolve(file));
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(dir);
-  } catch {
-    throw new Error(`cannot write ${file}: the folder ${dir} does not exist (create it first)`);
-  }
-  if (!st.isDirectory()) throw new Error(`cannot write ${file}: ${dir} is not a folder`);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new Error(`cannot write ${file}: it is a folder; give a file name inside it`);
-}
