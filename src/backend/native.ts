@@ -15,6 +15,7 @@ import type {
   Pool2dParams,
   SgdOptions,
   Shape,
+  PlanDescription, PlanHandle,
 } from './types.js';
 
 /** A tensor of the native backend: a handle to native memory. */
@@ -95,32 +96,7 @@ interface Addon {
   setNumThreads(n: number): void;
 }
 
-/** An inference plan owned by the addon (native/inference.cc); opaque to TypeScript. */
-export type PlanHandle = { readonly __plan: unique symbol };
-
-/** One step of an inference plan. Shapes are per sample [C, H, W]; src/dst are buffer indices. */
-export type PlanOp = { name: string; src: number; dst: number; in: number[]; out: number[] } & (
-  | {
-    type: 'conv'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
-    groups: number; relu: boolean; sum: boolean; weight: Float32Array; bias: Float32Array;
-  }
-  | { type: 'maxpool'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number }
-  | { type: 'shortcutA'; stride: number }
-  | { type: 'gap' }
-  | { type: 'linear'; weight: Float32Array; bias: Float32Array });
-
-/** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
-export interface PlanDescription {
-  input: number[];
-  /** Activations and weights in f32 (default) or bf16; bias, accumulation and logits stay f32. */
-  dtype?: 'f32' | 'bf16';
-  /** Winograd for eligible 3x3 convs: 'auto' (default: the plan decides, or RESIDUAL_PLAN_WINOGRAD), 'on', 'off'. */
-  winograd?: 'auto' | 'on' | 'off';
-  maxBatch: number;
-  buffers: number;
-  inputBuffer: number;
-  ops: PlanOp[];
-}
+export type { PlanDescription, PlanHandle, PlanOp } from './types.js';
 
 /** Counters of the native engine, for leak checks and tests. */
 export interface NativeStats {

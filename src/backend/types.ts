@@ -146,4 +146,49 @@ export interface Backend<T extends BackendTensor = BackendTensor> {
    * `momentumBuffer` is null when momentum is 0; `firstStep` says the buffer is not yet initialized.
    */
   sgdStep(param: T, grad: T, momentumBuffer: T | null, firstStep: boolean, o: SgdOptions): void;
+
+  // ---- optional capabilities: the native engine has them, the reference backend does not ----
+  /** Sets the engine's thread count (OpenMP), e.g. for `--threads N` and the training governor. */
+  setNumThreads?(n: number): void;
+  /** Compiled inference plans (src/infer/compile.ts): BN folded, fusions, weights reordered once. */
+  planCreate?(desc: PlanDescription): PlanHandle;
+  planRun?(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
+  planRunAsync?(plan: PlanHandle, x: Float32Array, n: number): Promise<Float32Array>;
+  planDispose?(plan: PlanHandle): void;
+  planInfo?(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] };
+}
+
+/** An inference plan owned by the addon (native/inference.cc); opaque to TypeScript. */
+export type PlanHandle = { readonly __plan: unique symbol };
+
+/** One step of an inference plan. Shapes are per sample [C, H, W]; src/dst are buffer indices. */
+export type PlanOp = { name: string; src: number; dst: number; in: number[]; out: number[] } & (
+  | {
+    type: 'conv'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+    groups: number; relu: boolean; sum: boolean; weight: Float32Array; bias: Float32Array;
+  }
+  | { type: 'maxpool'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number }
+  | { type: 'shortcutA'; stride: number }
+  | { type: 'gap' }
+  | { type: 'linear'; weight: Float32Array; bias: Float32Array });
+
+/** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
+export interface PlanDescription {
+  input: number[];
+  /** Activations and weights in f32 (default) or bf16; bias, accumulation and logits stay f32. */
+  dtype?: 'f32' | 'bf16';
+  /** Winograd for eligible 3x3 convs: 'auto' (default: the plan decides, or RESIDUAL_PLAN_WINOGRAD), 'on', 'off'. */
+  winograd?: 'auto' | 'on' | 'off';
+  maxBatch: number;
+  buffers: number;
+  inputBuffer: number;
+  ops: PlanOp[];
+}
+
+/** A backend that compiles inference plans. */
+export type PlanBackend = Backend & Required<Pick<Backend, 'planCreate' | 'planRun' | 'planRunAsync' | 'planDispose' | 'planInfo'>>;
+
+export function supportsPlans(b: Backend): b is PlanBackend {
+  return typeof b.planCreate === 'function' && typeof b.planRun === 'function' && typeof b.planRunAsync === 'function' &&
+    typeof b.planDispose === 'function' && typeof b.planInfo === 'function';
 }

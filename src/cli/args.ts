@@ -1,6 +1,6 @@
 // Option parsing shared by the commands: node's parseArgs with errors that name the command.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { NativeBackend } from '../backend/native.js';
+import type { Backend } from '../backend/types.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -59,6 +59,6 @@ export function threadsOption(command: string, v: string | undefined): { auto: b
 }
 
 /** Applies a fixed `--threads N` to a native backend already loaded. */
-export function fixThreads(backend: { name: string }, fixed: number | undefined): void {
-  if (fixed !== undefined && backend.name === 'native') (backend as unknown as NativeBackend).setNumThreads(fixed);
+export function fixThreads(backend: Backend, fixed: number | undefined): void {
+  if (fixed !== undefined) backend.setNumThreads?.(fixed);
 }

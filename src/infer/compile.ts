@@ -15,7 +15,7 @@
 // the plan computes the eval-mode network whatever mode the model is in (running statistics).
 // Buffers are reused once their value is dead: a ResNet needs at most five.
 import { defaultBackend } from '../backend/index.js';
-import type { NativeBackend, PlanHandle, PlanOp } from '../backend/native.js';
+import { supportsPlans, type PlanHandle, type PlanOp } from '../backend/types.js';
 import { Identity, type BatchNorm2d, type Conv2d, type MaxPool2d } from '../nn/index.js';
 import { ResidualBlock } from '../models/blocks.js';
 import { foldConvBn } from '../models/fold.js';
@@ -237,12 +237,12 @@ export function compileForInference(model: ResNet, opts: CompileOptions): Compil
     throw new Error('compileForInference: expected a ResNet/ResNeXt model (from createModel or loadModel)');
   }
   const backend = defaultBackend();
-  if (backend.name !== 'native') {
+  if (!supportsPlans(backend)) {
     throw new Error('compileForInference needs the native backend, and the current one is the reference backend ' +
       '(call `await initBackend()` first; if the addon does not load, build it with `npm run build:native`). ' +
       'Without it, run the model directly: model.eval() and a forward inside noGrad().');
   }
-  const nb = backend as unknown as NativeBackend;
+  const nb = backend;
   const { input, maxBatch, dtype, winograd, output: asked } = checkOptions(model, opts);
   const b = new PlanBuilder();
   const { ops, shape } = b.net(model, input, asked);

@@ -7,7 +7,6 @@
 // so the governor measures: a few steps at each candidate, the faster median wins, and after
 // `runSteps` steps it measures again.
 import { defaultBackend } from '../backend/index.js';
-import type { NativeBackend } from '../backend/native.js';
 
 export interface ThreadGovernorOptions {
   /** Steps timed per candidate in a probe, after one untimed step (new primitives; default 3). */
@@ -94,10 +93,10 @@ let engineMax: number | undefined;
  */
 export function engineThreadGovernor(o: ThreadGovernorOptions = {}): ThreadGovernor | null {
   const backend = defaultBackend();
-  if (backend.name !== 'native') return null;
-  const native = backend as unknown as NativeBackend;
-  engineMax ??= native.info().threads;
-  return new ThreadGovernor(engineMax, (n) => native.setNumThreads(n), o);
+  const setThreads = backend.setNumThreads?.bind(backend);
+  if (!setThreads) return null;
+  engineMax ??= backend.info().threads;
+  return new ThreadGovernor(engineMax, setThreads, o);
 }
 
 function median(xs: number[]): number {
