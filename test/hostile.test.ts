@@ -8,10 +8,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import { repoRoot } from './helpers.js';
 import { MAX_LOAD_BYTES_ENV, WeightFileError, loadStateDictFile, maxLoadBytes } from '../src/io/index.js';
-import { HOSTILE_PTH, makeZip, stateDictPickle } from './hostile_files.js';
+import { extractTar, readIdxImages, readIdxLabels, readMaybeGzip } from '../src/data/index.js';
+import { HOSTILE_PTH, idxBytes, makeTar, makeZip, paxRecord, stateDictPickle } from './hostile_files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'residual-hostile-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -111,5 +113,88 @@ describe('pickle protocols 0 and 1 (torch.save(..., pickle_protocol=0/1), script
     const junk = join(dir, 'junk_proto0.pt');
     writeFileSync(junk, Buffer.from(legacy.replace(/P\('storage'/, "P('storage' + __import__"), 'latin1'));
     assert.throws(() => loadStateDictFile(junk), /is not a storage tuple/);
+  });
+});
+
+describe('tar headers: every number validated, names escaped', () => {
+  async function* once(buf: Buffer) {
+    yield buf;
+  }
+  /** extractTar, failing the test if it takes more than 5 s (a 0.5-byte size used to spin forever). */
+  async function extract(tar: Buffer): Promise<unknown> {
+    const dest = mkdtempSync(join(dir, 'tar-'));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('extractTar hung')), 5000); });
+    try {
+      return await Promise.race([extractTar(once(tar), dest, { archiveName: 'evil.tar', maxBytes: 1 << 20 }), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  for (const size of ['abc', '-1', '0.5', '1e3', '', ' 12', '99999999999999999999']) {
+    it(`pax size=${JSON.stringify(size)} is refused`, async () => {
+      const tar = makeTar([{ name: 'PaxHeader', type: 'x', data: paxRecord('size', size) }, { name: 'a.bin', data: Buffer.alloc(3000, 1) }]);
+      await assert.rejects(extract(tar), new RegExp(`evil\\.tar: entry "a\\.bin": pax size .* is not a non-negative integer`));
+    });
+  }
+
+  it('a negative GNU base-256 size is refused; a positive one is read', async () => {
+    const neg = Buffer.alloc(12, 0xff);
+    await assert.rejects(extract(makeTar([{ name: 'a.bin', data: Buffer.alloc(10), sizeField: neg }])), /negative number/);
+    const pos = Buffer.alloc(12);
+    pos[0] = 0x80;
+    pos[11] = 10;
+    const entries = await extract(makeTar([{ name: 'a.bin', data: Buffer.alloc(10, 2), sizeField: pos }])) as { size: number }[];
+    assert.equal(entries[0]!.size, 10);
+  });
+
+  it('names with terminal escapes are printed escaped', async () => {
+    const name = 'x/\u001b]0;pwned\u0007\u001b[2J\u009b31m/../../../etc';
+    const err = await extract(makeTar([{ name, data: Buffer.alloc(1) }])).then(() => null, (e: Error) => e);
+    assert.ok(err instanceof Error, 'refused');
+    assert.match(err.message, /path traversal/);
+    assert.doesNotMatch(err.message, /[\u0000-\u001f\u007f-\u009f]/, 'no raw control characters');
+    assert.match(err.message, /\\u001b\]0;pwned\\u0007/);
+    const link = await extract(makeTar([{ name: 'ok/\u009b6n', type: '2' }])).then(() => null, (e: Error) => e);
+    assert.match(link!.message, /ok\/\\u009b6n" is a symbolic link/);
+  });
+
+  it('zip entry and tensor names are escaped in weight-file errors', () => {
+    const file = join(dir, 'escape.pth');
+    writeFileSync(file, makeZip([['archive/data.pkl', stateDictPickle([{ name: 'w', key: '\u001b[31mred', numel: 1, shape: [1], stride: [1] }])]]));
+    assert.throws(() => loadStateDictFile(file), (e: Error) => /\\u001b\[31mred/.test(e.message) && !/\u001b/.test(e.message));
+  });
+});
+
+describe('IDX headers bound the inflate', () => {
+  it('a .gz whose data is far more than its header declares is cut at the declared size', () => {
+    const file = join(dir, 'bomb-images-idx3-ubyte.gz');
+    // Declares 10 images of 28x28 (7840 bytes) but holds 64 MiB of zeros.
+    writeFileSync(file, gzipSync(idxBytes(0x803, [10, 28, 28], Buffer.alloc(64 << 20))));
+    assert.throws(() => readIdxImages(file), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the gzip data inflates to more than the 7856 bytes its IDX header declares`));
+  });
+
+  it('a header declaring more than the load budget is refused before inflating', () => {
+    const file = join(dir, 'huge-images-idx3-ubyte.gz');
+    writeFileSync(file, gzipSync(idxBytes(0x803, [0xffffffff, 0xffff, 0xffff], Buffer.alloc(100))));
+    assert.throws(() => readIdxImages(file), /declares 4294967295×65535×65535 = .* bytes, over the .*-byte limit \(RESIDUAL_MAX_LOAD_BYTES raises it\)/);
+  });
+
+  it('a wrong magic number is found from the first bytes, not after inflating everything', () => {
+    const file = join(dir, 'wrong-magic.gz');
+    writeFileSync(file, gzipSync(Buffer.concat([Buffer.from([0, 0, 8, 9]), Buffer.alloc(64 << 20)])));
+    const before = process.memoryUsage().arrayBuffers;
+    assert.throws(() => readIdxImages(file), /wrong magic number 0x00000809/);
+    assert.ok(process.memoryUsage().arrayBuffers - before < 32 << 20, 'did not inflate the 64 MiB');
+    // readMaybeGzip takes a cap too.
+    assert.throws(() => readMaybeGzip(file, 1 << 20), /inflates to more than 1048576 bytes/);
+    assert.equal(readMaybeGzip(file).length, 4 + (64 << 20));
+  });
+
+  it('a well-formed .gz still loads', () => {
+    const file = join(dir, 'ok-labels-idx1-ubyte.gz');
+    writeFileSync(file, gzipSync(idxBytes(0x801, [4], Buffer.from([1, 0, 3, 2]))));
+    assert.deepEqual([...readIdxLabels(file, 4)], [1, 0, 3, 2]);
   });
 });

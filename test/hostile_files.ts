@@ -217,3 +217,55 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     console.log(`${f.name}\t${bytes.length} bytes\t${f.what}`);
   }
 }
+
+export interface TarItem {
+  name: string;
+  /** '0' file (default), '5' directory, '2' symlink, 'x' pax header, ... */
+  type?: string;
+  data?: Buffer;
+  /** The 12-byte size field as written, to forge it (default: the data's length in octal). */
+  sizeField?: Buffer;
+}
+
+/** A minimal ustar writer (independent of the reader under test). */
+export function makeTar(items: TarItem[], end = true): Buffer {
+  const blocks: Buffer[] = [];
+  for (const it of items) {
+    const h = Buffer.alloc(512);
+    const data = it.data ?? Buffer.alloc(0);
+    h.write(it.name, 0, 100, 'utf8');
+    h.write('0000644\0', 100);
+    h.write('0000000\0', 108);
+    h.write('0000000\0', 116);
+    if (it.sizeField) it.sizeField.copy(h, 124, 0, 12);
+    else h.write(data.length.toString(8).padStart(11, '0') + '\0', 124);
+    h.write('00000000000\0', 136);
+    h.write('        ', 148);
+    h.write(it.type ?? '0', 156);
+    if (it.type === '2') h.write('/etc/passwd', 157);
+    h.write('ustar\0', 257);
+    h.write('00', 263);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  if (end) blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}
+
+/** One pax extended-header record, "LEN key=value\n", LEN counting itself. */
+export function paxRecord(key: string, value: string): Buffer {
+  const body = ` ${key}=${value}\n`;
+  let len = Buffer.byteLength(body) + 1;
+  while (String(len).length + Buffer.byteLength(body) !== len) len++;
+  return Buffer.from(`${len}${body}`);
+}
+
+/** An IDX file: big-endian magic, dims, data. */
+export function idxBytes(magic: number, dims: number[], data: Uint8Array): Buffer {
+  const h = Buffer.alloc(4 + 4 * dims.length);
+  h.writeUInt32BE(magic, 0);
+  dims.forEach((d, k) => h.writeUInt32BE(d, 4 + 4 * k));
+  return Buffer.concat([h, Buffer.from(data)]);
+}

@@ -11,6 +11,7 @@ import { SafetensorsFile, looksLikeSafetensors, writeSafetensors, type Safetenso
 
 export { WeightFileError, writeAtomic, syncDirectory } from './file.js';
 export { MAX_LOAD_BYTES_ENV, maxLoadBytes } from './budget.js';
+export { printable, printableLines } from './printable.js';
 export type { LoadedTensor, StoredDType } from './dtypes.js';
 export { DTYPE_SIZES, floatToBf16, floatToHalf, bf16ToFloat, halfToFloat } from './dtypes.js';
 export {
