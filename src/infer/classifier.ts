@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { defaultBackend, initBackend } from '../backend/index.js';
 import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
-  applyTransforms, classNames, decodeImage, type ImageCHW, type TransformSpec,
+  applyTransforms, classNames, decodeImage, type ImageCHW, type ImageSizeInfo, type TransformSpec,
 } from '../data/index.js';
 import { getModel, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
@@ -74,8 +74,13 @@ export interface Classifier {
   readonly top: number;
   /** 'compiled' (the native plan) or 'eager' (reference backend). */
   readonly engine: 'compiled' | 'eager';
-  /** An image (bytes or a file path) decoded and transformed to one NCHW sample. Throws when it is not an image. */
-  preprocess(image: Buffer | Uint8Array | string): Promise<Float32Array>;
+  /**
+   * An image (bytes or a file path) decoded and transformed to one NCHW sample. Throws when it is not
+   * an image. `admit` sees the image's size from its header before any pixel is decoded (throw to
+   * refuse it). Images over 4M pixels are shrunk while decoding (libvips, off the main thread) to
+   * twice the resize target, then resized as PIL does; smaller ones exactly as PIL does.
+   */
+  preprocess(image: Buffer | Uint8Array | string, opts?: { admit?: (info: ImageSizeInfo) => void }): Promise<Float32Array>;
   /** Top-k classes of `n` preprocessed samples, the kernels running off the main thread. */
   predict(batch: Float32Array, n: number, top?: number): Promise<Classification[][]>;
   /** predict() on the calling thread, for scripts. */
@@ -269,6 +274,8 @@ function makeClassifier(c: {
   const { input, labels, maxBatch, runner } = c;
   const perSample = input[0] * input[1] * input[2];
   const transforms = evalTransforms(c.pre);
+  const first = transforms[0]!;
+  const shrinkFor = first.type === 'resize' ? (typeof first.size === 'number' ? first.size : [first.size[0], first.size[1]] as [number, number]) : undefined;
   let disposed = false, inFlight = 0, freed = false;
   const free = () => {
     if (freed) return;
@@ -298,12 +305,12 @@ function makeClassifier(c: {
   const self: Classifier = {
     model: c.name, input, labels, dtype: c.dtype, maxBatch, top: c.top, engine: c.engine,
 
-    async preprocess(image) {
+    async preprocess(image, opts) {
       if (disposed) throw new Error('classifier: preprocess() after dispose()');
       if (typeof image !== 'string' && !(image instanceof Uint8Array)) {
         throw new Error('classifier: preprocess takes image bytes (a Buffer) or a file path');
       }
-      const img = await decodeImage(image, { maxPixels: c.maxPixels });
+      const img = await decodeImage(image, { maxPixels: c.maxPixels, shrinkFor, admit: opts?.admit });
       const chw: ImageCHW = c.pre.channels === 1 ? luma(img) : { data: img.data, channels: 3, height: img.height, width: img.width };
       const x = applyTransforms(chw, transforms, new Rng(0));
       return x.data instanceof Float32Array ? x.data : Float32Array.from(x.data);
