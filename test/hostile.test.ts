@@ -67,7 +67,7 @@ describe('the load budget', () => {
     assert.equal(loadStateDictFile(file, { maxBytes: 32 * 1024 + 8 }).size, 5);
     assert.throws(() => loadStateDictFile(file, { maxBytes: 32 * 1024 + 7 }), (e: Error) =>
       e instanceof WeightFileError && e.message.startsWith(`${file}: its 5 tensors would take 32776 bytes`) &&
-      /1 expanded \(stride-0\) views and 3 tensors sharing another's storage/.test(e.message) && /RESIDUAL_MAX_LOAD_BYTES/.test(e.message));
+      /1 expanded \(stride-0\) view and 3 tensors sharing another's storage/.test(e.message) && /RESIDUAL_MAX_LOAD_BYTES/.test(e.message));
     const saved = process.env[MAX_LOAD_BYTES_ENV];
     try {
       process.env[MAX_LOAD_BYTES_ENV] = '31KiB';

@@ -116,11 +116,11 @@ function checkBudget(path: string, count: number, cost: { output: number; transi
   const total = cost.output + cost.transient;
   if (total <= cap) return;
   const why = [
-    cost.expanded ? `${cost.expanded} expanded (stride-0) views` : '',
-    cost.aliased ? `${cost.aliased} tensors sharing another's storage` : '',
+    cost.expanded ? `${cost.expanded} expanded (stride-0) view${cost.expanded === 1 ? '' : 's'}` : '',
+    cost.aliased ? `${cost.aliased} tensor${cost.aliased === 1 ? '' : 's'} sharing another's storage` : '',
   ].filter(Boolean).join(' and ');
   throw new WeightFileError(path,
-    `its ${count} tensors would take ${formatBytes(total)} in memory once loaded as float32${why ? ` (counting ${why}, each copied in full)` : ''}, ` +
+    `its ${count} tensor${count === 1 ? '' : 's'} would take ${formatBytes(total)} in memory once loaded as float32${why ? ` (counting ${why}, each copied in full)` : ''}, ` +
     `over the ${formatBytes(cap)} limit for one weight file; refusing before reading any data; ${raiseHint()}`);
 }
 
