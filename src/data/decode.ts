@@ -95,22 +95,28 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   const limit = opts.maxPixels ?? 0x3fff * 0x3fff;
   const notAnImage = (msg: string) =>
     new ImageDecodeError('not-an-image', `${name} is not a decodable image (${msg}). Formats read: ${decodableFormats().join(', ')}`);
-  let meta: sharp.Metadata;
-  try {
-    meta = await sharp(input, { limitInputPixels: false }).metadata();
-  } catch (e) {
-    throw notAnImage((e as Error).message);
+  // The header first, when a caller needs the size before decoding (a budget, or the shrink factor);
+  // plain decodes (image folders) skip this second call and let sharp apply the pixel limit.
+  let fullW = 0, fullH = 0;
+  if (opts.admit || opts.shrinkFor !== undefined) {
+    let meta: sharp.Metadata;
+    try {
+      meta = await sharp(input, { limitInputPixels: false }).metadata();
+    } catch (e) {
+      throw notAnImage((e as Error).message);
+    }
+    if (!meta.width || !meta.height) throw notAnImage('no width and height in its header');
+    fullW = meta.width;
+    fullH = meta.height;
+    if (fullW * fullH > limit) {
+      throw new ImageDecodeError('too-many-pixels', `${name} is ${fullW}x${fullH} = ${fullW * fullH} pixels, over the limit of ${limit} pixels: send a smaller image`);
+    }
+    opts.admit?.({
+      width: fullW, height: fullH, format: meta.format ?? 'unknown',
+      bytes: fullW * fullH * (meta.channels ?? 3) * (SAMPLE_BYTES[meta.depth ?? 'uchar'] ?? 1),
+    });
   }
-  const { width: fullW, height: fullH } = meta;
-  if (!fullW || !fullH) throw notAnImage('no width and height in its header');
-  if (fullW * fullH > limit) {
-    throw new ImageDecodeError('too-many-pixels', `${name} is ${fullW}x${fullH} = ${fullW * fullH} pixels, over the limit of ${limit} pixels: send a smaller image`);
-  }
-  opts.admit?.({
-    width: fullW, height: fullH, format: meta.format ?? 'unknown',
-    bytes: fullW * fullH * (meta.channels ?? 3) * (SAMPLE_BYTES[meta.depth ?? 'uchar'] ?? 1),
-  });
-  const f = opts.size ? 1 : shrinkFactor(fullW, fullH, opts.shrinkFor);
+  const f = opts.size || !fullW ? 1 : shrinkFactor(fullW, fullH, opts.shrinkFor);
   let out: { data: Buffer; info: sharp.OutputInfo };
   try {
     let s = sharp(input, { failOn: 'warning', limitInputPixels: limit }).removeAlpha().toColourspace('srgb');
@@ -120,7 +126,9 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   } catch (e) {
     const msg = (e as Error).message;
     if (/pixel limit/i.test(msg)) {
-      throw new ImageDecodeError('too-many-pixels', `${name} is ${fullW}x${fullH} = ${fullW * fullH} pixels, over the limit of ${limit} pixels: send a smaller image`);
+      const meta = fullW ? { width: fullW, height: fullH } : await sharp(input, { limitInputPixels: false }).metadata().catch(() => null);
+      const dims = meta?.width && meta.height ? `${meta.width}x${meta.height} = ${meta.width * meta.height} pixels` : 'more pixels than allowed';
+      throw new ImageDecodeError('too-many-pixels', `${name} is ${dims}, over the limit of ${limit} pixels: send a smaller image`);
     }
     throw notAnImage(msg);
   }
