@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { printableLines } from '../io/printable.js';
 
 export interface Command {
   summary: string;
@@ -47,7 +48,8 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     // Errors a person can act on: print the message, not a stack (RESIDUAL_DEBUG=1 shows it).
     const e = err instanceof Error ? err : new Error(String(err));
-    console.error(`residual: ${process.env.RESIDUAL_DEBUG ? e.stack : e.message}`);
+    // Messages quote names read from files: never let their control characters reach the terminal.
+    console.error(`residual: ${printableLines(process.env.RESIDUAL_DEBUG ? e.stack ?? e.message : e.message)}`);
     process.exitCode = 1;
   },
 );

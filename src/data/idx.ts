@@ -6,28 +6,78 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { constants, gunzipSync } from 'node:zlib';
+import { maxLoadBytes } from '../io/budget.js';
 import { InMemoryDataset } from './dataset.js';
 
 export const IDX_IMAGES_MAGIC = 0x00000803;
 export const IDX_LABELS_MAGIC = 0x00000801;
 
-/** Reads a file and gunzips it when it starts with the gzip magic bytes (1f 8b). */
-export function readMaybeGzip(file: string): Uint8Array {
-  let raw: Buffer;
+/**
+ * Reads a file and gunzips it when it starts with the gzip magic bytes (1f 8b), inflating at most
+ * `maxBytes` (default: the weight-file load budget, RESIDUAL_MAX_LOAD_BYTES): a 13 MB .gz can hold
+ * gigabytes of zeros, and the output is refused as soon as it passes the cap, not after.
+ */
+export function readMaybeGzip(file: string, maxBytes = maxLoadBytes()): Uint8Array {
+  const raw = readRaw(file);
+  if (!isGzip(raw)) return raw;
+  return gunzipAtMost(raw, file, maxBytes, `more than ${maxBytes} bytes (the limit; RESIDUAL_MAX_LOAD_BYTES raises it)`);
+}
+
+function readRaw(file: string): Buffer {
   try {
-    raw = readFileSync(file);
+    return readFileSync(file);
   } catch (e) {
     throw new Error(`Cannot read ${file}: ${(e as Error).message}`);
   }
-  if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
-    try {
-      return gunzipSync(raw);
-    } catch (e) {
-      throw new Error(`${file}: the file is gzip-compressed but does not decompress (${(e as Error).message}); it is probably truncated or corrupt: download it again`);
+}
+
+const isGzip = (raw: Uint8Array): boolean => raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b;
+
+function gunzipAtMost(raw: Buffer, file: string, maxBytes: number, limitText: string): Uint8Array {
+  try {
+    return gunzipSync(raw, { maxOutputLength: Math.max(1, maxBytes) });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || e instanceof RangeError) {
+      throw new Error(`${file}: the gzip data inflates to ${limitText}; the file is corrupt or not what it claims to be: download it again`);
     }
+    throw new Error(`${file}: the file is gzip-compressed but does not decompress (${(e as Error).message}); it is probably truncated or corrupt: download it again`);
   }
-  return raw;
+}
+
+/** The first bytes of a gzip stream, inflating only as much as `raw`'s first 4 KiB hold (at most ~4 MB). */
+function gunzipPrefix(raw: Buffer): Uint8Array {
+  try {
+    return gunzipSync(raw.subarray(0, 4096), { finishFlush: constants.Z_SYNC_FLUSH });
+  } catch {
+    return new Uint8Array(0); // the full inflate below reports what is wrong
+  }
+}
+
+/**
+ * An IDX file's bytes. Gzipped ones are inflated in two steps: first just enough to read the header,
+ * whose magic number and dimensions are checked and then bound the full inflate to exactly the size
+ * they declare (and to the load budget), so a hostile .gz is refused before it is inflated.
+ */
+function readIdxBytes(file: string, expectMagic: number, what: string): { bytes: Uint8Array; header: IdxHeader } {
+  const raw = readRaw(file);
+  if (!isGzip(raw)) {
+    const header = parseHeader(raw, file, expectMagic, what);
+    return { bytes: raw, header };
+  }
+  let head = gunzipPrefix(raw);
+  // Not even a header's worth: inflate what little there is (or report why it does not inflate).
+  if (head.length < 4 + 4 * (expectMagic & 0xff)) head = gunzipAtMost(raw, file, 1 << 16, 'more than 64 KiB without an IDX header');
+  const declared = parseHeader(head, file, expectMagic, what);
+  const total = declared.dataOffset + declared.dims.reduce((a, b) => a * b, 1);
+  const cap = maxLoadBytes();
+  if (total > cap) {
+    throw new Error(`${file}: the IDX ${what} header declares ${declared.dims.join('×')} = ${total - declared.dataOffset} bytes, over the ${cap}-byte limit ` +
+      '(RESIDUAL_MAX_LOAD_BYTES raises it); the file is corrupt or not an IDX file');
+  }
+  // One byte more than declared, so that trailing data is still found and named by checkSize.
+  const bytes = gunzipAtMost(raw, file, total + 1, `more than the ${total} bytes its IDX header declares`);
+  return { bytes, header: parseHeader(bytes, file, expectMagic, what) };
 }
 
 function hex8(x: number): string {
@@ -83,8 +133,7 @@ export interface IdxImages {
 
 /** Parses an IDX3 unsigned-byte images file (gzip detected by magic bytes). */
 export function readIdxImages(file: string): IdxImages {
-  const bytes = readMaybeGzip(file);
-  const h = parseHeader(bytes, file, IDX_IMAGES_MAGIC, 'images');
+  const { bytes, header: h } = readIdxBytes(file, IDX_IMAGES_MAGIC, 'images');
   checkSize(bytes, file, h, 'images');
   const [count, rows, cols] = h.dims as [number, number, number];
   if (rows === 0 || cols === 0) throw new Error(`${file}: IDX images file declares images of ${rows}×${cols} pixels`);
@@ -95,8 +144,7 @@ export function readIdxImages(file: string): IdxImages {
 
 /** Parses an IDX1 unsigned-byte labels file; with `numClasses`, checks every label is below it. */
 export function readIdxLabels(file: string, numClasses?: number): Int32Array {
-  const bytes = readMaybeGzip(file);
-  const h = parseHeader(bytes, file, IDX_LABELS_MAGIC, 'labels');
+  const { bytes, header: h } = readIdxBytes(file, IDX_LABELS_MAGIC, 'labels');
   checkSize(bytes, file, h, 'labels');
   const count = h.dims[0]!;
   const labels = new Int32Array(new SharedArrayBuffer(count * 4));

@@ -1,6 +1,7 @@
 // The data layer: datasets (IDX / Fashion-MNIST, CIFAR-10/100, image folders), seeded transforms,
 // and a DataLoader that builds NCHW float32 batches in a worker thread. Plain TypeScript: it
-// depends on nothing else in the project.
+// depends on nothing else in the project but two dependency-free helpers shared with io/ (the load
+// budget, io/budget.ts, and escaping names for printing, io/printable.ts).
 
 export * from './dataset.js';
 export * from './rng.js';

@@ -8,6 +8,10 @@
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { printable } from '../io/printable.js';
+
+/** An entry name for a message: quoted, control characters escaped (names come from the archive). */
+const shown = (name: string): string => printable(JSON.stringify(name));
 
 export interface ExtractOptions {
   /** Name of the archive, for error messages. */
@@ -102,7 +106,8 @@ function cstr(b: Buffer, off: number, len: number): string {
 function parseNumber(b: Buffer, off: number, len: number, what: string): number {
   const f = b.subarray(off, off + len);
   if (f[0]! & 0x80) {
-    // GNU base-256: big-endian, first byte's top bit set
+    // GNU base-256: big-endian, first byte's top bit set; 0xff starts a negative number, never valid here.
+    if (f[0] === 0xff) throw new Error(`${what}: negative number in a header field; the archive is corrupt`);
     let v = f[0]! & 0x7f;
     for (let i = 1; i < len; i++) v = v * 256 + f[i]!;
     if (!Number.isSafeInteger(v)) throw new Error(`${what}: number field too large`);
@@ -110,7 +115,7 @@ function parseNumber(b: Buffer, off: number, len: number, what: string): number 
   }
   const s = cstr(b, off, len).trim();
   if (s === '') return 0;
-  if (!/^[0-7]+$/.test(s)) throw new Error(`${what}: invalid octal number ${JSON.stringify(s)} in the header`);
+  if (!/^[0-7]+$/.test(s)) throw new Error(`${what}: invalid octal number ${shown(s)} in the header`);
   return parseInt(s, 8);
 }
 
@@ -128,7 +133,7 @@ function checksumOk(h: Buffer): boolean {
 
 /** Normalizes an entry path; throws on absolute paths, `..` and backslashes. Returns '' for the root itself. */
 export function safeEntryPath(name: string, archive: string): string {
-  const bad = (why: string) => new Error(`${archive}: refusing to extract entry ${JSON.stringify(name)}: ${why} (possible path traversal attack); the archive is not trustworthy`);
+  const bad = (why: string) => new Error(`${archive}: refusing to extract entry ${shown(name)}: ${why} (possible path traversal attack); the archive is not trustworthy`);
   if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) throw bad('absolute path');
   if (name.includes('\\')) throw bad('backslash in path');
   if (name.includes('\0')) throw bad('NUL in path');
@@ -143,7 +148,8 @@ function parsePax(data: Buffer, what: string): Map<string, string> {
   while (pos < data.length) {
     const sp = data.indexOf(0x20, pos);
     if (sp < 0) break;
-    const len = parseInt(data.subarray(pos, sp).toString('ascii'), 10);
+    const lenText = data.subarray(pos, sp).toString('ascii');
+    const len = /^\d{1,7}$/.test(lenText) ? Number(lenText) : NaN;
     if (!Number.isInteger(len) || len <= 0 || pos + len > data.length) throw new Error(`${what}: malformed pax extended header`);
     const rec = data.subarray(sp + 1, pos + len - 1).toString('utf8'); // drop trailing '\n'
     const eq = rec.indexOf('=');
@@ -178,7 +184,7 @@ export async function extractTar(input: AsyncIterable<Buffer | Uint8Array | stri
     let size = parseNumber(h, 124, 12, archive);
     const type = String.fromCharCode(h[156]!);
     const padded = Math.ceil(size / 512) * 512;
-    const what = `${archive}: entry ${JSON.stringify(name)}`;
+    const what = `${archive}: entry ${shown(name)}`;
 
     if (type === 'x' || type === 'g' || type === 'L') {
       if (size > 1024 * 1024) throw new Error(`${what}: extended header of ${size} bytes is too large`);
@@ -190,7 +196,13 @@ export async function extractTar(input: AsyncIterable<Buffer | Uint8Array | stri
     }
     if (longName !== null) name = longName;
     if (pax?.has('path')) name = pax.get('path')!;
-    if (pax?.has('size')) size = Number(pax.get('size'));
+    if (pax?.has('size')) {
+      // A pax size is decimal text: NaN, a negative or a fractional size would slip past the limits
+      // below (NaN compares false) or never finish (0.5 bytes), so only plain digits are accepted.
+      const text = pax.get('size')!;
+      size = /^\d{1,16}$/.test(text) ? Number(text) : NaN;
+      if (!Number.isSafeInteger(size)) throw new Error(`${archive}: entry ${shown(name)}: pax size ${shown(text)} is not a non-negative integer; the archive is corrupt`);
+    }
     longName = null;
     pax = null;
     const dataPadded = Math.ceil(size / 512) * 512;
@@ -205,7 +217,7 @@ export async function extractTar(input: AsyncIterable<Buffer | Uint8Array | stri
     }
     if (type !== '0' && type !== '\0' && type !== '7') {
       const kinds: Record<string, string> = { '1': 'a hard link', '2': 'a symbolic link', '3': 'a character device', '4': 'a block device', '6': 'a FIFO' };
-      throw new Error(`${archive}: entry ${JSON.stringify(name)} is ${kinds[type] ?? `of unsupported type ${JSON.stringify(type)}`}; only regular files and directories are extracted`);
+      throw new Error(`${archive}: entry ${shown(name)} is ${kinds[type] ?? `of unsupported type ${shown(type)}`}; only regular files and directories are extracted`);
     }
     if (!rel) throw new Error(`${archive}: a file entry has an empty name`);
     total += size;
@@ -226,7 +238,7 @@ export async function extractTar(input: AsyncIterable<Buffer | Uint8Array | stri
       out.end();
       await closed.catch(() => {});
     }
-    if (failed) throw new Error(`${what}: cannot write ${target}: ${(failed as Error).message}`);
+    if (failed) throw new Error(`${what}: cannot write ${printable(target)}: ${(failed as Error).message}`);
     await r.pipe(dataPadded - size, () => {}, what);
     entries.push({ path: rel, type: 'file', size });
   }

@@ -6,7 +6,7 @@
 // once); `predict` runs the kernels on a libuv pool thread, `predictSync` on the calling thread. On
 // the reference backend (no native addon) both run the eager eval-mode model instead.
 import { defaultBackend, initBackend } from '../backend/index.js';
-import { classNames } from '../data/index.js';
+import { classNames, type ImageSizeInfo } from '../data/index.js';
 import { ResNet } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
@@ -67,8 +67,13 @@ export interface Classifier {
   readonly top: number;
   /** 'compiled' (the native plan) or 'eager' (reference backend). */
   readonly engine: 'compiled' | 'eager';
-  /** An image (bytes or a file path) decoded and transformed to one NCHW sample. Throws when it is not an image. */
-  preprocess(image: Buffer | Uint8Array | string): Promise<Float32Array>;
+  /**
+   * An image (bytes or a file path) decoded and transformed to one NCHW sample. Throws when it is not
+   * an image. `admit` sees the image's size from its header before any pixel is decoded (throw to
+   * refuse it). Images over 4M pixels are shrunk while decoding (libvips, off the main thread) to
+   * twice the resize target, then resized as PIL does; smaller ones exactly as PIL does.
+   */
+  preprocess(image: Buffer | Uint8Array | string, opts?: { admit?: (info: ImageSizeInfo) => void }): Promise<Float32Array>;
   /** Top-k classes of `n` preprocessed samples, the kernels running off the main thread. */
   predict(batch: Float32Array, n: number, top?: number): Promise<Classification[][]>;
   /** predict() on the calling thread, for scripts. */
@@ -207,12 +212,12 @@ function makeClassifier(c: {
   const self: Classifier = {
     model: c.name, input, labels, dtype: c.dtype, maxBatch, top: c.top, engine: c.engine,
 
-    async preprocess(image) {
+    async preprocess(image, opts) {
       if (disposed) throw new Error('classifier: preprocess() after dispose()');
       if (typeof image !== 'string' && !(image instanceof Uint8Array)) {
         throw new Error('classifier: preprocess takes image bytes (a Buffer) or a file path');
       }
-      return preprocessImage(image, c.pre.channels, transforms, c.maxPixels);
+      return preprocessImage(image, c.pre.channels, transforms, { maxPixels: c.maxPixels, admit: opts?.admit });
     },
 
     async predict(batch, n, top) {

@@ -153,7 +153,7 @@ function makeExtractor(c: {
       if (c.pre.channels !== 1 && c.pre.channels !== 3) {
         throw new Error(`feature extractor: the input has ${c.pre.channels} channels, and images give 1 (grayscale) or 3 (RGB); embed preprocessed samples instead`);
       }
-      return preprocessImage(image, c.pre.channels, transforms, c.maxPixels);
+      return preprocessImage(image, c.pre.channels, transforms, { maxPixels: c.maxPixels });
     },
 
     async embed(batch, n) {

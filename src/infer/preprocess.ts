@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
-  applyTransforms, decodeImage, type ImageCHW, type TransformSpec,
+  applyTransforms, decodeImage, type ImageCHW, type ImageSizeInfo, type TransformSpec,
 } from '../data/index.js';
 import { getModel, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
@@ -76,9 +76,14 @@ export function luma(img: { data: Uint8Array; height: number; width: number }): 
  * the classifier's preprocess(), shared with loadFeatureExtractor so both see the same pixels.
  */
 export async function preprocessImage(
-  image: Buffer | Uint8Array | string, channels: number, transforms: readonly TransformSpec[], maxPixels?: number,
+  image: Buffer | Uint8Array | string, channels: number, transforms: readonly TransformSpec[],
+  opts: { maxPixels?: number; admit?: (info: ImageSizeInfo) => void } = {},
 ): Promise<Float32Array> {
-  const img = await decodeImage(image, { maxPixels });
+  // A large image is shrunk inside libvips while it decodes (off the main thread) to twice the
+  // first resize's target; the resize below then works as PIL's on far fewer pixels.
+  const first = transforms[0];
+  const shrinkFor = first?.type === 'resize' ? (typeof first.size === 'number' ? first.size : [first.size[0], first.size[1]] as [number, number]) : undefined;
+  const img = await decodeImage(image, { maxPixels: opts.maxPixels, shrinkFor, admit: opts.admit });
   const chw: ImageCHW = channels === 1 ? luma(img) : { data: img.data, channels: 3, height: img.height, width: img.width };
   const x = applyTransforms(chw, transforms, new Rng(0));
   return x.data instanceof Float32Array ? x.data : Float32Array.from(x.data);

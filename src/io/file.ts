@@ -4,12 +4,16 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
+import { printable } from './printable.js';
 
-/** Thrown for every unreadable, malformed or refused weight file. `file` is the path given by the caller. */
+/**
+ * Thrown for every unreadable, malformed or refused weight file. `file` is the path given by the
+ * caller. The message quotes names read from the file, so control characters in it are escaped.
+ */
 export class WeightFileError extends Error {
   readonly file: string;
   constructor(file: string, problem: string, options?: { cause?: unknown }) {
-    super(`${file}: ${problem}`, options);
+    super(printable(`${file}: ${problem}`), options);
     this.name = 'WeightFileError';
     this.file = file;
   }

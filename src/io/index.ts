@@ -2,6 +2,7 @@
 
 import * as nodePath from 'node:path';
 import type { LoadedTensor } from './dtypes.js';
+import { formatBytes, raiseHint, resolveMaxLoadBytes } from './budget.js';
 import { RandomAccessFile, WeightFileError } from './file.js';
 import { PyDict, describe, type PyValue } from './pickle.js';
 import { PthFile, TensorRef } from './pth.js';
@@ -9,6 +10,8 @@ import { looksLikeZip } from './zip.js';
 import { SafetensorsFile, looksLikeSafetensors, writeSafetensors, type SafetensorsEntry, type WritableDType } from './safetensors.js';
 
 export { WeightFileError, checkOutputPath, writeAtomic, syncDirectory } from './file.js';
+export { MAX_LOAD_BYTES_ENV, maxLoadBytes } from './budget.js';
+export { printable, printableLines } from './printable.js';
 export type { LoadedTensor, StoredDType } from './dtypes.js';
 export { DTYPE_SIZES, floatToBf16, floatToHalf, bf16ToFloat, halfToFloat } from './dtypes.js';
 export {
@@ -37,6 +40,8 @@ export function detectWeightFileFormat(path: string): WeightFileFormat {
     if (looksLikeSafetensors(head, f.size)) return 'safetensors';
     if (looksLikeZip(head)) return 'pth-zip';
     if (head[0] === 0x80) return 'pth-legacy';
+    // pickle_protocol=0 or 1: the legacy magic number as a text LONG ('L1195...L') or INT.
+    if (/^[LI]-?\d/.test(String.fromCharCode(...head.subarray(0, 8)))) return 'pth-legacy';
     if (nodePath.extname(path).toLowerCase() === '.safetensors') return 'safetensors';
     const hex = [...head.subarray(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
     return f.fail(
@@ -98,6 +103,27 @@ function stripPrefixes(names: readonly string[]): string[] {
   }
 }
 
+export interface LoadOptions {
+  /**
+   * The most bytes loading the file may allocate: every tensor as float32 (views and aliases counted
+   * in full) plus the largest read buffer. Checked before anything is read. Default: the
+   * RESIDUAL_MAX_LOAD_BYTES environment variable, else 2 GiB or a quarter of the machine's memory.
+   */
+  maxBytes?: number;
+}
+
+function checkBudget(path: string, count: number, cost: { output: number; transient: number; expanded?: number; aliased?: number }, cap: number): void {
+  const total = cost.output + cost.transient;
+  if (total <= cap) return;
+  const why = [
+    cost.expanded ? `${cost.expanded} expanded (stride-0) view${cost.expanded === 1 ? '' : 's'}` : '',
+    cost.aliased ? `${cost.aliased} tensor${cost.aliased === 1 ? '' : 's'} sharing another's storage` : '',
+  ].filter(Boolean).join(' and ');
+  throw new WeightFileError(path,
+    `its ${count} tensor${count === 1 ? '' : 's'} would take ${formatBytes(total)} in memory once loaded as float32${why ? ` (counting ${why}, each copied in full)` : ''}, ` +
+    `over the ${formatBytes(cap)} limit for one weight file; refusing before reading any data; ${raiseHint()}`);
+}
+
 /** A state dict file opened for reading one tensor at a time (memory: one tensor plus one storage). */
 export interface StateDictReader {
   readonly path: string;
@@ -117,13 +143,27 @@ export interface StateDictReader {
  * `_orig_mod.`) prefix. Pickles are read by a restricted interpreter that never executes anything;
  * files naming other Python globals are refused with a WeightFileError.
  */
-export function openStateDictFile(path: string): StateDictReader {
+export function openStateDictFile(path: string, opts: LoadOptions = {}): StateDictReader {
+  const cap = resolveMaxLoadBytes(opts.maxBytes, 'openStateDictFile');
   const format = detectWeightFileFormat(path);
   const unknown = (name: string): never => {
     throw new WeightFileError(path, `no tensor named '${name}' in the state dict`);
   };
   if (format === 'safetensors') {
     const f = SafetensorsFile.open(path);
+    // Every byte is backed by the file, but a float32 result is up to 4x an int8 tensor's bytes.
+    let output = 0, transient = 0;
+    for (const t of f.tensors.values()) {
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      output += count * 4;
+      if (t.dtype !== 'F32') transient = Math.max(transient, t.end - t.begin);
+    }
+    try {
+      checkBudget(path, f.tensors.size, { output, transient }, cap);
+    } catch (e) {
+      f.close();
+      throw e;
+    }
     const raw = [...f.tensors.keys()];
     const names = stripPrefixes(raw);
     const byName = new Map(names.map((n, i) => [n, raw[i]!]));
@@ -139,7 +179,7 @@ export function openStateDictFile(path: string): StateDictReader {
       close: () => f.close(),
     };
   }
-  const f = PthFile.open(path);
+  const f = PthFile.open(path, { maxBytes: cap });
   try {
     const sd = findStateDict(path, f.root);
     const raw: string[] = [];
@@ -158,6 +198,7 @@ export function openStateDictFile(path: string): StateDictReader {
       raw.push(k);
       refs.push(v);
     }
+    checkBudget(path, refs.length, f.loadCost(refs, raw), cap);
     const names = stripPrefixes(raw);
     const byName = new Map(names.map((n, i) => [n, i]));
     const index = (name: string): number => byName.get(name) ?? unknown(name);
@@ -182,8 +223,8 @@ export function openStateDictFile(path: string): StateDictReader {
 }
 
 /** Load a whole state dict (see openStateDictFile for what is accepted). */
-export function loadStateDictFile(path: string): StateDict {
-  const r = openStateDictFile(path);
+export function loadStateDictFile(path: string, opts: LoadOptions = {}): StateDict {
+  const r = openStateDictFile(path, opts);
   try {
     const out: StateDict = new Map();
     for (const name of r.names) out.set(name, r.read(name));

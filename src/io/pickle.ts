@@ -9,6 +9,19 @@
 
 const MAX_LINE = 1 << 16;
 
+// Bounds on what a pickle can make the VM hold. A state dict's pickle needs a stack of tens of
+// values, a memo of a few per tensor and marks nested a few deep; these limits are thousands of times
+// that, yet far below what kills V8 (an array past ~10^8 elements is a fatal error, not an exception:
+// a 175 KB zip holding 180M NONE opcodes used to crash every command that loads weights).
+/** Values on the VM stack at once. */
+export const MAX_PICKLE_STACK = 1 << 22;
+/** Memo entries. */
+export const MAX_PICKLE_MEMO = 1 << 22;
+/** MARKs open at once (container nesting depth). */
+export const MAX_PICKLE_MARKS = 1 << 16;
+/** Values the pickle may create or insert into containers in total (bounds list/dict growth). */
+export const MAX_PICKLE_VALUES = 1 << 25;
+
 /** Where the VM reads pickle bytes from. */
 export interface ByteSource {
   readByte(): number;
@@ -142,10 +155,38 @@ export function describe(v: PyValue): string {
 
 /** Run one pickle from `src` up to its STOP and return the result. */
 export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
+  try {
+    return run(src, opts);
+  } catch (e) {
+    // Backstop for the limits above: an engine limit (call stack, array or Map size) still becomes an
+    // error that names the file, never a bare RangeError.
+    if (e instanceof RangeError) {
+      return opts.fail(`pickle is too large or too deeply nested to read (${e.message} at byte ${src.pos}); the file is corrupt or hostile`);
+    }
+    throw e;
+  }
+}
+
+function run(src: ByteSource, opts: PickleOptions): PyValue {
   const fail: (msg: string) => never = opts.fail;
   const stack: PyValue[] = [];
   const marks: number[] = [];
   const memo = new Map<number, PyValue>();
+  let made = 0;
+  const tooMany = (what: string): never => fail(`pickle ${what} at byte ${src.pos}; the file is corrupt or hostile, not a state dict`);
+  const count = (n: number): void => {
+    made += n;
+    if (made > MAX_PICKLE_VALUES) tooMany(`creates more than ${MAX_PICKLE_VALUES} values`);
+  };
+  const push = (v: PyValue): void => {
+    if (stack.length >= MAX_PICKLE_STACK) tooMany(`stack grows past ${MAX_PICKLE_STACK} values`);
+    count(1);
+    stack.push(v);
+  };
+  const memoize = (idx: number, v: PyValue): void => {
+    if (memo.size >= MAX_PICKLE_MEMO && !memo.has(idx)) tooMany(`memo grows past ${MAX_PICKLE_MEMO} entries`);
+    memo.set(idx, v);
+  };
 
   const pop = (): PyValue => {
     if (stack.length === 0 || (marks.length > 0 && stack.length <= marks[marks.length - 1]!)) {
@@ -185,11 +226,13 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
   const setItems = (d: PyValue, items: PyValue[]): void => {
     if (!(d instanceof PyDict)) fail(`pickle SETITEM(S) on a ${describe(d)}, not a dict; unsupported file`);
     if (items.length % 2 !== 0) fail('pickle SETITEMS with an odd number of items; the file is corrupt');
+    count(items.length);
     for (let i = 0; i < items.length; i += 2) {
       d.map.set(items[i]!, items[i + 1]!);
     }
   };
   const appendItems = (l: PyValue, items: PyValue[]): void => {
+    count(items.length);
     if (Array.isArray(l)) {
       for (const it of items) l.push(it);
     } else if (l instanceof PySet && !l.frozen) {
@@ -216,6 +259,7 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         }
         return stack.pop()!;
       case 0x28: // MARK
+        if (marks.length >= MAX_PICKLE_MARKS) tooMany(`nests more than ${MAX_PICKLE_MARKS} MARKs`);
         marks.push(stack.length);
         break;
       case 0x30: // POP
@@ -226,54 +270,54 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         popMark();
         break;
       case 0x32: // DUP
-        stack.push(top());
+        push(top());
         break;
       case 0x4e: // NONE
-        stack.push(null);
+        push(null);
         break;
       case 0x88: // NEWTRUE
-        stack.push(true);
+        push(true);
         break;
       case 0x89: // NEWFALSE
-        stack.push(false);
+        push(false);
         break;
       case 0x4a: {
         // BININT
         const b = src.readBytes(4, 'BININT');
-        stack.push(b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24));
+        push(b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24));
         break;
       }
       case 0x4b: // BININT1
-        stack.push(src.readByte());
+        push(src.readByte());
         break;
       case 0x4d: {
         // BININT2
         const lo = src.readByte();
-        stack.push(lo | (src.readByte() << 8));
+        push(lo | (src.readByte() << 8));
         break;
       }
       case 0x8a: {
         // LONG1
         const n = src.readByte();
-        stack.push(decodeLong(src.readBytes(n, 'LONG1')));
+        push(decodeLong(src.readBytes(n, 'LONG1')));
         break;
       }
       case 0x8b: {
         // LONG4
         const n = u32();
         if (n > 1024) fail(`pickle integer of ${n} bytes at byte ${at}; refusing (the file is corrupt or hostile)`);
-        stack.push(decodeLong(src.readBytes(n, 'LONG4')));
+        push(decodeLong(src.readBytes(n, 'LONG4')));
         break;
       }
       case 0x49: {
         // INT (text)
         const s = readLine();
-        if (s === '00') stack.push(false);
-        else if (s === '01') stack.push(true);
+        if (s === '00') push(false);
+        else if (s === '01') push(true);
         else {
           const v = Number(s);
           if (!Number.isInteger(v)) fail(`pickle INT ${JSON.stringify(s)} is not an integer; the file is corrupt`);
-          stack.push(v);
+          push(v);
         }
         break;
       }
@@ -282,68 +326,68 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         const s = readLine().replace(/L$/, '');
         if (!/^-?\d+$/.test(s)) fail(`pickle LONG ${JSON.stringify(s)} is not an integer; the file is corrupt`);
         const v = BigInt(s);
-        stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
+        push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
         break;
       }
       case 0x47: {
         // BINFLOAT (big-endian double)
         const b = src.readBytes(8, 'BINFLOAT');
-        stack.push(new DataView(b.buffer, b.byteOffset, 8).getFloat64(0, false));
+        push(new DataView(b.buffer, b.byteOffset, 8).getFloat64(0, false));
         break;
       }
       case 0x46: {
         // FLOAT (text)
         const v = Number(readLine());
-        stack.push(v);
+        push(v);
         break;
       }
       case 0x58: // BINUNICODE
-        stack.push(decodeUtf8(src.readBytes(u32(), 'BINUNICODE'), fail));
+        push(decodeUtf8(src.readBytes(u32(), 'BINUNICODE'), fail));
         break;
       case 0x8c: // SHORT_BINUNICODE
-        stack.push(decodeUtf8(src.readBytes(src.readByte(), 'SHORT_BINUNICODE'), fail));
+        push(decodeUtf8(src.readBytes(src.readByte(), 'SHORT_BINUNICODE'), fail));
         break;
       case 0x8d: // BINUNICODE8
-        stack.push(decodeUtf8(src.readBytes(u64(), 'BINUNICODE8'), fail));
+        push(decodeUtf8(src.readBytes(u64(), 'BINUNICODE8'), fail));
         break;
       case 0x56: // UNICODE (raw-unicode-escape text; ASCII subset is enough for torch)
-        stack.push(readLine());
+        push(readLine());
         break;
       case 0x54: // BINSTRING (py2 str)
-        stack.push(latin1(src.readBytes(u32(), 'BINSTRING')));
+        push(latin1(src.readBytes(u32(), 'BINSTRING')));
         break;
       case 0x55: // SHORT_BINSTRING
-        stack.push(latin1(src.readBytes(src.readByte(), 'SHORT_BINSTRING')));
+        push(latin1(src.readBytes(src.readByte(), 'SHORT_BINSTRING')));
         break;
       case 0x53: {
         // STRING (quoted text)
         const s = readLine();
-        stack.push(s.length >= 2 && (s[0] === "'" || s[0] === '"') ? s.slice(1, -1) : s);
+        push(s.length >= 2 && (s[0] === "'" || s[0] === '"') ? s.slice(1, -1) : s);
         break;
       }
       case 0x42: // BINBYTES
-        stack.push(src.readBytes(u32(), 'BINBYTES').slice());
+        push(src.readBytes(u32(), 'BINBYTES').slice());
         break;
       case 0x43: // SHORT_BINBYTES
-        stack.push(src.readBytes(src.readByte(), 'SHORT_BINBYTES').slice());
+        push(src.readBytes(src.readByte(), 'SHORT_BINBYTES').slice());
         break;
       case 0x8e: // BINBYTES8
-        stack.push(src.readBytes(u64(), 'BINBYTES8').slice());
+        push(src.readBytes(u64(), 'BINBYTES8').slice());
         break;
       case 0x96: // BYTEARRAY8
-        stack.push(src.readBytes(u64(), 'BYTEARRAY8').slice());
+        push(src.readBytes(u64(), 'BYTEARRAY8').slice());
         break;
       case 0x29: // EMPTY_TUPLE
-        stack.push(new PyTuple([]));
+        push(new PyTuple([]));
         break;
       case 0x85: // TUPLE1
-        stack.push(new PyTuple([pop()]));
+        push(new PyTuple([pop()]));
         break;
       case 0x86: {
         // TUPLE2
         const b = pop();
         const a = pop();
-        stack.push(new PyTuple([a, b]));
+        push(new PyTuple([a, b]));
         break;
       }
       case 0x87: {
@@ -351,17 +395,17 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         const c = pop();
         const b = pop();
         const a = pop();
-        stack.push(new PyTuple([a, b, c]));
+        push(new PyTuple([a, b, c]));
         break;
       }
       case 0x74: // TUPLE
-        stack.push(new PyTuple(popMark()));
+        push(new PyTuple(popMark()));
         break;
       case 0x5d: // EMPTY_LIST
-        stack.push([]);
+        push([]);
         break;
       case 0x6c: // LIST
-        stack.push(popMark());
+        push(popMark());
         break;
       case 0x61: {
         // APPEND
@@ -376,14 +420,14 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         break;
       }
       case 0x7d: // EMPTY_DICT
-        stack.push(new PyDict(false));
+        push(new PyDict(false));
         break;
       case 0x64: {
         // DICT
         const items = popMark();
         const d = new PyDict(false);
         setItems(d, items);
-        stack.push(d);
+        push(d);
         break;
       }
       case 0x73: {
@@ -400,7 +444,7 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         break;
       }
       case 0x8f: // EMPTY_SET
-        stack.push(new PySet(false));
+        push(new PySet(false));
         break;
       case 0x90: {
         // ADDITEMS
@@ -410,26 +454,27 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
       }
       case 0x91: {
         // FROZENSET
+        // A loop, not push(...items): spreading 300,000 items overflows the call stack.
         const s = new PySet(true);
-        s.items.push(...popMark());
-        stack.push(s);
+        for (const it of popMark()) s.items.push(it);
+        push(s);
         break;
       }
       case 0x70: {
         // PUT (text)
         const idx = Number(readLine());
         if (!Number.isSafeInteger(idx) || idx < 0) fail(`pickle PUT with a bad index at byte ${at}; the file is corrupt`);
-        memo.set(idx, top());
+        memoize(idx, top());
         break;
       }
       case 0x71: // BINPUT
-        memo.set(src.readByte(), top());
+        memoize(src.readByte(), top());
         break;
       case 0x72: // LONG_BINPUT
-        memo.set(u32(), top());
+        memoize(u32(), top());
         break;
       case 0x94: // MEMOIZE
-        memo.set(memo.size, top());
+        memoize(memo.size, top());
         break;
       case 0x67: // GET (text)
       case 0x68: // BINGET
@@ -437,14 +482,14 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         // LONG_BINGET
         const idx = op === 0x67 ? Number(readLine()) : op === 0x68 ? src.readByte() : u32();
         if (!memo.has(idx)) fail(`pickle refers to memo entry ${idx} that was never stored (byte ${at}); the file is corrupt`);
-        stack.push(memo.get(idx)!);
+        push(memo.get(idx)!);
         break;
       }
       case 0x63: {
         // GLOBAL
         const module = readLine();
         const name = readLine();
-        stack.push(global(module, name));
+        push(global(module, name));
         break;
       }
       case 0x93: {
@@ -452,7 +497,7 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') fail(`pickle STACK_GLOBAL with non-string names at byte ${at}; the file is corrupt`);
-        stack.push(global(module, name));
+        push(global(module, name));
         break;
       }
       case 0x69: {
@@ -487,7 +532,7 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
           fail(`pickle calls ${describe(fn)}, which is not an allowed callable (byte ${at}); refused`);
         }
         if (!(args instanceof PyTuple)) fail(`pickle REDUCE arguments are a ${describe(args)}, not a tuple; the file is corrupt`);
-        stack.push(fn.call(args.items));
+        push(fn.call(args.items));
         break;
       }
       case 0x62: {
@@ -507,14 +552,14 @@ export function unpickle(src: ByteSource, opts: PickleOptions): PyValue {
         // BINPERSID
         const pid = pop();
         if (!opts.persistentLoad) fail(`pickle refers to external data (persistent id) at byte ${at}, which this file type cannot have`);
-        stack.push(opts.persistentLoad(pid));
+        push(opts.persistentLoad(pid));
         break;
       }
       case 0x50: {
         // PERSID (text)
         const pid = readLine();
         if (!opts.persistentLoad) fail(`pickle refers to external data (persistent id) at byte ${at}, which this file type cannot have`);
-        stack.push(opts.persistentLoad(pid));
+        push(opts.persistentLoad(pid));
         break;
       }
       case 0x97:

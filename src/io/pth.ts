@@ -7,6 +7,7 @@
 
 import * as os from 'node:os';
 import { DTYPE_SIZES, decodeInto, shapeNumel, type LoadedTensor, type StoredDType } from './dtypes.js';
+import { formatBytes, raiseHint, resolveMaxLoadBytes } from './budget.js';
 import { FileStream, RandomAccessFile } from './file.js';
 import {
   MemorySource,
@@ -188,6 +189,63 @@ function makeFindGlobal(fail: (m: string) => never): (module: string, name: stri
   };
 }
 
+/**
+ * Protocol 0 (pickle_protocol=0) writes a persistent id as the text of its tuple, e.g.
+ * "('storage', <class 'torch.FloatStorage'>, '0', 'cpu', 6)" (legacy files add a view, or None).
+ * Parses exactly that shape of Python repr: tuples, quoted strings, integers, None and
+ * <class 'module.Name'>, the class resolved through the same whitelist as GLOBAL.
+ */
+function pidFromText(text: string, findGlobal: (module: string, name: string) => PyValue, fail: (m: string) => never): PyValue {
+  let i = 0;
+  const bad = (): never => fail(`persistent id ${JSON.stringify(text.slice(0, 120))} is not a storage tuple; unsupported or corrupt file`);
+  const ws = () => { while (text[i] === ' ') i++; };
+  const value = (depth: number): PyValue => {
+    ws();
+    const c = text[i];
+    if (c === '(') {
+      if (depth > 4) bad();
+      i++;
+      const items: PyValue[] = [];
+      for (;;) {
+        ws();
+        if (text[i] === ')') { i++; break; }
+        items.push(value(depth + 1));
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] !== ')') bad();
+      }
+      return new PyTuple(items);
+    }
+    if (c === "'" || c === '"') {
+      const end = text.indexOf(c, i + 1);
+      if (end < 0) bad();
+      const s = text.slice(i + 1, end);
+      if (s.includes('\\')) bad(); // storage keys and locations never need escapes
+      i = end + 1;
+      return s;
+    }
+    const cls = /^<class '([\w.]+)\.(\w+)'>/.exec(text.slice(i));
+    if (cls) {
+      i += cls[0].length;
+      return findGlobal(cls[1]!, cls[2]!);
+    }
+    const num = /^-?\d{1,15}/.exec(text.slice(i));
+    if (num) {
+      i += num[0].length;
+      return Number(num[0]);
+    }
+    if (text.startsWith('None', i)) {
+      i += 4;
+      return null;
+    }
+    return bad();
+  };
+  const v = value(0);
+  ws();
+  if (i !== text.length) bad();
+  return v;
+}
+
 function parseStoragePid(
   pid: PyValue,
   legacy: boolean,
@@ -232,6 +290,8 @@ export class PthFile {
   private readonly locations: Map<string, StorageLocation>;
   private readonly bigEndian: boolean;
   private cache: { key: string; bytes: Uint8Array } | null = null;
+  /** The most bytes one read may allocate (see budget.ts). */
+  maxBytes = 0;
 
   private constructor(
     file: RandomAccessFile,
@@ -253,12 +313,17 @@ export class PthFile {
     return this.file.path;
   }
 
-  static open(path: string): PthFile {
+  /** `maxBytes`: the most one read may allocate (default RESIDUAL_MAX_LOAD_BYTES, see budget.ts). */
+  static open(path: string, opts: { maxBytes?: number } = {}): PthFile {
+    const maxBytes = resolveMaxLoadBytes(opts.maxBytes, 'PthFile.open');
     const file = RandomAccessFile.open(path);
     try {
       const head = file.read(0, Math.min(file.size, 512), 'file header');
-      if (looksLikeZip(head)) return PthFile.openZip(file);
-      if (head[0] === 0x80) return PthFile.openLegacy(file);
+      const f = looksLikeZip(head) ? PthFile.openZip(file, maxBytes) : isLegacyPickle(head) ? PthFile.openLegacy(file) : null;
+      if (f) {
+        f.maxBytes = maxBytes;
+        return f;
+      }
       if (head.length >= 262 && String.fromCharCode(...head.subarray(257, 262)) === 'ustar') {
         file.fail('this is a tar-format checkpoint from PyTorch < 0.4; re-save it with a newer PyTorch (torch.save(torch.load(path), new_path))');
       }
@@ -269,7 +334,7 @@ export class PthFile {
     }
   }
 
-  private static openZip(file: RandomAccessFile): PthFile {
+  private static openZip(file: RandomAccessFile, maxBytes: number): PthFile {
     const fail: (m: string) => never = (m) => file.fail(m);
     const zip = ZipReader.open(file);
     // The archive's top-level folder is named after the file torch.save wrote (e.g. "archive/").
@@ -290,20 +355,23 @@ export class PthFile {
     let bigEndian = false;
     const bo = zip.entries.get(`${prefix}byteorder`);
     if (bo) {
+      if (bo.size > 64) fail(`byteorder entry is ${bo.size} bytes, not 'little' or 'big'; the file is corrupt`);
       const s = new TextDecoder().decode(zip.read(bo)).trim();
       if (s === 'big') bigEndian = true;
       else if (s !== 'little') fail(`unknown byteorder '${s.slice(0, 20)}' in the archive`);
     }
     const pklEntry = zip.entries.get(`${prefix}data.pkl`)!;
-    if (pklEntry.size > MAX_PICKLE_BYTES) fail(`data.pkl is ${pklEntry.size} bytes; refusing more than ${MAX_PICKLE_BYTES} (not a state dict)`);
+    const pklLimit = Math.min(MAX_PICKLE_BYTES, maxBytes);
+    if (pklEntry.size > pklLimit) fail(`data.pkl is ${pklEntry.size} bytes; refusing more than ${pklLimit} (not a state dict)`);
     const pkl = zip.read(pklEntry);
     const locations = new Map<string, StorageLocation>();
     const storages = new Map<string, StorageRef>();
+    const findGlobal = makeFindGlobal(fail);
     const root = unpickle(new MemorySource(pkl, fail), {
       fail,
-      findGlobal: makeFindGlobal(fail),
+      findGlobal,
       persistentLoad: (pid) => {
-        const p = parseStoragePid(pid, false, fail);
+        const p = parseStoragePid(typeof pid === 'string' ? pidFromText(pid, findGlobal, fail) : pid, false, fail);
         const known = storages.get(p.key);
         if (known) {
           if (known.dtype !== p.dtype) fail(`storage ${p.key} is used with two dtypes (${known.dtype}, ${p.dtype}); unsupported`);
@@ -347,7 +415,7 @@ export class PthFile {
     const root = unpickle(src, {
       ...plainOpts,
       persistentLoad: (pid) => {
-        const p = parseStoragePid(pid, true, fail);
+        const p = parseStoragePid(typeof pid === 'string' ? pidFromText(pid, plainOpts.findGlobal, fail) : pid, true, fail);
         const known = roots.get(p.key);
         if (known && known.dtype !== p.dtype) fail(`storage ${p.key} is used with two dtypes (${known.dtype}, ${p.dtype}); unsupported`);
         if (!known) roots.set(p.key, { dtype: p.dtype, numel: p.numel });
@@ -393,10 +461,15 @@ export class PthFile {
 
   private storageBytes(key: string): Uint8Array {
     if (this.cache?.key === key) return this.cache.bytes;
+    this.cache = null; // let the previous storage go before allocating the next
     const loc = this.locations.get(key);
     if (!loc) this.file.fail(`storage '${key}' has no data in the file`);
+    const size = loc.entry ? loc.entry.size : loc.numel * DTYPE_SIZES[loc.dtype];
+    if (size > this.maxBytes) {
+      this.file.fail(`storage '${key}' is ${formatBytes(size)} once read, over the ${formatBytes(this.maxBytes)} limit for one weight file; ${raiseHint()}`);
+    }
     let bytes: Uint8Array;
-    if (loc.entry) bytes = this.zip!.read(loc.entry);
+    if (loc.entry) bytes = this.zip!.read(loc.entry, this.maxBytes);
     else bytes = this.file.read(loc.offset!, loc.numel * DTYPE_SIZES[loc.dtype], `storage ${key}`);
     this.cache = { key, bytes };
     return bytes;
@@ -406,33 +479,21 @@ export class PthFile {
   materialize(t: TensorRef, name = 'tensor'): LoadedTensor {
     const fail: (m: string) => never = (m) => this.file.fail(`${name}: ${m}`);
     const st = t.storage;
-    const numel = shapeNumel(t.shape, fail);
+    const { numel, maxIndex } = this.checkView(t, name);
     if (numel === 0) return { dtype: st.dtype, shape: t.shape.slice(), data: new Float32Array(0) };
-    // Check the view against its storage (whose size the file backs) before allocating anything.
-    let maxIndex = t.storageOffset;
-    for (let d = 0; d < t.shape.length; d++) maxIndex += (t.shape[d]! - 1) * t.stride[d]!;
-    if (!Number.isSafeInteger(maxIndex) || maxIndex >= st.numel) {
-      fail(
-        `view (offset ${t.storageOffset}, size [${t.shape.join(', ')}], stride [${t.stride.join(', ')}]) reaches element ${maxIndex} ` +
-          `of a storage with ${st.numel} elements; the file is corrupt`,
-      );
-    }
-    // Expanded views (stride 0) can be far larger than their storage; cap what a small file can make us allocate.
-    if (numel > st.numel && numel > MAX_EXPANDED_ELEMS) {
-      fail(
-        `is an expanded view of ${numel} elements over a storage of ${st.numel}; refusing more than ${MAX_EXPANDED_ELEMS} ` +
-          'elements for such views. Re-save it with tensor.contiguous()',
-      );
+
+    if (numel * 4 > this.maxBytes) {
+      fail(`has ${numel} elements (${formatBytes(numel * 4)} as float32), over the ${formatBytes(this.maxBytes)} limit for one weight file; ${raiseHint()}`);
     }
     const out = new Float32Array(numel);
     const result = { dtype: st.dtype, shape: t.shape.slice(), data: out };
     const elem = DTYPE_SIZES[st.dtype];
     const first = st.viewOffset + t.storageOffset;
-    if (st.dtype === 'F32' && !this.bigEndian && littleEndianHost && isContiguous(t.shape, t.stride)) {
+    if (this.readsDirectly(t)) {
       // Fast path: read straight into the result (one pass over memory instead of two).
       const loc = this.locations.get(st.key);
       const target = new Uint8Array(out.buffer);
-      if (loc?.entry && first === 0 && numel * 4 === loc.entry.size && this.zip!.readStoredInto(loc.entry, target)) return result;
+      if (loc?.entry && this.zip!.readStoredInto(loc.entry, target)) return result;
       if (loc?.offset !== undefined) {
         this.file.readInto(loc.offset + first * 4, target, `${name}: storage ${st.key}`);
         return result;
@@ -452,10 +513,83 @@ export class PthFile {
     return result;
   }
 
+  /**
+   * Checks a view against its storage (whose size the file backs) and the expanded-view cap, from
+   * the metadata alone; materialize() and the load budget call it before allocating anything.
+   */
+  checkView(t: TensorRef, name = 'tensor'): { numel: number; maxIndex: number } {
+    const fail: (m: string) => never = (m) => this.file.fail(`${name}: ${m}`);
+    const st = t.storage;
+    const numel = shapeNumel(t.shape, fail);
+    if (numel === 0) return { numel, maxIndex: -1 };
+    let maxIndex = t.storageOffset;
+    for (let d = 0; d < t.shape.length; d++) maxIndex += (t.shape[d]! - 1) * t.stride[d]!;
+    if (!Number.isSafeInteger(maxIndex) || maxIndex >= st.numel) {
+      fail(
+        `view (offset ${t.storageOffset}, size [${t.shape.join(', ')}], stride [${t.stride.join(', ')}]) reaches element ${maxIndex} ` +
+          `of a storage with ${st.numel} elements; the file is corrupt`,
+      );
+    }
+    // Expanded views (stride 0) can be far larger than their storage; cap what a small file can make us allocate.
+    if (numel > st.numel && numel > MAX_EXPANDED_ELEMS) {
+      fail(
+        `is an expanded view of ${numel} elements over a storage of ${st.numel}; refusing more than ${MAX_EXPANDED_ELEMS} ` +
+          'elements for such views. Re-save it with tensor.contiguous()',
+      );
+    }
+    return { numel, maxIndex };
+  }
+
+  /** True when materialize() reads `t` straight into its result, with no storage buffer in between. */
+  private readsDirectly(t: TensorRef): boolean {
+    const st = t.storage;
+    if (st.dtype !== 'F32' || this.bigEndian || !littleEndianHost || !isContiguous(t.shape, t.stride)) return false;
+    const loc = this.locations.get(st.key);
+    if (loc?.offset !== undefined) return true;
+    const e = loc?.entry;
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    return e !== undefined && st.viewOffset + t.storageOffset === 0 && numel * 4 === e.size && e.method === 0 && !(e.flags & 1) && e.compressedSize === e.size;
+  }
+
+  /**
+   * What materialising every tensor in `refs` costs, computed from the metadata alone: the float32
+   * results (an expanded view or an alias of a shared storage counts in full, as it is copied) plus
+   * the largest storage buffer and gather scratch held while reading one of them.
+   */
+  loadCost(refs: readonly TensorRef[], names?: readonly string[]): { output: number; transient: number; expanded: number; aliased: number } {
+    let output = 0, transient = 0, expanded = 0, aliased = 0;
+    const users = new Map<string, number>();
+    for (const [i, t] of refs.entries()) {
+      const { numel } = this.checkView(t, names?.[i]);
+      output += numel * 4;
+      if (numel > t.storage.numel) expanded++;
+      const n = (users.get(t.storage.key) ?? 0) + 1;
+      users.set(t.storage.key, n);
+      if (n > 1) aliased++;
+      if (numel === 0 || this.readsDirectly(t)) continue;
+      const loc = this.locations.get(t.storage.key);
+      const storage = loc?.entry ? loc.entry.size : loc ? loc.numel * DTYPE_SIZES[loc.dtype] : 0;
+      let span = 1;
+      for (let d = 0; d < t.shape.length; d++) span += (t.shape[d]! - 1) * t.stride[d]!;
+      transient = Math.max(transient, storage + (isContiguous(t.shape, t.stride) ? 0 : span * 4));
+    }
+    return { output, transient, expanded, aliased };
+  }
+
   close(): void {
     this.cache = null;
     this.file.close();
   }
+}
+
+/**
+ * A pickle stream as torch.save's legacy format starts it: protocol 2+ begins with PROTO (0x80);
+ * protocols 0 and 1 (pickle_protocol=0/1) with the magic number as a text LONG ('L') or INT ('I').
+ */
+function isLegacyPickle(head: Uint8Array): boolean {
+  if (head[0] === 0x80) return true;
+  const text = String.fromCharCode(...head.subarray(0, 8));
+  return /^[LI]-?\d/.test(text);
 }
 
 function isContiguous(shape: readonly number[], stride: readonly number[]): boolean {

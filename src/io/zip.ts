@@ -177,9 +177,16 @@ export class ZipReader {
     return true;
   }
 
-  /** Read a whole entry (inflating if needed) and check its CRC-32. */
-  read(entry: ZipEntry): Uint8Array {
+  /**
+   * Read a whole entry (inflating if needed) and check its CRC-32. `limit` caps the bytes it may
+   * allocate: the declared size is checked against it before anything is read or inflated, and
+   * inflation stops at the declared size whatever the stream says.
+   */
+  read(entry: ZipEntry, limit = MAX_ENTRY_BYTES): Uint8Array {
     if (entry.flags & 1) this.fail(`zip entry ${entry.name} is encrypted; unsupported`);
+    if (entry.size > limit) {
+      this.fail(`zip entry ${entry.name} is ${entry.size} bytes once inflated, over the limit of ${limit} bytes; refusing (a corrupt or hostile file, or raise RESIDUAL_MAX_LOAD_BYTES if you trust it)`);
+    }
     const start = this.dataStart(entry);
     const raw = this.file.read(start, entry.compressedSize, `zip entry ${entry.name}`);
     let data: Uint8Array;

@@ -7,8 +7,8 @@
 // { error } with a status that says whose fault it is: 400/413/415 for the request, 404/405 for the
 // URL or method, 503 when the server is at capacity or stopping, 500 for a failure of ours.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { ImageDecodeError } from '../data/decode.js';
+import type { AddressInfo, Socket } from 'node:net';
+import { ImageDecodeError, type ImageSizeInfo } from '../data/decode.js';
 import type { Classification, Classifier } from '../infer/classifier.js';
 import { Batcher, QueueFullError } from './batcher.js';
 import { PAGE_CSP, pageHtml } from './page.js';
@@ -26,6 +26,21 @@ export interface ServeOptions {
   maxBytes?: number;
   /** Prediction requests handled at once, from their first byte to their answer (default 64); more get 503. */
   maxQueue?: number;
+  /**
+   * Largest decoded image per request, in bytes (width x height x channels x bytes per sample, read
+   * from the image's header before decoding; default 256 MiB, a 9000x9000 RGB image): larger get 413.
+   */
+  maxImageMemory?: number;
+  /**
+   * Decoded bytes of all images being decoded at once (default 1 GiB): a request whose image does not
+   * fit in what is left gets 503 with Retry-After, so many large images cannot add up to gigabytes.
+   */
+  maxDecodeMemory?: number;
+  /**
+   * A connection must deliver a request's complete headers within this long (default 20 s), however
+   * slowly it drips them; then it is closed.
+   */
+  headersTimeoutMs?: number;
   /** How long close() waits for requests in progress before cutting their connections (default 10 s). */
   graceMs?: number;
   /**
@@ -59,6 +74,10 @@ export interface Health {
   max_wait_ms: number;
   max_queue: number;
   max_bytes: number;
+  /** Decoded bytes reserved by images being decoded now, and the budgets (per image, in total). */
+  decoding_bytes: number;
+  max_image_memory: number;
+  max_decode_memory: number;
 }
 
 export interface RunningServer {
@@ -102,6 +121,7 @@ export function parseBytes(text: string): number {
 }
 
 function formatBytes(n: number): string {
+  if (n >= 1024 ** 2 && n % 1024 ** 2 !== 0) return `${(n / 1024 ** 2).toFixed(1)} MB`;
   return n >= 1024 ** 2 && n % 1024 ** 2 === 0 ? `${n / 1024 ** 2} MB` : n >= 1024 && n % 1024 === 0 ? `${n / 1024} KB` : `${n} bytes`;
 }
 
@@ -169,6 +189,10 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
   const maxBytes = int('maxBytes', opts.maxBytes, 10 * 1024 ** 2);
   const maxQueue = int('maxQueue', opts.maxQueue, 64);
   const graceMs = opts.graceMs ?? 10_000;
+  const maxImageMemory = int('maxImageMemory', opts.maxImageMemory, 256 * 1024 ** 2);
+  const maxDecodeMemory = int('maxDecodeMemory', opts.maxDecodeMemory, 1024 ** 3);
+  if (maxImageMemory > maxDecodeMemory) throw new Error(`serve: maxImageMemory (${maxImageMemory}) is above maxDecodeMemory (${maxDecodeMemory}); no image that large could ever be decoded`);
+  const headersTimeoutMs = int('headersTimeoutMs', opts.headersTimeoutMs, 20_000);
 
   const classes = classifier.labels.length;
   const perSample = classifier.input[0] * classifier.input[1] * classifier.input[2];
@@ -181,7 +205,7 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
   }
   const page = Buffer.from(pageHtml({ model: classifier.model, dtype: classifier.dtype, input: classifier.input, classes, top: Math.min(5, classes) }));
   const started = performance.now();
-  let requests = 0, failures = 0, inProgress = 0, stopping = false;
+  let requests = 0, failures = 0, inProgress = 0, stopping = false, decoding = 0;
 
   const health = (): Health => {
     const s = batcher.stats;
@@ -189,7 +213,7 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
       status: stopping ? 'stopping' : 'ok', model: classifier.model, dtype: classifier.dtype, engine: classifier.engine, input: [...classifier.input], classes,
       uptime_s: Math.round((performance.now() - started) / 10) / 100, requests, failures, batches: s.batches, images: s.samples,
       largest_batch: s.largestBatch, queue: batcher.length, in_progress: inProgress, max_batch: maxBatch, max_wait_ms: maxWaitMs,
-      max_queue: maxQueue, max_bytes: maxBytes,
+      max_queue: maxQueue, max_bytes: maxBytes, decoding_bytes: decoding, max_image_memory: maxImageMemory, max_decode_memory: maxDecodeMemory,
     };
   };
 
@@ -208,8 +232,23 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
     const body = await readBody(req, maxBytes);
     if (body.length === 0) throw new HttpError(400, 'the body is empty: POST the image bytes as the request body (curl --data-binary @photo.jpg)');
     let x: Float32Array;
+    let reserved = 0;
+    // Checked from the image's header, before a pixel is decoded: its decoded size against the
+    // per-image limit, then against what the images being decoded now have left of the total.
+    const admit = (info: ImageSizeInfo) => {
+      const size = `${info.width}x${info.height} ${info.format}, ${formatBytes(info.bytes)} decoded`;
+      if (info.bytes > maxImageMemory) {
+        throw new HttpError(413, `the image is ${size}, over this server's limit of ${formatBytes(maxImageMemory)} per image (--max-image-memory): send a smaller image`);
+      }
+      if (decoding + info.bytes > maxDecodeMemory) {
+        throw new HttpError(503, `server busy: the image (${size}) does not fit in what is left of the ${formatBytes(maxDecodeMemory)} ` +
+          `for images being decoded (--max-decode-memory); try again shortly`, { 'Retry-After': '1' });
+      }
+      decoding += info.bytes;
+      reserved = info.bytes;
+    };
     try {
-      x = await classifier.preprocess(body);
+      x = await classifier.preprocess(body, { admit });
     } catch (e) {
       if (e instanceof ImageDecodeError) {
         const message = e.message.replace(/^the image data/, 'the request body');
@@ -218,6 +257,8 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
         throw new HttpError(415, type.startsWith('application/x-www-form-urlencoded') ? `${message} (with curl, send files with --data-binary, not -d)` : message);
       }
       throw e;
+    } finally {
+      decoding -= reserved;
     }
     let result: Classification[];
     try {
@@ -285,7 +326,19 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
 
   const whenIdle: (() => void)[] = [];
   const expectsContinue = new WeakSet<IncomingMessage>();
+  // Node's own headersTimeout is only checked every connectionsCheckingInterval and was seen not to
+  // cut a client dripping one header byte a second (issue #16); this timer does, per connection: armed
+  // when it opens and again after each answer (the next request's headers), disarmed by a request.
+  const headerTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  const armHeaders = (socket: Socket) => {
+    clearTimeout(headerTimers.get(socket));
+    const timer = setTimeout(() => socket.destroy(), headersTimeoutMs);
+    timer.unref();
+    headerTimers.set(socket, timer);
+  };
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    clearTimeout(headerTimers.get(req.socket));
+    res.once('finish', () => { if (!req.socket.destroyed) armHeaders(req.socket); });
     handle(req, res).catch((e: unknown) => {
       try {
         sendJson(res, 500, { error: `internal error: ${(e as Error).message}` });
@@ -294,7 +347,13 @@ export async function startServer(classifier: Classifier, opts: ServeOptions = {
       }
     });
   };
-  const server = createServer({ requestTimeout: 60_000, headersTimeout: 20_000, keepAliveTimeout: 5_000 }, onRequest);
+  const server = createServer({
+    requestTimeout: 60_000, headersTimeout: headersTimeoutMs, keepAliveTimeout: 5_000, connectionsCheckingInterval: Math.min(1000, headersTimeoutMs),
+  }, onRequest);
+  server.on('connection', (socket: Socket) => {
+    armHeaders(socket);
+    socket.once('close', () => clearTimeout(headerTimers.get(socket)));
+  });
   // "Expect: 100-continue": answer 100 only once the request is accepted, so a refused body is never sent.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     expectsContinue.add(req);

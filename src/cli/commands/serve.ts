@@ -8,6 +8,7 @@ export const summary = 'serve a model over HTTP: POST an image, get its top clas
 
 const usage = `usage: residual serve [--model M] [--weights W] [--port 8080] [--host 127.0.0.1] [--dtype f32|bf16]
                       [--max-batch 8] [--max-wait-ms 5] [--max-bytes 10MB] [--max-queue 64] [--max-pixels 50000000]
+                      [--max-image-memory 256MB] [--max-decode-memory 1GB]
                       [--labels imagenet|fashion-mnist|cifar10|FILE] [--input CxHxW] [--threads N] [--winograd on|off] [--json]
 
   --model M        a name from \`residual models\`
@@ -21,6 +22,10 @@ const usage = `usage: residual serve [--model M] [--weights W] [--port 8080] [--
   --max-bytes S    largest request body, e.g. 10MB (default), 512KB; larger ones get 413
   --max-queue N    prediction requests in progress at once (default 64); more get 503 (Retry-After: 1)
   --max-pixels N   largest image (width x height) decoded (default 50000000); larger ones get 413
+  --max-image-memory S   largest decoded image (width x height x channels x bytes per sample, read from its
+                   header before decoding; default 256MB); larger ones get 413
+  --max-decode-memory S  decoded bytes of all images being decoded at once (default 1GB); an image that does
+                   not fit in what is left gets 503 (Retry-After: 1)
   --labels, --input  as for \`residual predict\`
   --threads N      oneDNN threads (default: OMP_NUM_THREADS, else every core)
   --winograd       on|off: Winograd 3x3 convs in f32 ResNets (default: where they pay off). off trades
@@ -43,6 +48,7 @@ export async function run(argv: string[]): Promise<number> {
     model: { type: 'string' }, weights: { type: 'string' }, labels: { type: 'string' }, input: { type: 'string' },
     dtype: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, 'max-batch': { type: 'string' },
     'max-wait-ms': { type: 'string' }, 'max-bytes': { type: 'string' }, 'max-queue': { type: 'string' }, 'max-pixels': { type: 'string' },
+    'max-image-memory': { type: 'string' }, 'max-decode-memory': { type: 'string' },
     threads: { type: 'string' }, winograd: { type: 'string' }, json: { type: 'boolean' },
   });
   if (v.help) {
@@ -68,6 +74,17 @@ export async function run(argv: string[]): Promise<number> {
       throw new Error(`serve: --max-bytes: ${(e as Error).message}`);
     }
   }
+  const size = (name: 'max-image-memory' | 'max-decode-memory', fallback: number): number => {
+    const text = v[name];
+    if (text === undefined) return fallback;
+    try {
+      return parseBytes(text);
+    } catch (e) {
+      throw new Error(`serve: --${name}: ${(e as Error).message}`);
+    }
+  };
+  const maxImageMemory = size('max-image-memory', 256 * 1024 ** 2);
+  const maxDecodeMemory = size('max-decode-memory', 1024 ** 3);
   const maxQueue = intOption('serve', 'max-queue', v['max-queue'], 64);
   const maxPixels = intOption('serve', 'max-pixels', v['max-pixels'], 50_000_000);
   const threads = v.threads === undefined ? undefined : intOption('serve', 'threads', v.threads, 1);
@@ -82,7 +99,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!v.weights) console.error('serve: no --weights: the model has random weights, so the classes are meaningless');
   let server;
   try {
-    server = await startServer(classifier, { port, host: v.host ?? '127.0.0.1', maxBatch, maxWaitMs, maxBytes, maxQueue });
+    server = await startServer(classifier, { port, host: v.host ?? '127.0.0.1', maxBatch, maxWaitMs, maxBytes, maxQueue, maxImageMemory, maxDecodeMemory });
   } catch (e) {
     classifier.dispose();
     throw e;
