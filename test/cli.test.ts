@@ -90,7 +90,8 @@ describe('residual CLI', () => {
   });
 
   it('Ctrl-C saves a checkpoint mid-epoch; --resume then ends exactly where an uninterrupted run ends', async () => {
-    const args = ['train', '--model', 'resnet20', '--subset', '1536', '--epochs', '2', '--batch', '32', '--json'];
+    // A fixed thread count: bit-for-bit repetition is what fixed counts promise (auto, the default, does not).
+    const args = ['train', '--model', 'resnet20', '--subset', '1536', '--epochs', '2', '--batch', '32', '--json', '--threads', '2'];
     const whole = residual(...args, '--out', join(dir, 'whole'));
     assert.equal(whole.code, 0, whole.stderr);
     const cut = join(dir, 'cut');

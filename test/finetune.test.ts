@@ -202,7 +202,7 @@ describe('fine-tuning an image folder from the command line', () => {
 
   it('train --weights --num-classes 3 --freeze trunk learns the folder well above chance, with the fine-tuning recipe', () => {
     const r = residual('train', '--model', 'resnet18', '--weights', weights, '--num-classes', '3', '--data', `folder:${data}`,
-      '--freeze', 'trunk', '--image-size', '64', '--json', '--out', run);
+      '--freeze', 'trunk', '--image-size', '64', '--json', '--out', run, '--threads', '2');
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     const start = lines.find((l) => l.event === 'start') as { recipe: string; trainable_params: number; settings: Record<string, unknown>; defaults: string[] };

@@ -32,10 +32,10 @@ model card in its metadata: class names, input size, mean/std; optimizer.safeten
 --resume continues from the newest. Ctrl-C saves and stops. A loss that turns NaN or infinite stops the
 run with an error (exit 1). \`residual predict --weights OUT\` then prints the data's class names.
 --subset N trains on the first N samples (and tests on the first N/5): a quick look.
---threads N fixes the engine's threads (default: OMP_NUM_THREADS, else every core); --threads auto
-times a few steps at every core and at one, keeps the faster and checks again every 400 steps: on a
-machine shared with other work one thread can be 3x faster than two (BENCHMARKS.md). A fixed count
-repeats a run bit for bit; auto does not (the count, and so the order of sums, follows the timing).`;
+--threads auto (the default unless OMP_NUM_THREADS is set) times a few steps at every core and at one,
+keeps the faster and checks again every 400 steps: on a machine shared with other work one thread can
+be 2-3x faster than two (BENCHMARKS.md). --threads N (or OMP_NUM_THREADS=N) fixes the count: a fixed
+count repeats a run bit for bit; auto does not (the count, and so the order of sums, follows the timing).`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('train', argv, {
@@ -59,7 +59,10 @@ export async function run(argv: string[]): Promise<number> {
     return Number(text);
   };
 
-  const threads = threadsOption('train', v.threads);
+  // On a shared machine two engine threads can lose half their speed to one busy neighbour, while
+  // one thread keeps going (BENCHMARKS.md, issue #17): unless a count is fixed (--threads N or
+  // OMP_NUM_THREADS), the governor picks it from measured step times.
+  const threads = threadsOption('train', v.threads ?? (process.env.OMP_NUM_THREADS ? undefined : 'auto'));
   const backend = await initBackend();
   fixThreads(backend, threads.fixed);
   const governor = threads.auto ? engineThreadGovernor() ?? undefined : undefined;
