@@ -5,13 +5,12 @@
 // The network runs through compileForInference (BN folded, fused ReLU and sums, weights reordered
 // once); `predict` runs the kernels on a libuv pool thread, `predictSync` on the calling thread. On
 // the reference backend (no native addon) both run the eager eval-mode model instead.
-import { defaultBackend, initBackend } from '../backend/index.js';
 import { classNames, type ImageSizeInfo } from '../data/index.js';
 import { ResNet } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
-import { evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
+import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, positiveInt, preprocessImage, type Preprocessing } from './preprocess.js';
 
 // Kept importable from here, where they lived before preprocess.ts.
 export { evalTransforms, fromCard, fromRun, luma, preprocessImage, type Preprocessing } from './preprocess.js';
@@ -101,12 +100,6 @@ export function topK(logits: Float32Array, n: number, labels: readonly string[],
   return out;
 }
 
-function positiveInt(what: string, v: unknown, fallback: number): number {
-  if (v === undefined) return fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`loadClassifier: ${what} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
-}
-
 interface Runner {
   run(x: Float32Array, n: number): Float32Array;
   runAsync(x: Float32Array, n: number): Promise<Float32Array>;
@@ -129,23 +122,8 @@ function eagerRunner(model: ResNet, input: [number, number, number]): Runner {
  * initBackend() when no backend is chosen yet; on the reference backend the model runs eagerly.
  */
 export async function loadClassifier(opts: ClassifierOptions): Promise<Classifier> {
-  if (!opts || (opts.model !== undefined && typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
-    throw new Error('loadClassifier: `model` must be a model name (see `residual models`) or a ResNet');
-  }
-  if (opts.model === undefined && !opts.weights) throw new Error('loadClassifier: give `model` (a name, see `residual models`), or `weights` whose model card names it');
-  const dtype = opts.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`loadClassifier: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
-  const maxBatch = positiveInt('maxBatch', opts.maxBatch, 8);
-  const topAsked = positiveInt('top', opts.top, 5);
-  const maxPixels = opts.maxPixels === undefined ? undefined : positiveInt('maxPixels', opts.maxPixels, 0);
-  if (opts.input !== undefined && (!Array.isArray(opts.input) || opts.input.length !== 3 || opts.input.some((d) => !Number.isInteger(d) || d < 1))) {
-    throw new Error(`loadClassifier: input must be [C, H, W] of positive integers (e.g. [3, 224, 224]), got ${JSON.stringify(opts.input)}`);
-  }
-  if (defaultBackend().name !== 'native') await initBackend();
-  const native = defaultBackend().name === 'native';
-  if (!native && dtype === 'bf16') {
-    throw new Error('loadClassifier: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)');
-  }
+  const { dtype, maxBatch, maxPixels, native } = await checkRunnerOptions('loadClassifier', opts, 8);
+  const topAsked = positiveInt('loadClassifier', 'top', opts.top, 5);
 
   const { model, ownsModel, pre, name } = await loadWithPreprocessing('loadClassifier', opts);
   const input: [number, number, number] = [pre.channels, pre.height, pre.width];

@@ -6,11 +6,10 @@
 // model card, else the run folder's dataset, else torchvision's eval transform), the same compiled plan, stopped at the pool
 // (compileForInference's output 'pool': no head work), `embed` on a libuv pool thread and
 // `embedSync` on the calling thread. On the reference backend the eager model's forwardFeatures runs.
-import { defaultBackend, initBackend } from '../backend/index.js';
 import { headFeatures, ResNet } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
-import { evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
+import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
 import { compileForInference } from './compile.js';
 
 export interface FeatureExtractorOptions {
@@ -69,33 +68,12 @@ interface Runner {
   dispose(): void;
 }
 
-function positiveInt(what: string, v: unknown, fallback: number): number {
-  if (v === undefined) return fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`loadFeatureExtractor: ${what} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
-}
-
 /**
  * Loads a model with its weights and preprocessing, compiled to stop at the pooled features. Calls
  * initBackend() when no backend is chosen yet; on the reference backend the model runs eagerly.
  */
 export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promise<FeatureExtractor> {
-  if (!opts || (opts.model !== undefined && typeof opts.model !== 'string' && !(opts.model instanceof ResNet))) {
-    throw new Error('loadFeatureExtractor: `model` must be a model name (see `residual models`) or a ResNet');
-  }
-  if (opts.model === undefined && !opts.weights) throw new Error('loadFeatureExtractor: give `model` (a name, see `residual models`), or `weights` whose model card names it');
-  const dtype = opts.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`loadFeatureExtractor: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
-  const maxBatch = positiveInt('maxBatch', opts.maxBatch, 16);
-  const maxPixels = opts.maxPixels === undefined ? undefined : positiveInt('maxPixels', opts.maxPixels, 0);
-  if (opts.input !== undefined && (!Array.isArray(opts.input) || opts.input.length !== 3 || opts.input.some((d) => !Number.isInteger(d) || d < 1))) {
-    throw new Error(`loadFeatureExtractor: input must be [C, H, W] of positive integers (e.g. [3, 224, 224]), got ${JSON.stringify(opts.input)}`);
-  }
-  if (defaultBackend().name !== 'native') await initBackend();
-  const native = defaultBackend().name === 'native';
-  if (!native && dtype === 'bf16') {
-    throw new Error('loadFeatureExtractor: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)');
-  }
+  const { dtype, maxBatch, maxPixels, native } = await checkRunnerOptions('loadFeatureExtractor', opts, 16);
 
   const { model, ownsModel, pre, name } = await loadWithPreprocessing('loadFeatureExtractor', opts);
   const input: [number, number, number] = [pre.channels, pre.height, pre.width];

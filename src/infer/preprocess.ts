@@ -8,6 +8,7 @@
 //    ImageNet eval transform (resize 256, center crop 224, ImageNet mean/std), other sizes a direct
 //    resize; 1-channel models see the image's luma (PIL's convert('L')).
 import { existsSync, readFileSync } from 'node:fs';
+import { defaultBackend, initBackend } from '../backend/index.js';
 import { dirname, join } from 'node:path';
 import {
   CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
@@ -127,4 +128,35 @@ export async function loadWithPreprocessing(caller: string, o: ModelSource): Pro
   if (pre.mean.length !== pre.channels) throw new Error(`${caller}: input has ${pre.channels} channels, but the weights' model card normalises ${pre.mean.length}`);
   if (pre.channels !== 1 && pre.channels !== 3) throw new Error(`${caller}: input must have 1 (grayscale) or 3 (RGB) channels, got ${pre.channels}`);
   return { model: loadModel(name, weightsFile, { inChannels: pre.channels }, o.warn), ownsModel: true, pre, name };
+}
+
+export function positiveInt(caller: string, what: string, v: unknown, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${caller}: ${what} must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/**
+ * The options loadClassifier and loadFeatureExtractor share, checked the same way, and the engine
+ * chosen (initBackend() when none is yet; bf16 needs the native one).
+ */
+export async function checkRunnerOptions(caller: string, o: ModelSource & { dtype?: 'f32' | 'bf16'; maxBatch?: number; maxPixels?: number }, defaultMaxBatch: number):
+  Promise<{ dtype: 'f32' | 'bf16'; maxBatch: number; maxPixels: number | undefined; native: boolean }> {
+  if (!o || (o.model !== undefined && typeof o.model !== 'string' && !(o.model instanceof ResNet))) {
+    throw new Error(`${caller}: \`model\` must be a model name (see \`residual models\`) or a ResNet`);
+  }
+  if (o.model === undefined && !o.weights) throw new Error(`${caller}: give \`model\` (a name, see \`residual models\`), or \`weights\` whose model card names it`);
+  const dtype = o.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`${caller}: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
+  const maxBatch = positiveInt(caller, 'maxBatch', o.maxBatch, defaultMaxBatch);
+  const maxPixels = o.maxPixels === undefined ? undefined : positiveInt(caller, 'maxPixels', o.maxPixels, 0);
+  if (o.input !== undefined && (!Array.isArray(o.input) || o.input.length !== 3 || o.input.some((d) => !Number.isInteger(d) || d < 1))) {
+    throw new Error(`${caller}: input must be [C, H, W] of positive integers (e.g. [3, 224, 224]), got ${JSON.stringify(o.input)}`);
+  }
+  if (defaultBackend().name !== 'native') await initBackend();
+  const native = defaultBackend().name === 'native';
+  if (!native && dtype === 'bf16') {
+    throw new Error(`${caller}: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)`);
+  }
+  return { dtype, maxBatch, maxPixels, native };
 }
