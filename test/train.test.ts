@@ -112,6 +112,12 @@ describe('training fails loudly and runs do not collide', () => {
     const momentum = residual(['train', '--model', 'resnet20', '--subset', '256', '--momentum', '2']);
     assert.equal(momentum.status, 1);
     assert.match(momentum.stderr, /momentum must be in \[0, 1\), got 2/);
+    const lr = residual(['train', '--model', 'resnet20', '--subset', '256', '--batch', '64', '--lr', '1e308', '--threads', '1', '--out', join(tempDir(), 'r')]);
+    assert.equal(lr.status, 1);
+    assert.match(lr.stderr, /learning rate at iteration 1 comes out as -?Infinity .*give a smaller --lr|the loss is .* diverged/);
+    const bench = residual(['bench', '--model', 'resnet50', '--batch', '1000000000']);
+    assert.equal(bench.status, 1);
+    assert.match(bench.stderr, /bench: batch 1000000000 of resnet50 at 3x224x224 needs about .* a batch of at most \d+ fits/);
   });
 
   it('a second run on the same --out is refused with the pid of the first; a stale lock is taken over', async () => {

@@ -3,7 +3,7 @@
 // reorders, allocator growth), then the median of the timed runs, which shrugs off the odd slow run
 // on a shared machine.
 import { defaultBackend } from '../backend/index.js';
-import { getModel } from '../models/index.js';
+import { checkBatchMemory, getModel } from '../models/index.js';
 import { manualSeed } from '../nn/index.js';
 import { Tensor, crossEntropy, tidy } from '../tensor/index.js';
 import { SGD } from '../train/sgd.js';
@@ -81,6 +81,7 @@ export function benchmark(o: BenchOptions): BenchResult {
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`bench: runs must be a positive integer, got ${runs}`);
   const n = o.batch;
   const [c, h, w] = input as [number, number, number];
+  checkBatchMemory('bench', entry.spec({ inChannels: c }), input, n, mode === 'train' ? 3 : 1);
   manualSeed(0);
   const model = entry.build({ inChannels: c });
   const x = random(n * c * h * w, 1);

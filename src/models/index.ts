@@ -9,3 +9,4 @@ export * from './load.js';
 export * from './card.js';
 export * from './weights.js';
 export * from './stages.js';
+export * from './memory.js';

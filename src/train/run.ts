@@ -3,9 +3,8 @@
 // `residual train` is this function with a command line around it; a program calls it directly:
 //
 //   await runTraining({ model: 'resnet18', weights: 'resnet18.pth', data: 'folder:photos', freeze: 'trunk' });
-import { totalmem } from 'node:os';
 import { join } from 'node:path';
-import { createModel, loadModel, modelNames, parseFreeze, resolveWeights, traceNet, type FreezeSpec, type ResNet } from '../models/index.js';
+import { checkBatchMemory, createModel, loadModel, modelNames, parseFreeze, resolveWeights, type FreezeSpec, type ResNet } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { manualSeed } from '../nn/index.js';
 import { cardFor, loadersFor, openData, subsetData, type DataSpec } from './data_spec.js';
@@ -110,23 +109,6 @@ function check(what: string, v: number | undefined, ok: (n: number) => boolean, 
   if (v !== undefined && !ok(v)) throw new Error(`train: ${what} must be ${want}, got ${v}`);
 }
 
-/**
- * Refuses a batch whose activations alone would not fit: every layer's output is kept for the
- * backward pass and gets a gradient of the same size, so about three copies of all of them live at
- * once. The budget is RESIDUAL_MAX_TRAIN_BYTES, else 3/4 of the machine's memory.
- */
-export function checkTrainingMemory(model: ResNet, input: readonly number[], batch: number): void {
-  const perSample = traceNet(model.spec, input).layers.reduce((a, l) => a + l.outShape.slice(1).reduce((x, y) => x * y, 1), 0) * 4 * 3;
-  const env = process.env.RESIDUAL_MAX_TRAIN_BYTES;
-  const budget = env !== undefined && Number(env) > 0 ? Number(env) : 0.75 * totalmem();
-  const need = perSample * batch;
-  if (need > budget) {
-    const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
-    throw new Error(`train: batch ${batch} of ${model.spec.name} at ${input.join('x')} needs about ${gb(need)} for activations, over the budget of ${gb(budget)} ` +
-      `(3/4 of this machine's memory, or RESIDUAL_MAX_TRAIN_BYTES); a batch of at most ${Math.max(1, Math.floor(budget / perSample))} fits`);
-  }
-}
-
 /** Trains (or fine-tunes) a model as `residual train` does; resolves when the run ends. */
 export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   const resolved = o.weights ? await resolveWeights(o.weights, o.model, o.download) : null;
@@ -174,7 +156,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     model = createModel(modelName, { inChannels: data.input[0], numClasses });
   }
   try {
-    checkTrainingMemory(model, data.input, batch);
+    checkBatchMemory('train', model.spec, data.input, batch, 3);
     model.freeze(freeze);
     const out = o.out ?? join('runs', `${modelName}-${data.name.replace(/[^\w.-]+/g, '_')}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
     const epochs = o.epochs ?? recipe.epochs;

@@ -202,6 +202,9 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
       let seen = 0;
       for await (const b of trainLoader.epoch(epoch, { startBatch })) {
         const lr = learningRate(schedule, iteration);
+        if (!Number.isFinite(lr) || lr < 0) {
+          throw new Error(`train: the learning rate at iteration ${iteration + 1} comes out as ${lr} (lr ${o.lr} with this schedule); give a smaller --lr`);
+        }
         opt.lr = lr;
         const stepStart = performance.now();
         tidy(() => {
