@@ -111,13 +111,7 @@ function check(what: string, v: number | undefined, ok: (n: number) => boolean, 
 
 /** Trains (or fine-tunes) a model as `residual train` does; resolves when the run ends. */
 export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
-  const resolved = o.weights ? await resolveWeights(o.weights, o.model, o.download) : null;
-  const weightsFile = resolved?.path ?? null;
-  const card = resolved?.card ?? null;
-  const modelName = o.model ?? resolved?.model;
-  if (!modelName) throw new Error(`train: a model is required (one of ${modelNames().join(', ')})`);
-  const finetune = weightsFile !== null;
-  const recipe = finetune ? RECIPES.finetune : RECIPES.scratch;
+  // Every number is checked before anything slow (a download, the data, the model).
   const positiveInt = (n: number) => Number.isInteger(n) && n >= 1;
   check('epochs', o.epochs, positiveInt, 'a positive integer');
   check('batch', o.batch, positiveInt, 'a positive integer');
@@ -126,6 +120,13 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   check('momentum', o.momentum, (n) => n >= 0 && n < 1, 'in [0, 1)');
   check('weightDecay', o.weightDecay, (n) => Number.isFinite(n) && n >= 0, 'a number >= 0');
   check('seed', o.seed, (n) => Number.isSafeInteger(n) && n >= 0, 'a non-negative integer');
+  const resolved = o.weights ? await resolveWeights(o.weights, o.model, o.download) : null;
+  const weightsFile = resolved?.path ?? null;
+  const card = resolved?.card ?? null;
+  const modelName = o.model ?? resolved?.model;
+  if (!modelName) throw new Error(`train: a model is required (one of ${modelNames().join(', ')})`);
+  const finetune = weightsFile !== null;
+  const recipe = finetune ? RECIPES.finetune : RECIPES.scratch;
   const freeze = parseFreeze(o.freeze ?? 'none');
   if (!finetune && freeze !== 'none') throw new Error('train: freezing keeps pretrained layers fixed, so it needs pretrained weights (--weights)');
 
