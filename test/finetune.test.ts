@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { initBackend } from '../src/backend/index.js';
 import { loadClassifier } from '../src/infer/classifier.js';
-import { SafetensorsFile, saveStateDictFile } from '../src/io/index.js';
+import { SafetensorsFile, saveStateDictFile, writeSafetensors } from '../src/io/index.js';
 import { CARD_KEY, createModel, loadModel, loadPretrained } from '../src/models/index.js';
 import { BatchNorm2d } from '../src/nn/index.js';
 import { startServer } from '../src/serve/index.js';
@@ -144,6 +144,15 @@ describe('loading weights for another task', () => {
     assert.match(message, /does not fit resnet18/);
     assert.match(message, /look like resnet50/);
     assert.ok(message.length < 800, `the message is a summary, not a key dump (${message.length} characters)`);
+    // The commands that load weights themselves say it the same way.
+    const x = join(dir, 'x.safetensors');
+    writeSafetensors(x, { input: { dtype: 'F32', shape: [1, 3, 32, 32], data: new Float32Array(3 * 32 * 32) } });
+    for (const args of [['infer', '--input', x, '--output', join(dir, 'y.safetensors')], ['export', '--safetensors', join(dir, 'z.safetensors')]]) {
+      const r = residual(args[0]!, '--model', 'resnet18', '--weights', file, ...args.slice(1));
+      assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
+      assert.match(r.stderr, /does not fit resnet18: .*look like resnet50/);
+      assert.ok(r.stderr.length < 800, `${args[0]}: a summary, not a key dump (${r.stderr.length} characters)`);
+    }
   });
 });
 

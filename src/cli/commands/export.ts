@@ -5,7 +5,7 @@ import { loadStateDictFile, saveStateDictFile } from '../../io/index.js';
 import { checkOutputPath } from '../../io/index.js';
 import { exportOnnx } from '../../onnx/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { cardMetadata, getModel, optionsFromWeights, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
+import { cardMetadata, getModel, optionsFromWeights, describeMismatch, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
 import { checkWeightsArgument, isPretrainedSpec } from '../../pretrained/index.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { intOption, parse, shapeOption } from '../args.js';
@@ -97,7 +97,14 @@ export async function run(argv: string[]): Promise<number> {
   if (!weights) manualSeed(seed);
   const model = entry.build(opts, { initWeights: !weights });
   try {
-    if (weights) model.loadStateDict(weights);
+    if (weights) {
+      try {
+        model.loadStateDict(weights);
+      } catch (e) {
+        // A summary naming the model the weights look like, not every key (loadModel says the same).
+        throw new Error(`${values.weights} does not fit ${name}: ${describeMismatch(name, opts, weights, e as Error)}`);
+      }
+    }
     model.eval();
     const source = values.weights ?? `random init, seed ${seed}`;
     // The model card travels with the weights (safetensors metadata, ONNX metadata_props), so the

@@ -2,7 +2,7 @@
 import { initBackend } from '../../backend/index.js';
 import { readSafetensors, loadStateDictFile, writeSafetensors } from '../../io/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { featureNames, getModel, optionsFromWeights, renameHead, resolveWeightsPath } from '../../models/index.js';
+import { featureNames, getModel, optionsFromWeights, describeMismatch, renameHead, resolveWeightsPath } from '../../models/index.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { Tensor, noGrad, tidy } from '../../tensor/index.js';
 import { intOption, parse } from '../args.js';
@@ -72,7 +72,14 @@ export async function run(argv: string[]): Promise<number> {
 
   const model = entry.build(opts, { initWeights: !weights });
   try {
-    if (weights) model.loadStateDict(weights);
+    if (weights) {
+      try {
+        model.loadStateDict(weights);
+      } catch (e) {
+        // A summary naming the model the weights look like, not every key (loadModel says the same).
+        throw new Error(`${values.weights} does not fit ${name}: ${describeMismatch(name, opts, weights, e as Error)}`);
+      }
+    }
     model.eval();
     const perSample = c * h * w;
     const chunks: Float32Array[] = [];
