@@ -49,6 +49,12 @@ describe('trainer', () => {
     assert.equal(history.length, 3);
     assert.ok(history[2].train_loss < history[0].train_loss * 0.85, `loss fell: ${history.map((h) => h.train_loss.toFixed(3))}`);
     assert.ok(history[2].test_acc! > 0.6, `test accuracy ${history[2].test_acc} > 0.6 (chance is 0.1)`);
+    // Where each epoch's time went: every phase measured, none negative, together within the epoch.
+    for (const h of history) {
+      const p = h.phase_s;
+      assert.ok(p.forward > 0 && p.backward > 0 && p.optimizer > 0 && p.data >= 0, JSON.stringify(p));
+      assert.ok(p.data + p.forward + p.backward + p.optimizer <= h.epoch_s + 0.01, `phases ${JSON.stringify(p)} within epoch_s ${h.epoch_s}`);
+    }
   });
 
   it('resuming after epoch 1 reproduces the uninterrupted run exactly', async () => {

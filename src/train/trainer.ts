@@ -72,6 +72,12 @@ export interface EpochMetrics {
   elapsed_s: number;
   epoch_s: number;
   images_per_s: number;
+  /**
+   * Where the epoch's training time went, in seconds: waiting for the loader's next batch, the
+   * forward pass with the loss, the backward pass, and the optimizer step. What is left of epoch_s
+   * is bookkeeping (metrics, progress, checkpoints of an interrupted epoch).
+   */
+  phase_s: { data: number; forward: number; backward: number; optimizer: number };
 }
 
 export interface TrainResult {
@@ -200,7 +206,10 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
     for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
       const epochStart = Date.now();
       let seen = 0;
+      const phases = { data: 0, forward: 0, backward: 0, optimizer: 0 };
+      let waitStart = performance.now();
       for await (const b of trainLoader.epoch(epoch, { startBatch })) {
+        phases.data += performance.now() - waitStart;
         const lr = learningRate(schedule, iteration);
         if (!Number.isFinite(lr) || lr < 0) {
           throw new Error(`train: the learning rate at iteration ${iteration + 1} comes out as ${lr} (lr ${o.lr} with this schedule); give a smaller --lr`);
@@ -211,16 +220,22 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           const logits = model.forward(toInput(b, model));
           const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
           const value = loss.item();
+          const backwardStart = performance.now();
+          phases.forward += backwardStart - stepStart;
           if (!Number.isFinite(value)) {
             throw new Error(`train: the loss is ${value} at epoch ${epoch + 1}, step ${b.index + 1} (iteration ${iteration + 1}, lr ${lr.toPrecision(3)}): ` +
               'training diverged. Lower the learning rate (--lr) or lengthen the warm-up; the last checkpoint before this is intact');
           }
           loss.backward();
+          phases.backward += performance.now() - backwardStart;
           addBatch(tally, logits.toArray(), b.y, logits.shape[1], value);
         });
+        const optimizerStart = performance.now();
         opt.step();
         opt.zeroGrad();
-        o.threads?.record(performance.now() - stepStart);
+        const stepEnd = performance.now();
+        phases.optimizer += stepEnd - optimizerStart;
+        o.threads?.record(stepEnd - stepStart);
         iteration++;
         seen += b.n;
         if (o.onBatch) {
@@ -235,6 +250,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           stopped = 'interrupted';
           break;
         }
+        waitStart = performance.now();
       }
       if (stopped === 'interrupted') break;
       startBatch = 0;
@@ -246,6 +262,10 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         epoch: epoch + 1, iteration, train_loss: t.loss, train_acc: t.acc, train_top5: t.top5,
         test_loss: test?.loss ?? null, test_acc: test?.acc ?? null, test_top5: test?.top5 ?? null,
         lr: opt.lr, elapsed_s: elapsed(), epoch_s: epochSeconds, images_per_s: seen / Math.max(epochSeconds, 1e-9),
+        phase_s: {
+          data: +(phases.data / 1000).toFixed(3), forward: +(phases.forward / 1000).toFixed(3),
+          backward: +(phases.backward / 1000).toFixed(3), optimizer: +(phases.optimizer / 1000).toFixed(3),
+        },
       };
       history.push(m);
       // The checkpoint first: a kill between the two leaves a checkpoint whose line is missing, which
