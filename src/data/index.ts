@@ -15,3 +15,4 @@ export * from './batch.js';
 export { DataLoader, type DataLoaderOptions, type EpochOptions } from './loader.js';
 export * from './labels.js';
 export * from './decode.js';
+export * from './presets.js';

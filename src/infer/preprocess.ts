@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { defaultBackend, initBackend } from '../backend/index.js';
 import { dirname, join } from 'node:path';
 import {
-  CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng,
+  FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng, datasetPreset,
   applyTransforms, decodeImage, type ImageCHW, type ImageSizeInfo, type TransformSpec,
 } from '../data/index.js';
 import { getModel, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
@@ -43,12 +43,10 @@ export function fromRun(weightsFile: string): Preprocessing | null {
   } catch (e) {
     throw new Error(`${state}: not valid JSON (${(e as Error).message}); restore the checkpoint's state.json, or pass the input size explicitly`);
   }
-  switch (run?.data) {
-    case 'fashion-mnist': return { channels: 1, height: 28, width: 28, mean: FASHION_MNIST_MEAN, std: FASHION_MNIST_STD, labels: 'fashion-mnist' };
-    case 'cifar10': return { channels: 3, height: 32, width: 32, mean: CIFAR10_MEAN, std: CIFAR10_STD, labels: 'cifar10' };
-    case 'cifar100': return { channels: 3, height: 32, width: 32, mean: CIFAR100_MEAN, std: CIFAR100_STD, labels: null };
-    default: return null;
-  }
+  const p = run?.data ? datasetPreset(run.data) : null;
+  if (!p) return null;
+  const [channels, height, width] = p.input;
+  return { channels, height, width, mean: p.mean, std: p.std, labels: p.labels };
 }
 
 /**

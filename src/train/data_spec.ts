@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelCard } from '../models/card.js';
 import {
-  CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN,
+  DATASET_PRESETS, DataLoader, IMAGENET_MEAN,
   IMAGENET_STD, ImageFolder, Subset, cifar10, cifar100, fashionMnist, isSyncDataset, randomSplit, type AnyDataset, type Dataset, type TransformSpec,
 } from '../data/index.js';
 
@@ -59,21 +59,22 @@ export async function openData(text: string, opts: { imageSize?: number; skipBad
   switch (kind) {
     case 'fashion-mnist': {
       const train = fashionMnist('train');
+      const p = DATASET_PRESETS['fashion-mnist'];
       return {
         name: 'fashion-mnist', train, test: fashionMnist('test'), classNames: train.classNames, input: sized(train, 'fashion-mnist'),
-        trainTransforms: augmented(28, 2, FASHION_MNIST_MEAN, FASHION_MNIST_STD),
-        testTransforms: [{ type: 'normalize', mean: FASHION_MNIST_MEAN, std: FASHION_MNIST_STD }],
+        trainTransforms: augmented(p.input[1], p.cropPadding, p.mean, p.std),
+        testTransforms: [{ type: 'normalize', mean: p.mean, std: p.std }],
       };
     }
     case 'cifar10':
     case 'cifar100': {
       needDir();
       const load = kind === 'cifar10' ? cifar10 : cifar100;
-      const [mean, std] = kind === 'cifar10' ? [CIFAR10_MEAN, CIFAR10_STD] : [CIFAR100_MEAN, CIFAR100_STD];
+      const p = DATASET_PRESETS[kind];
       const train = load('train', dir);
       return {
         name: kind, train, test: load('test', dir), classNames: train.classNames, input: sized(train, kind),
-        trainTransforms: augmented(32, 4, mean, std), testTransforms: [{ type: 'normalize', mean, std }],
+        trainTransforms: augmented(p.input[1], p.cropPadding, p.mean, p.std), testTransforms: [{ type: 'normalize', mean: p.mean, std: p.std }],
       };
     }
     case 'folder': {
