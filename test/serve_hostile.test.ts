@@ -12,7 +12,7 @@ import { Rng, applyTransforms, decodeImage, SHRINK_ON_LOAD_PIXELS } from '../src
 import { evalTransforms } from '../src/infer/classifier.js';
 import { loadClassifier, type Classifier } from '../src/infer/index.js';
 import { manualSeed } from '../src/nn/index.js';
-import { startServer, type Health, type RunningServer } from '../src/serve/index.js';
+import { startServer, type Health } from '../src/serve/index.js';
 import { blockPng } from './images.js';
 
 /** A width x height PNG of a smooth colour gradient: kilobytes on disk, width*height*3 bytes decoded. */
