@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { initBackend } from '../src/backend/index.js';
 import { Rng, applyTransforms, decodeImage, SHRINK_ON_LOAD_PIXELS } from '../src/data/index.js';
-import { evalTransforms } from '../src/infer/classifier.js';
+import { evalTransforms } from '../src/infer/preprocess.js';
 import { loadClassifier, type Classifier } from '../src/infer/index.js';
 import { manualSeed } from '../src/nn/index.js';
 import { startServer, type Health } from '../src/serve/index.js';

@@ -12,9 +12,6 @@ import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, positiveInt, preprocessImage, type Preprocessing } from './preprocess.js';
 
-// Kept importable from here, where they lived before preprocess.ts.
-export { evalTransforms, fromCard, fromRun, luma, preprocessImage, type Preprocessing } from './preprocess.js';
-
 export interface ClassifierOptions {
   /**
    * A registered model name (`residual models`), or a model already built (it is compiled, not kept
