@@ -36,7 +36,7 @@ struct Shape3 {
   int64_t Size() const { return c * h * w; }
 };
 
-enum class OpKind { Conv, MaxPool, ShortcutA, GlobalAvgPool, Linear };
+enum class OpKind { Conv, MaxPool, AvgPool, ShortcutA, GlobalAvgPool, Linear };
 
 struct OpDesc {
   OpKind kind;
@@ -392,7 +392,9 @@ class Plan {
     });
   }
 
-  // Max or global average pooling on whatever layout its input has (dst `any` follows the src).
+  // Max, average (over the pixels inside the input: PyTorch's count_include_pad=False) or global
+  // average pooling on whatever layout its input has (dst `any` follows the src). Ceil mode arrives
+  // as an output size that needs more right padding than `ph`/`pw`, which oneDNN also excludes.
   void AddPool(Program& p, OpDesc& op, int64_t n, bool global) {
     memory src = Act(p, op.src, op.in, n, op.name + ".src");
     int64_t kh = global ? op.in.h : op.kh, kw = global ? op.in.w : op.kw;
@@ -400,7 +402,8 @@ class Plan {
     int64_t ph = global ? 0 : op.ph, pw = global ? 0 : op.pw;
     int64_t prh = std::max(ph, (op.out.h - 1) * sh + kh - op.in.h - ph);
     int64_t prw = std::max(pw, (op.out.w - 1) * sw + kw - op.in.w - pw);
-    dnnl::pooling_forward::desc d(prop_kind::forward_inference, global ? algorithm::pooling_avg_exclude_padding : algorithm::pooling_max,
+    const bool avg = global || op.kind == OpKind::AvgPool;
+    dnnl::pooling_forward::desc d(prop_kind::forward_inference, avg ? algorithm::pooling_avg_exclude_padding : algorithm::pooling_max,
                                   src.get_desc(), Md(op.out, n, act, tag::any), {sh, sw}, {kh, kw}, {ph, pw}, {prh, prw});
     dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
     Impl(op.name, n, pd.impl_info_str());
@@ -477,7 +480,8 @@ class Plan {
       try {
         switch (op.kind) {
           case OpKind::Conv: AddConv(p, op, n); break;
-          case OpKind::MaxPool: AddPool(p, op, n, false); break;
+          case OpKind::MaxPool:
+          case OpKind::AvgPool: AddPool(p, op, n, false); break;
           case OpKind::GlobalAvgPool: AddPool(p, op, n, true); break;
           case OpKind::Linear: AddLinear(p, op, n); break;
           case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
@@ -628,11 +632,11 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
       Require(!op.sum || op.src != op.dst, op.name + ": a summing conv cannot read its own dst");
       op.weight = Floats(o, "weight", static_cast<size_t>(op.out.c * (op.in.c / op.groups) * op.kh * op.kw));
       op.bias = Floats(o, "bias", static_cast<size_t>(op.out.c));
-    } else if (type == "maxpool") {
-      op.kind = OpKind::MaxPool;
+    } else if (type == "maxpool" || type == "avgpool") {
+      op.kind = type == "maxpool" ? OpKind::MaxPool : OpKind::AvgPool;
       op.kh = Int(o, "kh"); op.kw = Int(o, "kw"); op.sh = Int(o, "sh"); op.sw = Int(o, "sw");
       op.ph = Int(o, "ph"); op.pw = Int(o, "pw");
-      Require(op.in.c == op.out.c && op.sh >= 1 && op.sw >= 1 && op.ph * 2 <= op.kh && op.pw * 2 <= op.kw, op.name + ": bad max pool");
+      Require(op.in.c == op.out.c && op.sh >= 1 && op.sw >= 1 && op.ph * 2 <= op.kh && op.pw * 2 <= op.kw, op.name + ": bad pooling window");
     } else if (type == "shortcutA") {
       op.kind = OpKind::ShortcutA;
       op.sh = op.sw = Int(o, "stride");

@@ -13,7 +13,7 @@ import { initBackend } from '../src/backend/index.js';
 import { loadClassifier } from '../src/infer/classifier.js';
 import { SafetensorsFile, saveStateDictFile, writeSafetensors } from '../src/io/index.js';
 import { CARD_KEY, createModel, loadModel, loadPretrained } from '../src/models/index.js';
-import { BatchNorm2d } from '../src/nn/index.js';
+import { BatchNorm2d, Conv2d } from '../src/nn/index.js';
 import { startServer } from '../src/serve/index.js';
 import { Tensor, crossEntropy, tidy } from '../src/tensor/index.js';
 import { SGD, scaleGroups } from '../src/train/sgd.js';
@@ -50,7 +50,7 @@ describe('freezing layers', () => {
     const before = model.stateDict();
     const opt = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
     tidy(() => crossEntropy(model.forward(randomInput([8, 1, 28, 28], 1)), [0, 1, 2, 3, 4, 5, 6, 7]).backward());
-    assert.equal(model.conv1.weight.grad, null, 'a frozen conv gets no gradient');
+    assert.equal((model.conv1 as Conv2d).weight.grad, null, 'a frozen conv gets no gradient');
     opt.step();
     const after = model.stateDict();
     for (const [k, v] of before) {
@@ -173,7 +173,7 @@ describe('pretrained weights by name in the library', () => {
     const model = await loadPretrained('torchvision:resnet18', { numClasses: 5, resetHead: true, download: { home } });
     assert.equal(model.spec.name, 'resnet18');
     assert.equal(model.numClasses, 5);
-    assert.deepEqual([...model.conv1.weight.toArray()], [...source.conv1.weight.toArray()]);
+    assert.deepEqual([...(model.conv1 as Conv2d).weight.toArray()], [...(source.conv1 as Conv2d).weight.toArray()]);
     model.dispose();
     const classifier = await loadClassifier({ weights: 'torchvision:resnet18', download: { home } });
     assert.equal(classifier.model, 'resnet18');

@@ -167,7 +167,8 @@ export type PlanOp = { name: string; src: number; dst: number; in: number[]; out
     type: 'conv'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
     groups: number; relu: boolean; sum: boolean; weight: Float32Array; bias: Float32Array;
   }
-  | { type: 'maxpool'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number }
+  /** Max pool, or average over the pixels inside the input (PyTorch's count_include_pad=False); ceil mode shows in `out`. */
+  | { type: 'maxpool' | 'avgpool'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number }
   | { type: 'shortcutA'; stride: number }
   | { type: 'gap' }
   | { type: 'linear'; weight: Float32Array; bias: Float32Array });

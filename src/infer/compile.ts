@@ -2,24 +2,22 @@
 // native/inference.cc). Lives in src/infer/ rather than in models/ because it is an execution path,
 // not a model structure: the later inference work (bf16, an async predict, the server) builds on it.
 //
-// The walk below reads the model's modules once and emits a list of plan steps:
-//   conv1+bn1 -> conv with ReLU post-op; max pool;
-//   each block: the shortcut first (projection conv+BN into a new buffer, option A copy, or nothing:
-//   an identity shortcut is the block input's own buffer), then the branch convs with ReLU post-ops,
-//   and the last branch conv writes into the shortcut's buffer with a sum post-op followed by ReLU;
-//   global average pool; the linear head.
-// With `output` the walk stops early: at the pooled features (no head work at all), or at the end
-// of the stem or a stage; the addon hands back whatever the last step wrote, as f32 NCHW. A model
-// whose fc is an Identity ends at the pool too, as its forward does.
-// BatchNorm is folded into each conv in float64 (models/fold.ts, shared with the ONNX exporter), so
-// the plan computes the eval-mode network whatever mode the model is in (running statistics).
-// Buffers are reused once their value is dead: a ResNet needs at most five.
+// The plan is a reader of the model's lowered graph (models/graph.ts, the one description of the
+// network that trace and ONNX export read too). PlanReader fuses nodes into plan ops: a conv takes
+// its BN (folded in float64, models/fold.ts), the ReLU after it, and the residual sum whose branch it
+// ends, as a `sum` post-op onto the buffer that already holds the shortcut (for an identity shortcut,
+// the block input's own buffer). Ops are ordered so every shortcut is computed before the conv that
+// sums onto it, and only the ops the asked output needs are emitted: a plan may stop at the pooled
+// features (no head work at all) or at the end of the stem or a stage; the addon hands back whatever
+// the last op wrote, as f32 NCHW. A model whose fc is an Identity ends at the pool, as its forward does.
+// The plan computes the eval-mode network whatever mode the model is in (running statistics).
+// Buffers are taken back once no read of their value is due: a ResNet needs at most five.
 import { defaultBackend } from '../backend/index.js';
 import { supportsPlans, type PlanHandle, type PlanOp } from '../backend/types.js';
-import { Identity, type BatchNorm2d, type Conv2d, type MaxPool2d } from '../nn/index.js';
-import { ResidualBlock } from '../models/blocks.js';
-import { foldConvBn } from '../models/fold.js';
-import { ResNet, featureNames } from '../models/net.js';
+import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
+import { foldConv, foldConvBn } from '../models/fold.js';
+import { inputsOf, shapeOf, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
+import { ResNet, featureNames, inputChannels } from '../models/net.js';
 import { conv2dParams } from '../tensor/index.js';
 
 export interface CompileOptions {
@@ -81,123 +79,193 @@ export interface CompiledModel {
 
 type Shape3 = [number, number, number];
 
-/** Hands out buffer indices and takes them back when their value is dead. */
+/** Hands out buffer indices and takes them back once no read of the value they hold is due. */
 class Buffers {
   count = 0;
   private free: number[] = [];
+  private pending: number[] = [];
   take(): number {
-    return this.free.pop() ?? this.count++;
+    const b = this.free.pop() ?? this.count++;
+    this.pending[b] = 0;
+    return b;
   }
-  give(b: number): void {
-    this.free.push(b);
+  /** `reads` more reads of the value now held in `b` are due (negative: done). */
+  hold(b: number, reads: number): void {
+    this.pending[b]! += reads;
+  }
+  idle(b: number): boolean {
+    return this.pending[b] === 0;
+  }
+  /** Takes `b` back if no read is due. */
+  recycle(b: number): void {
+    if (this.pending[b] === 0 && !this.free.includes(b)) this.free.push(b);
   }
 }
 
-class PlanBuilder {
+/**
+ * One plan op made of graph nodes: a conv with its BN folded, the ReLU after it and the residual sum
+ * (its shortcut, `sumInto`, is the buffer the conv accumulates into); or a pool, shortcut, GAP or
+ * linear node alone; or a flatten, which only renames its input (no op).
+ */
+interface Step {
+  node: Extract<GraphNode, { op: 'conv' | 'maxpool' | 'avgpool' | 'shortcutA' | 'gap' | 'flatten' | 'linear' }>;
+  reads: ValueId[];
+  sumInto: ValueId | null;
+  relu: boolean;
+  /** The value the step leaves (the ReLU's or the sum's when they are fused in). */
+  result: ValueId;
+}
+
+/** Reads a lowered network (models/graph.ts) into plan ops: fusion, an order, buffers. */
+class PlanReader {
   readonly ops: PlanOp[] = [];
   readonly bufs = new Buffers();
+  private readonly modules: Map<string, Module>;
+  private readonly steps = new Map<ValueId, Step>(); // by result value
+  private readonly bufOf = new Map<ValueId, number>();
+
+  constructor(private readonly g: Graph, model: Module) {
+    this.modules = new Map(model.namedModules());
+  }
 
   fail(path: string, problem: string): never {
     throw new Error(`compileForInference: ${path}: ${problem}`);
   }
 
-  conv(path: string, conv: Conv2d, bn: BatchNorm2d, src: number, x: Shape3, dst: number, post: { relu: boolean; sum: boolean }): Shape3 {
-    const [c, h, w] = x;
-    if (c !== conv.inChannels) this.fail(path, `expects ${conv.inChannels} input channels, gets ${c}`);
-    const p = conv2dParams(conv.options);
-    const [kh, kw] = conv.kernelSize;
-    const oh = Math.floor((h + 2 * p.padding[0] - p.dilation[0] * (kh - 1) - 1) / p.stride[0]) + 1;
-    const ow = Math.floor((w + 2 * p.padding[1] - p.dilation[1] * (kw - 1) - 1) / p.stride[1]) + 1;
-    if (oh < 1 || ow < 1) this.fail(path, `input ${x.join('x')} is too small for this ${kh}x${kw} stride ${p.stride[0]} convolution`);
-    const { weight, bias } = foldConvBn(conv, bn);
-    const out: Shape3 = [conv.outChannels, oh, ow];
-    this.ops.push({
-      type: 'conv', name: path, src, dst, in: x, out, kh, kw, sh: p.stride[0], sw: p.stride[1], ph: p.padding[0], pw: p.padding[1],
-      dh: p.dilation[0], dw: p.dilation[1], groups: p.groups, relu: post.relu, sum: post.sum, weight, bias,
-    });
-    return out;
+  private shape3(v: ValueId): Shape3 {
+    const s = shapeOf(this.g, v);
+    return s.length === 3 ? [s[0]!, s[1]!, s[2]!] : [s[0]!, 1, 1];
   }
 
-  maxPool(path: string, m: MaxPool2d, src: number, x: Shape3, dst: number): Shape3 {
-    const { kernelSize: k, stride: s, padding: p, ceilMode } = m;
-    const size = (n: number) => {
-      let o = (ceilMode ? Math.ceil : Math.floor)((n + 2 * p - k) / s) + 1;
-      if (ceilMode && (o - 1) * s >= n + p) o--; // PyTorch: the last window starts inside the input or left padding
-      return o;
-    };
-    const out: Shape3 = [x[0], size(x[1]), size(x[2])];
-    if (out[1] < 1 || out[2] < 1) this.fail(path, `input ${x.join('x')} is too small for a ${k}x${k} stride ${s} max pool`);
-    this.ops.push({ type: 'maxpool', name: path, src, dst, in: x, out, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p });
-    return out;
+  private module<M extends Module>(path: string, type: new (...a: never[]) => M): M {
+    const m = this.modules.get(path);
+    if (!(m instanceof type)) this.fail(path, `expected a ${type.name} at this path, found ${m ? `a ${m.constructor.name}` : 'nothing'}`);
+    return m;
   }
 
-  block(path: string, b: ResidualBlock, src: number, x: Shape3): { buf: number; shape: Shape3 } {
-    const { shortcut, outChannels, stride } = b.spec;
-    // The buffer the last branch conv writes: it holds the shortcut when there is one.
-    let dst: number;
-    if (shortcut === 'identity') {
-      dst = src; // the block input is read by conv1 before the last conv overwrites it with the sum
-    } else if (shortcut === 'projection') {
-      const ds = b.downsample;
-      const conv = ds?.at(0) as Conv2d | undefined, bn = ds?.at(1) as BatchNorm2d | undefined;
-      if (!ds || ds.length !== 2 || !conv || !bn) this.fail(`${path}.downsample`, 'expected a projection shortcut (conv, BN)');
-      dst = this.bufs.take();
-      this.conv(`${path}.downsample`, conv, bn, src, x, dst, { relu: false, sum: false });
-    } else if (shortcut === 'optionA') {
-      dst = this.bufs.take();
-      const out: Shape3 = [outChannels, Math.ceil(x[1] / stride), Math.ceil(x[2] / stride)];
-      this.ops.push({ type: 'shortcutA', name: `${path}.shortcut`, src, dst, in: x, out, stride });
-    } else {
-      dst = this.bufs.take();
-    }
-    let cur = src, shape = x;
-    const last = b.convs.length - 1;
-    b.convs.forEach((conv, i) => {
-      const isLast = i === last;
-      const out = isLast ? dst : this.bufs.take();
-      shape = this.conv(`${path}.conv${i + 1}`, conv, b.norms[i]!, cur, shape, out, { relu: true, sum: isLast && shortcut !== 'none' });
-      if (cur !== src) this.bufs.give(cur);
-      cur = out;
-    });
-    if (dst !== src) this.bufs.give(src);
-    return { buf: dst, shape };
-  }
-
-  /** The ops up to `output`, and the per-sample shape the last one writes. */
-  net(m: ResNet, input: Shape3, output: CompileOutput): { ops: PlanOp[]; shape: Shape3 } {
-    const inBuf = this.bufs.take();
-    let buf = this.bufs.take();
-    let shape = this.conv('conv1', m.conv1, m.bn1, inBuf, input, buf, { relu: true, sum: false });
-    this.bufs.give(inBuf);
-    if (m.maxpool) {
-      const next = this.bufs.take();
-      shape = this.maxPool('maxpool', m.maxpool, buf, shape, next);
-      this.bufs.give(buf);
-      buf = next;
-    }
-    if (output === 'stem') return { ops: this.ops, shape };
-    for (const [i, stage] of m.stages.entries()) {
-      for (let j = 0; j < stage.length; j++) {
-        const b = stage.at(j);
-        const path = `layer${i + 1}.${j}`;
-        if (!(b instanceof ResidualBlock)) {
-          this.fail(path, `a ${b.constructor.name} cannot be compiled (ResNeXt forms (a)/(b) are not supported; ` +
-            'convert their weights to form (c), the grouped bottleneck, with convertResNeXtBlockState)');
-        }
-        ({ buf, shape } = this.block(path, b, buf, shape));
+  /** Groups the nodes into steps: a conv takes the ReLU and the sum that are its only readers. */
+  private fuse(): void {
+    const readers: number[][] = Array.from({ length: this.g.nodes.length + 1 }, () => []);
+    this.g.nodes.forEach((n, i) => inputsOf(n).forEach((v) => readers[v]!.push(i)));
+    const only = (v: ValueId): GraphNode | null => (readers[v]!.length === 1 ? this.g.nodes[readers[v]![0]!]! : null);
+    const absorbed = new Set<GraphNode>();
+    this.g.nodes.forEach((n, i) => {
+      const v = i + 1;
+      if (absorbed.has(n)) return;
+      if (n.op === 'relu' || n.op === 'add') {
+        this.fail(n.path, `a ${n.op === 'relu' ? 'ReLU' : 'sum'} that does not follow a convolution cannot be compiled`);
       }
-      if (output === `layer${i + 1}`) return { ops: this.ops, shape };
+      if (n.op === 'batchnorm' || n.op === 'concat') {
+        this.fail(n.path, `${n.op === 'concat' ? 'a concatenation' : 'a BatchNorm that does not follow a convolution'} cannot be compiled ` +
+          '(ResNeXt forms (a)/(b): convert their weights to form (c), the grouped bottleneck, with convertResNeXtBlockState)');
+      }
+      const step: Step = { node: n, reads: inputsOf(n), sumInto: null, relu: false, result: v };
+      if (n.op === 'conv') {
+        let next = only(v);
+        if (next?.op === 'add' && next.src === v) {
+          step.sumInto = next.other;
+          step.reads = [n.src, next.other];
+          absorbed.add(next);
+          step.result = this.g.nodes.indexOf(next) + 1;
+          next = only(step.result);
+        }
+        if (next?.op === 'relu') {
+          step.relu = true;
+          absorbed.add(next);
+          step.result = this.g.nodes.indexOf(next) + 1;
+        }
+      }
+      this.steps.set(step.result, step);
+    });
+  }
+
+  /** The ops that compute `output`, each after what it reads (a sum's shortcut before its conv). */
+  read(output: ValueId): { ops: PlanOp[]; shape: Shape3 } {
+    this.fuse();
+    const order: Step[] = [];
+    const seen = new Set<Step>();
+    const visit = (v: ValueId): void => {
+      if (v === 0) return;
+      const s = this.steps.get(v);
+      if (!s) this.fail(this.g.nodes[v - 1]!.path, 'its value is read past a fused ReLU or sum');
+      if (seen.has(s)) return;
+      seen.add(s);
+      s.reads.forEach(visit);
+      order.push(s);
+    };
+    visit(output);
+    const pending = new Map<ValueId, number>();
+    for (const s of order) for (const v of s.reads) pending.set(v, (pending.get(v) ?? 0) + 1);
+    const inBuf = this.bufs.take();
+    this.bufOf.set(0, inBuf);
+    this.bufs.hold(inBuf, pending.get(0) ?? 0);
+    for (const s of order) {
+      const read = s.reads.map((v) => this.bufOf.get(v)!);
+      for (const b of read) this.bufs.hold(b, -1);
+      let dst: number;
+      if (s.node.op === 'flatten') {
+        dst = read[0]!; // the same bytes: [C, 1, 1] is [C]
+      } else if (s.sumInto !== null) {
+        dst = this.bufOf.get(s.sumInto)!;
+        if (!this.bufs.idle(dst)) this.fail(s.node.path, 'the shortcut it sums onto is read again later, so the sum cannot overwrite it');
+      } else {
+        dst = this.bufs.take();
+      }
+      this.bufOf.set(s.result, dst);
+      this.emit(s, dst);
+      this.bufs.hold(dst, (pending.get(s.result) ?? 0) + (s.result === output ? 1 : 0)); // the plan's output stays
+      for (const b of [...read, dst]) this.bufs.recycle(b);
     }
-    const pooled = this.bufs.take();
-    this.ops.push({ type: 'gap', name: 'avgpool', src: buf, dst: pooled, in: shape, out: [shape[0], 1, 1] });
-    this.bufs.give(buf);
-    const fc = m.head;
-    if (output === 'pool' || fc instanceof Identity) return { ops: this.ops, shape: [shape[0], 1, 1] };
-    if (fc.inFeatures !== shape[0]) this.fail('fc', `takes ${fc.inFeatures} features, the trunk gives ${shape[0]}`);
-    const logits = this.bufs.take();
-    const bias = fc.bias ? fc.bias.toArray() : new Float32Array(fc.outFeatures);
-    this.ops.push({ type: 'linear', name: 'fc', src: pooled, dst: logits, in: [shape[0], 1, 1], out: [fc.outFeatures, 1, 1], weight: fc.weight.toArray(), bias });
-    return { ops: this.ops, shape: [fc.outFeatures, 1, 1] };
+    return { ops: this.ops, shape: this.shape3(output) };
+  }
+
+  private emit(s: Step, dst: number): void {
+    const n = s.node;
+    if (n.op === 'flatten') return;
+    const src = this.bufOf.get(n.src)!;
+    const base = { name: n.path, src, dst, in: this.shape3(n.src), out: this.shape3(s.result) };
+    switch (n.op) {
+      case 'conv': {
+        const conv = this.module(n.path, Conv2d);
+        const c = n.conv;
+        const want = [c.outChannels, c.inChannels / c.groups, c.kernel, c.kernel];
+        if (conv.weight.shape.join() !== want.join()) this.fail(n.path, `weight [${conv.weight.shape.join(', ')}] is not the [${want.join(', ')}] the network's spec has`);
+        const folded = n.bn ? foldConvBn(conv, this.module(n.bn, BatchNorm2d)) : foldConv(conv, null);
+        const p = conv2dParams(conv.options);
+        this.ops.push({
+          type: 'conv', ...base, kh: c.kernel, kw: c.kernel, sh: p.stride[0], sw: p.stride[1], ph: p.padding[0], pw: p.padding[1],
+          dh: p.dilation[0], dw: p.dilation[1], groups: p.groups, relu: s.relu, sum: s.sumInto !== null,
+          weight: folded.weight, bias: folded.bias ?? new Float32Array(c.outChannels),
+        });
+        return;
+      }
+      case 'maxpool':
+      case 'avgpool': {
+        const { kernel: k, stride: st, padding: pad, countIncludePad = true } = n.pool;
+        if (n.op === 'avgpool' && countIncludePad && (pad > 0 || n.pool.ceilMode)) {
+          this.fail(n.path, 'an average pool that counts padding cannot be compiled (the plan averages over the pixels inside the input)');
+        }
+        this.ops.push({ type: n.op, ...base, kh: k, kw: k, sh: st, sw: st, ph: pad, pw: pad });
+        return;
+      }
+      case 'shortcutA': this.ops.push({ type: 'shortcutA', ...base, stride: n.stride }); return;
+      case 'gap': this.ops.push({ type: 'gap', ...base }); return;
+      case 'linear': {
+        const fc = this.module(n.path, Linear);
+        const bias = fc.bias ? fc.bias.toArray() : new Float32Array(fc.outFeatures);
+        this.ops.push({ type: 'linear', ...base, weight: fc.weight.toArray(), bias });
+        return;
+      }
+    }
+  }
+}
+
+/** The model's graph at the compiled input shape, its errors named as compileForInference's. */
+function lowerForPlan(model: ResNet, input: Shape3): Graph {
+  try {
+    return model.lower(input);
+  } catch (e) {
+    throw new Error(`compileForInference: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -208,7 +276,7 @@ function checkOptions(
   if (!Array.isArray(input) || input.length !== 3 || input.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new Error(`compileForInference: input must be [C, H, W] of positive integers, got ${JSON.stringify(input)}`);
   }
-  const inC = model.spec.stem.conv.inChannels;
+  const inC = inputChannels(model.spec);
   if (input[0] !== inC) throw new Error(`compileForInference: ${model.spec.name} takes ${inC}-channel input, got [${input.join(', ')}]`);
   const maxBatch = opts.maxBatch ?? 1;
   if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new Error(`compileForInference: maxBatch must be a positive integer, got ${maxBatch}`);
@@ -244,9 +312,10 @@ export function compileForInference(model: ResNet, opts: CompileOptions): Compil
   }
   const nb = backend;
   const { input, maxBatch, dtype, winograd, output: asked } = checkOptions(model, opts);
-  const b = new PlanBuilder();
-  const { ops, shape } = b.net(model, input, asked);
   const output: CompileOutput = asked === 'logits' && model.head instanceof Identity ? 'pool' : asked;
+  const graph = lowerForPlan(model, input);
+  const b = new PlanReader(graph, model);
+  const { ops, shape } = b.read(graph.features[output]!);
   const outputShape = shape[1] === 1 && shape[2] === 1 && (output === 'pool' || output === 'logits') ? [shape[0]] : [...shape];
   const handle: PlanHandle = nb.planCreate({ input, dtype, winograd, maxBatch, buffers: b.bufs.count, inputBuffer: 0, ops });
   const info = nb.planInfo(handle);

@@ -14,7 +14,7 @@ import {
   FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Rng, datasetPreset,
   applyTransforms, decodeImage, type ImageCHW, type ImageSizeInfo, type TransformSpec,
 } from '../data/index.js';
-import { getModel, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
+import { getModel, inputChannels, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
 
 export interface Preprocessing {
@@ -111,7 +111,7 @@ export async function loadWithPreprocessing(caller: string, o: ModelSource): Pro
     if (o.weights) throw new Error(`${caller}: \`weights\` goes with a model name; a built model already has its weights`);
     // Default input: the registry's size for this architecture, with the model's own channels.
     const size = o.model.spec.stem.maxPool ? [224, 224] : [32, 32];
-    return { model: o.model, ownsModel: false, name: o.model.spec.name, pre: standardPreprocessing(o.input ?? [o.model.spec.stem.conv.inChannels, ...size]) };
+    return { model: o.model, ownsModel: false, name: o.model.spec.name, pre: standardPreprocessing(o.input ?? [inputChannels(o.model.spec), ...size]) };
   }
   const resolved = o.weights ? await resolveWeights(o.weights, o.model, o.download) : null;
   const weightsFile = resolved?.path ?? null;

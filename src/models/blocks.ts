@@ -1,21 +1,30 @@
-// The two residual blocks every model here is made of, each with a trace function next to it that
-// walks the same layers on shapes only (see trace.ts). Blocks are built from a plain BlockSpec, so
-// the walk needs no tensors; tests check that the walk and the modules agree key for key.
+// The two residual blocks every model here is made of, with their lowering next to them (graph.ts:
+// the one description of the block's layers that trace, plan and ONNX export read). Blocks are built
+// from a plain BlockSpec, so the lowering needs no tensors; tests check that it and the modules agree
+// key for key.
 //
 // Registration order mirrors torchvision (conv1, bn1, relu, conv2, bn2, [conv3, bn3,] downsample),
 // which makes the state-dict key order identical to PyTorch's.
-import { BatchNorm2d, Conv2d, Module, ReLU, Sequential } from '../nn/index.js';
+import { AvgPool2d, BatchNorm2d, Conv2d, Identity, Module, ReLU, Sequential } from '../nn/index.js';
 import { Tensor, add, shortcutA } from '../tensor/index.js';
-import { Tracer, convOptions, type ConvSpec, type Shape4 } from './trace.js';
+import { GraphBuilder, childPath, convOptions, type ConvSpec, type Graph, type PoolSpec, type ValueId } from './graph.js';
 
 /**
  * How a block's input reaches its sum:
  * - identity: added as is (shapes must match);
  * - projection: a strided 1x1 conv + BN, `downsample.0/1` (torchvision, paper option B);
+ * - avgProjection: ResNet-D's (He et al. 2019, "Bag of Tricks"; timm's avg_down): a 2x2 average
+ *   pool carries the stride (ceil mode, padding not counted; an Identity at stride 1), then a 1x1
+ *   conv + BN at stride 1, `downsample.1/2`: no input pixel is skipped;
  * - optionA: subsampled and zero-padded to the new channel count (the paper's CIFAR nets);
  * - none: no shortcut and no sum at all (the paper's plain nets).
  */
-export type ShortcutKind = 'identity' | 'projection' | 'optionA' | 'none';
+export type ShortcutKind = 'identity' | 'projection' | 'avgProjection' | 'optionA' | 'none';
+
+/** ResNet-D's shortcut pool: 2x2, ceil mode, the average over the pixels inside the input. */
+export function avgDownPool(stride: number): PoolSpec {
+  return { kernel: 2, stride, padding: 0, ceilMode: true, countIncludePad: false };
+}
 
 export interface BlockSpec {
   kind: 'basic' | 'bottleneck';
@@ -87,7 +96,19 @@ export class ResidualBlock extends Module {
     if (spec.shortcut === 'projection') {
       this.downsample = this.registerModule('downsample',
         new Sequential(makeConv(conv1x1(spec.inChannels, spec.outChannels, spec.stride)), new BatchNorm2d(spec.outChannels)));
+    } else if (spec.shortcut === 'avgProjection') {
+      const p = avgDownPool(spec.stride);
+      const pool = spec.stride > 1 ? new AvgPool2d(p.kernel, p.stride, p.padding, p.ceilMode, p.countIncludePad) : new Identity();
+      this.downsample = this.registerModule('downsample',
+        new Sequential(pool, makeConv(conv1x1(spec.inChannels, spec.outChannels)), new BatchNorm2d(spec.outChannels)));
     }
+  }
+
+  /** This block alone as a graph (paths without a prefix: "conv1", "downsample.0"...). */
+  lower(input: readonly number[]): Graph {
+    const g = new GraphBuilder(this.constructor.name, input);
+    lowerBlock(g, '', this.spec, 0);
+    return g.finish();
   }
 
   /** The BN whose scale zero_init_residual zeroes: the last one of the branch. */
@@ -104,7 +125,7 @@ export class ResidualBlock extends Module {
     }
     const { shortcut, outChannels, stride } = this.spec;
     if (shortcut === 'identity') y = add(y, x);
-    else if (shortcut === 'projection') y = add(y, this.downsample!.forward(x));
+    else if (shortcut === 'projection' || shortcut === 'avgProjection') y = add(y, this.downsample!.forward(x));
     else if (shortcut === 'optionA') y = add(y, shortcutA(x, outChannels, stride));
     return this.relu.forward(y);
   }
@@ -131,23 +152,30 @@ export function makeBlock(spec: BlockSpec): ResidualBlock {
   return spec.kind === 'basic' ? new BasicBlock(spec) : new Bottleneck(spec);
 }
 
-/** Walks ResidualBlock's layers in its forward order. */
-export function traceBlock(t: Tracer, prefix: string, b: BlockSpec, x: Shape4): number[] {
+/** Lowers ResidualBlock's layers in its forward order (and state-dict order); returns the block's output. */
+export function lowerBlock(g: GraphBuilder, prefix: string, b: BlockSpec, x: ValueId): ValueId {
   checkSpec(b);
-  t.container(prefix, b.kind === 'basic' ? 'BasicBlock' : 'Bottleneck');
+  const at = (name: string) => childPath(prefix, name);
+  if (prefix) g.container(prefix, b.kind === 'basic' ? 'BasicBlock' : 'Bottleneck');
   const convs = branchConvs(b);
-  let y: number[] = [...x];
+  let y = x;
   convs.forEach((c, i) => {
-    y = t.conv(`${prefix}.conv${i + 1}`, c, y);
-    y = t.batchNorm(`${prefix}.bn${i + 1}`, y);
-    if (i < convs.length - 1) y = t.relu(`${prefix}.relu`, y);
+    y = g.conv(at(`conv${i + 1}`), c, y, at(`bn${i + 1}`));
+    if (i < convs.length - 1) y = g.relu(at('relu'), y);
   });
-  if (b.shortcut === 'projection') {
-    t.container(`${prefix}.downsample`, 'Sequential');
-    const s = t.conv(`${prefix}.downsample.0`, conv1x1(b.inChannels, b.outChannels, b.stride), x);
-    t.batchNorm(`${prefix}.downsample.1`, s);
+  let s: ValueId | null = null;
+  if (b.shortcut === 'identity') {
+    s = x;
+  } else if (b.shortcut === 'projection') {
+    g.container(at('downsample'), 'Sequential');
+    s = g.conv(at('downsample.0'), conv1x1(b.inChannels, b.outChannels, b.stride), x, at('downsample.1'));
+  } else if (b.shortcut === 'avgProjection') {
+    g.container(at('downsample'), 'Sequential');
+    const pooled = b.stride > 1 ? g.pool('avgpool', at('downsample.0'), avgDownPool(b.stride), x) : x;
+    s = g.conv(at('downsample.1'), conv1x1(b.inChannels, b.outChannels), pooled, at('downsample.2'));
   } else if (b.shortcut === 'optionA') {
-    t.shortcutA(`${prefix}.shortcut`, b.outChannels, b.stride, x);
+    s = g.shortcutA(at('shortcut'), x, b.outChannels, b.stride);
   }
-  return t.relu(`${prefix}.relu`, y);
+  if (s !== null) y = g.add(at('add'), y, s);
+  return g.relu(at('relu'), y);
 }

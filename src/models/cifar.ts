@@ -40,7 +40,7 @@ function positiveInt(builder: string, name: string, v: number): number {
 }
 
 function stem(inChannels: number, width: number): NetSpec['stem'] {
-  return { conv: { inChannels, outChannels: width, kernel: 3, stride: 1, padding: 1, dilation: 1, groups: 1 }, maxPool: null };
+  return { convs: [{ inChannels, outChannels: width, kernel: 3, stride: 1, padding: 1, dilation: 1, groups: 1 }], maxPool: null };
 }
 
 /**

@@ -1,4 +1,5 @@
 export * from './trace.js';
+export * from './graph.js';
 export * from './blocks.js';
 export * from './net.js';
 export * from './resnet.js';

@@ -1,15 +1,22 @@
 // The trunk every model here shares: a stem (conv1, bn1, relu, optional maxpool), stages of
 // residual blocks named layer1..layerN, global average pooling and a linear head `fc`. The
-// ImageNet family (resnet.ts) and the CIFAR family (cifar.ts) differ only in the NetSpec they build.
+// ImageNet family (resnet.ts), ResNet-D (resnet_d.ts) and the CIFAR family (cifar.ts) differ only in
+// the NetSpec they build. lowerNet is the network's one structural description (graph.ts).
 import { BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
 import { Tensor, flatten, isGradEnabled, tidy } from '../tensor/index.js';
-import { ResidualBlock, makeBlock, makeConv, traceBlock, type BlockSpec } from './blocks.js';
-import { Tracer, type ConvSpec, type PoolSpec, type TraceResult } from './trace.js';
+import { ResidualBlock, lowerBlock, makeBlock, makeConv, type BlockSpec } from './blocks.js';
+import { GraphBuilder, type ConvSpec, type Graph, type PoolSpec, type ValueId } from './graph.js';
+import { traceGraph, type TraceResult } from './trace.js';
 
 export interface NetSpec {
   /** The builder's name, e.g. "resnet50"; informative only. */
   name: string;
-  stem: { conv: ConvSpec; maxPool: PoolSpec | null };
+  /**
+   * `convs`: one conv (torchvision's 7x7, the CIFAR 3x3) is `conv1`; several (ResNet-D's deep stem,
+   * 3x3 32-32-64) make `conv1` a Sequential of conv, BN, ReLU, ..., conv (keys conv1.0/1/3/4/6).
+   * The last one is followed by bn1 and relu, then the max pool if any.
+   */
+  stem: { convs: ConvSpec[]; maxPool: PoolSpec | null };
   /** stages[i] is layer{i+1}; each holds its blocks in order. */
   stages: BlockSpec[][];
   numClasses: number;
@@ -42,13 +49,19 @@ export function parseFreeze(text: string, stageCount?: number): FreezeSpec {
   throw new Error(`--freeze must be none, trunk or stages:N (the stem and the first N stages), got "${text}"`);
 }
 
+/** The channels a network takes: its first conv's input. */
+export function inputChannels(spec: NetSpec): number {
+  return spec.stem.convs[0]!.inChannels;
+}
+
 export function headFeatures(spec: NetSpec): number {
   const last = spec.stages[spec.stages.length - 1];
   return last[last.length - 1].outChannels;
 }
 
 export class ResNet extends Module {
-  readonly conv1: Conv2d;
+  /** A Conv2d, or a Sequential for a deep stem (see NetSpec.stem). */
+  readonly conv1: Conv2d | Sequential;
   readonly bn1: BatchNorm2d;
   readonly relu: ReLU;
   readonly maxpool: MaxPool2d | null;
@@ -66,8 +79,11 @@ export class ResNet extends Module {
   constructor(readonly spec: NetSpec, { initWeights = true }: { initWeights?: boolean } = {}) {
     super();
     const { stem } = spec;
-    this.conv1 = this.registerModule('conv1', makeConv(stem.conv));
-    this.bn1 = this.registerModule('bn1', new BatchNorm2d(stem.conv.outChannels));
+    if (stem.convs.length === 0) throw new Error(`${spec.name}: the stem needs at least one conv`);
+    const last = stem.convs[stem.convs.length - 1]!;
+    this.conv1 = this.registerModule('conv1', stem.convs.length === 1 ? makeConv(last)
+      : new Sequential(...stem.convs.flatMap((c, i) => (i < stem.convs.length - 1 ? [makeConv(c), new BatchNorm2d(c.outChannels), new ReLU()] : [makeConv(c)]))));
+    this.bn1 = this.registerModule('bn1', new BatchNorm2d(last.outChannels));
     this.relu = this.registerModule('relu', new ReLU());
     this.maxpool = stem.maxPool
       ? this.registerModule('maxpool', new MaxPool2d(stem.maxPool.kernel, stem.maxPool.stride, stem.maxPool.padding))
@@ -139,6 +155,11 @@ export class ResNet extends Module {
     return head;
   }
 
+  /** The network as it is now (its head a Linear of any width, or an Identity) as a graph (lowerNet). */
+  lower(input: readonly number[]): Graph {
+    return lowerNet(this.spec, input, this.headModule instanceof Linear ? { outFeatures: this.headModule.outFeatures } : null);
+  }
+
   /**
    * Freezes part of the network for fine-tuning (see FreezeSpec; no argument: all of it): frozen
    * layers take no gradient, skip their backward pass and keep BatchNorm in eval mode. Everything
@@ -182,8 +203,9 @@ export class ResNet extends Module {
       throw new Error(`forwardFeatures: unknown feature ${unknown.map((n) => `"${n}"`).join(', ') || '(none asked)'}; ` +
         `this model has ${known.join(', ')}`);
     }
-    if (x.shape.length !== 4 || x.shape[1] !== this.spec.stem.conv.inChannels) {
-      throw new Error(`${this.spec.name}: input must be [N, ${this.spec.stem.conv.inChannels}, H, W], got [${x.shape.join(',')}]`);
+    const c = inputChannels(this.spec);
+    if (x.shape.length !== 4 || x.shape[1] !== c) {
+      throw new Error(`${this.spec.name}: input must be [N, ${c}, H, W], got [${x.shape.join(',')}]`);
     }
     const wanted = new Set(names);
     const lastIndex = Math.max(...names.map((n) => known.indexOf(n)));
@@ -214,20 +236,40 @@ export class ResNet extends Module {
   }
 }
 
+/** What ends the network: the Linear's outputs, or null for an Identity (the pooled features). */
+export type HeadShape = { outFeatures: number } | null;
+
+/**
+ * The network as a graph at per-sample input [C, H, W]: the stem, the stages, the pool (flattened)
+ * and the head, with the features "stem", "layer1".."layerN", "pool" and "logits" marked.
+ */
+export function lowerNet(spec: NetSpec, input: readonly number[], head: HeadShape = { outFeatures: spec.numClasses }): Graph {
+  const g = new GraphBuilder(spec.name, input);
+  const { convs, maxPool } = spec.stem;
+  let y: ValueId = 0;
+  if (convs.length > 1) g.container('conv1', 'Sequential');
+  convs.forEach((c, i) => {
+    const last = i === convs.length - 1;
+    // A deep stem's layers sit at conv1.{3i, 3i+1, 3i+2}: conv, BN, ReLU; the last conv's BN is bn1.
+    y = g.conv(convs.length === 1 ? 'conv1' : `conv1.${3 * i}`, c, y, last ? 'bn1' : `conv1.${3 * i + 1}`);
+    y = g.relu(last ? 'relu' : `conv1.${3 * i + 2}`, y);
+  });
+  if (maxPool) y = g.pool('maxpool', 'maxpool', maxPool, y);
+  g.mark('stem', y);
+  spec.stages.forEach((blocks, i) => {
+    g.container(`layer${i + 1}`, 'Sequential');
+    blocks.forEach((b, j) => { y = lowerBlock(g, `layer${i + 1}.${j}`, b, y); });
+    g.mark(`layer${i + 1}`, y);
+  });
+  y = g.flatten('flatten', g.gap('avgpool', y));
+  g.mark('pool', y);
+  if (head) y = g.linear('fc', y, headFeatures(spec), head.outFeatures);
+  g.mark('logits', y);
+  return g.finish(y);
+}
+
 /** The layer-by-layer walk of a NetSpec at an input shape [C, H, W] (batch 1) or [N, C, H, W]. */
 export function traceNet(spec: NetSpec, input: readonly number[]): TraceResult {
-  const x = input.length === 3 ? [1, ...input] : [...input];
-  if (x.length !== 4) throw new Error(`${spec.name}: input shape must be [C, H, W], got [${input.join(',')}]`);
-  const t = new Tracer();
-  let y = t.conv('conv1', spec.stem.conv, x);
-  y = t.batchNorm('bn1', y);
-  y = t.relu('relu', y);
-  if (spec.stem.maxPool) y = t.maxPool('maxpool', spec.stem.maxPool, y);
-  spec.stages.forEach((blocks, i) => {
-    t.container(`layer${i + 1}`, 'Sequential');
-    blocks.forEach((b, j) => { y = traceBlock(t, `layer${i + 1}.${j}`, b, y); });
-  });
-  y = t.globalAvgPool('avgpool', y);
-  y = t.linear('fc', y[1], spec.numClasses, [y[0], y[1]]);
-  return t.result(x, y);
+  if (input.length !== 3 && input.length !== 4) throw new Error(`${spec.name}: input shape must be [C, H, W], got [${input.join(',')}]`);
+  return traceGraph(lowerNet(spec, input.slice(-3)), input.length === 4 ? input[0] : 1);
 }

@@ -1,6 +1,6 @@
 // Every model by name, with its default input and, from the analytic walk, its parameters and MACs.
 import { cifarSpecs, type CifarResNetOptions } from './cifar.js';
-import { ResNet, traceNet, type NetSpec } from './net.js';
+import { ResNet, inputChannels, traceNet, type NetSpec } from './net.js';
 import { imagenetSpecs, type ResNetOptions } from './resnet.js';
 import type { TraceResult } from './trace.js';
 
@@ -100,7 +100,7 @@ export function createModel(name: string, opts?: ModelOptions, build?: BuildOpti
 export function traceModel(name: string, input?: readonly number[], opts?: ModelOptions): TraceResult {
   const e = getModel(name);
   const spec = e.spec(opts);
-  const shape = input ?? [spec.stem.conv.inChannels, e.defaultInput[1], e.defaultInput[2]];
+  const shape = input ?? [inputChannels(spec), e.defaultInput[1], e.defaultInput[2]];
   return traceNet(spec, shape);
 }
 

@@ -86,7 +86,7 @@ export function resnetSpec(name: string, kind: BlockKind, layers: readonly numbe
   return {
     name,
     stem: {
-      conv: { inChannels, outChannels: 64, kernel: 7, stride: 2, padding: 3, dilation: 1, groups: 1 },
+      convs: [{ inChannels, outChannels: 64, kernel: 7, stride: 2, padding: 3, dilation: 1, groups: 1 }],
       maxPool: { kernel: 3, stride: 2, padding: 1 },
     },
     stages,

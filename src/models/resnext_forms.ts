@@ -20,6 +20,7 @@
 import { BatchNorm2d, Conv2d, Module, ReLU, Sequential, type StateDict, type StateEntry } from '../nn/index.js';
 import { Tensor, add, concatChannels } from '../tensor/index.js';
 import { BasicBlock, Bottleneck, conv1x1, conv3x3, makeConv, shortcutFor, type BlockSpec } from './blocks.js';
+import { GraphBuilder, type Graph, type ValueId } from './graph.js';
 
 export type ResNeXtForm = 'a' | 'b' | 'c';
 
@@ -110,6 +111,23 @@ class PathsBlock extends Module {
       this.downsample = this.registerModule('downsample',
         new Sequential(makeConv(conv1x1(inChannels, outChannels, stride)), new BatchNorm2d(outChannels)));
     }
+  }
+
+  /** The block as a graph: the paths side by side, their sum (a) or concatenation (b), bn3, the shortcut. */
+  lower(input: readonly number[]): Graph {
+    const { inChannels, outChannels, cardinality, pathWidth, stride } = this.config;
+    const g = new GraphBuilder(`ResNeXt block form (${this.form})`, input);
+    const outs = this.paths.map((_, i): ValueId => {
+      const p = `paths.${i}`;
+      let y = g.relu(`${p}.relu`, g.conv(`${p}.conv1`, conv1x1(inChannels, pathWidth), 0, `${p}.bn1`));
+      y = g.relu(`${p}.relu`, g.conv(`${p}.conv2`, conv3x3(pathWidth, pathWidth, stride), y, `${p}.bn2`));
+      return this.form === 'a' ? g.conv(`${p}.conv3`, conv1x1(pathWidth, outChannels), y, null) : y;
+    });
+    const z = this.form === 'a'
+      ? g.batchNorm('bn3', outs.reduce((acc, v, i) => g.add(`sum${i}`, acc, v)))
+      : g.conv('conv3', conv1x1(cardinality * pathWidth, outChannels), g.concat('concat', outs), 'bn3');
+    const shortcut = this.downsample ? g.conv('downsample.0', conv1x1(inChannels, outChannels, stride), 0, 'downsample.1') : 0;
+    return g.finish(g.relu('relu', g.add('add', z, shortcut)));
   }
 
   override forward(x: Tensor): Tensor {

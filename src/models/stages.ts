@@ -9,13 +9,13 @@ export interface StageRow {
   stage: string;
   module: string;
   /** Per block: conv (projection shortcut), A (option-A shortcut), identity, or plain (no shortcut). */
-  blocks: ('conv' | 'A' | 'identity' | 'plain')[];
+  blocks: (typeof BLOCK_NAME)[keyof typeof BLOCK_NAME][];
   outShape: number[];
   params: number;
   macs: number;
 }
 
-const BLOCK_NAME = { projection: 'conv', optionA: 'A', identity: 'identity', none: 'plain' } as const;
+const BLOCK_NAME = { projection: 'conv', avgProjection: 'avg-pool conv', optionA: 'A', identity: 'identity', none: 'plain' } as const;
 
 /** Stage rows of a traced network (the head, avgpool and fc, as a last row). */
 export function stageView(spec: NetSpec, trace: TraceResult): StageRow[] {

@@ -1,6 +1,6 @@
 // The layers a ResNet is made of, with PyTorch's constructor arguments, defaults and key names.
 import {
-  Tensor, batchNorm, conv2d, flatten, globalAvgPool, linear, maxPool2d, relu, type Conv2dOptions,
+  Tensor, avgPool2d, batchNorm, conv2d, flatten, globalAvgPool, linear, maxPool2d, relu, type Conv2dOptions,
 } from '../tensor/index.js';
 import { defaultUniform, fans } from './init.js';
 import { Counter, Module } from './module.js';
@@ -90,6 +90,20 @@ export class MaxPool2d extends Module {
 
   forward(x: Tensor): Tensor {
     return maxPool2d(x, { kernel: this.kernelSize, stride: this.stride, padding: this.padding, ceilMode: this.ceilMode });
+  }
+}
+
+/** AvgPool2d; `countIncludePad: false` averages only the pixels inside the input (ResNet-D's shortcut). */
+export class AvgPool2d extends Module {
+  constructor(readonly kernelSize: number, readonly stride = kernelSize, readonly padding = 0, readonly ceilMode = false,
+    readonly countIncludePad = true) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return avgPool2d(x, {
+      kernel: this.kernelSize, stride: this.stride, padding: this.padding, ceilMode: this.ceilMode, countIncludePad: this.countIncludePad,
+    });
   }
 }
 

@@ -1,12 +1,13 @@
-// ONNX export, written from the model's structure (not traced through the engine): every module
-// kind a Residual model is made of maps to a few ONNX operators, so the graph is exactly the
-// network's eval-mode computation and names follow the PyTorch keys.
+// ONNX export, a reader of the model's lowered graph (models/graph.ts, the one description of the
+// network that the trace and the compiled plan read too): every node maps to a few ONNX operators,
+// so the file is exactly the network's eval-mode computation and names follow the PyTorch keys.
 //
-//   Conv2d -> Conv (group, strides, pads, dilations)   ReLU -> Relu      residual sum -> Add
-//   BatchNorm2d -> folded into the conv before it (default) or BatchNormalization (foldBatchNorm: false)
-//   MaxPool2d -> MaxPool          AdaptiveAvgPool2d(1) -> GlobalAveragePool    flatten -> Flatten
-//   Linear -> Gemm (transB)       option-A shortcut -> Slice (step = stride on H, W) + Pad (channels)
-//   ResNeXt form (b) concatenation -> Concat
+//   conv -> Conv (group, strides, pads, dilations)   relu -> Relu      residual sum -> Add
+//   its BatchNorm -> folded into the conv (default) or BatchNormalization (foldBatchNorm: false)
+//   maxpool -> MaxPool   avgpool -> AveragePool (ceil_mode, count_include_pad)   gap -> GlobalAveragePool
+//   flatten -> Flatten   linear -> Gemm (transB)   option-A shortcut -> Slice (step = stride) + Pad
+//   ResNeXt form (b) concatenation -> Concat; form (a)'s BN after the sum of its paths is folded into
+//   each path's last conv (the scale into all, the shift into the first)
 //
 // BatchNorm folding, what most exporters do: conv then eval BN is y = s * (W*x + b - mean) + beta
 // with s = gamma / sqrt(var + eps), i.e. one conv with weights s*W and bias beta + s*(b - mean).
@@ -21,12 +22,10 @@
 // Identity) ends at the flattened pooled features instead, output "features" [batch, D]. It is
 // written atomically: a temp file renamed into place.
 import { endianness } from 'node:os';
-import {
-  AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Identity, Linear, MaxPool2d, Module, ReLU, Sequential,
-} from '../nn/index.js';
-import { ResidualBlock } from '../models/blocks.js';
+import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
 import { ResNet } from '../models/net.js';
-import { bnAffine, foldConv, type Affine } from '../models/fold.js';
+import { bnAffine, foldConv } from '../models/fold.js';
+import { inputsOf, isLowerable, readerCounts, shapeOf, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
 import { checkOutputPath, writeAtomic } from '../io/index.js';
 import { conv2dParams } from '../tensor/index.js';
 import { PROTO_MAX_BYTES, ProtoWriter } from './proto.js';
@@ -85,12 +84,6 @@ const littleEndian = endianness() === 'LE';
 
 type Attr = { name: string } & ({ i: number } | { f: number } | { s: string } | { ints: readonly number[] });
 
-/** A value in the graph: its name and per-sample shape (without the batch dimension). */
-interface Value {
-  name: string;
-  shape: number[];
-}
-
 function floatBytes(data: Float32Array): Uint8Array {
   if (littleEndian) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const out = new Uint8Array(data.length * 4);
@@ -106,30 +99,12 @@ function int64Bytes(values: readonly bigint[]): Uint8Array {
   return out;
 }
 
-/** The prefix of a child's name: "layer1.0." under "layer1.0", nothing at the top. */
-function at(path: string): string {
-  return path ? `${path}.` : '';
-}
-
 function shapeText(s: readonly number[]): string {
   return s.join('x');
 }
 
-/** The ResNeXt forms (a) and (b) (models/resnext_forms.ts), recognized by their public fields. */
-interface PathLike extends Module {
-  conv1: Conv2d; bn1: BatchNorm2d; conv2: Conv2d; bn2: BatchNorm2d; conv3: Conv2d | null;
-}
-interface PathsBlockLike extends Module {
-  form: 'a' | 'b'; paths: PathLike[]; conv3: Conv2d | null; bn3: BatchNorm2d; downsample: Sequential | null;
-}
-
-function isPathsBlock(m: Module): m is PathsBlockLike {
-  const b = m as unknown as Partial<PathsBlockLike>;
-  return (b.form === 'a' || b.form === 'b') && Array.isArray(b.paths) && b.bn3 instanceof BatchNorm2d &&
-    b.paths.every((p) => p.conv1 instanceof Conv2d && p.bn1 instanceof BatchNorm2d && p.conv2 instanceof Conv2d && p.bn2 instanceof BatchNorm2d);
-}
-
-class GraphBuilder {
+/** The ONNX graph being written: nodes, initializers and unique names. */
+class OnnxGraph {
   readonly nodes: ProtoWriter[] = [];
   readonly initializers: ProtoWriter[] = [];
   readonly ops: Record<string, number> = {};
@@ -196,210 +171,150 @@ class GraphBuilder {
   }
 }
 
-/** Walks a model's modules and emits the nodes that compute its eval-mode forward. */
-class Emitter {
-  constructor(readonly g: GraphBuilder) {}
+/** Reads a lowered graph into ONNX nodes, up to one value. */
+class OnnxReader {
+  private readonly names = new Map<ValueId, string>();
+  private readonly modules: Map<string, Module>;
+  /** Form (a): a conv that takes a share of the BN after the sum it feeds (the shift in one only). */
+  private readonly sharedBn = new Map<GraphNode, { bn: string; shift: boolean }>();
+  private readonly foldedAway = new Set<GraphNode>();
+
+  constructor(readonly out: OnnxGraph, readonly g: Graph, model: Module) {
+    this.modules = new Map(model.namedModules());
+    if (out.fold) this.foldBnAfterSums();
+  }
 
   fail(path: string, problem: string): never {
     throw new Error(`exportOnnx: ${path || 'model'}: ${problem}`);
   }
 
+  private module<M extends Module>(path: string, type: new (...a: never[]) => M): M {
+    const m = this.modules.get(path);
+    if (!(m instanceof type)) this.fail(path, `expected a ${type.name} at this path, found ${m ? `a ${m.constructor.name}` : 'nothing'}`);
+    return m;
+  }
+
   /**
-   * Conv2d, optionally followed by an affine per output channel (a BN folded in). `withShift: false`
-   * leaves out the shift (ResNeXt form (a) adds it once after the sum, see paths()).
+   * BN(sum of convs) = sum of (s * conv) + shift: a BatchNorm whose input is a sum of bias-free convs
+   * (each read only there) is folded into them. ResNeXt form (a) is that shape.
    */
-  conv(path: string, conv: Conv2d, x: Value, affine: Affine | null = null, foldedFrom = '', withShift = true): Value {
-    const [c, h, w] = x.shape;
-    if (x.shape.length !== 3) this.fail(path, `a convolution needs a [C, H, W] input, got [${x.shape.join(', ')}]`);
-    if (c !== conv.inChannels) this.fail(path, `expects ${conv.inChannels} input channels, gets ${c} (input ${shapeText(x.shape)})`);
-    const p = conv2dParams(conv.options);
-    const [kh, kw] = conv.kernelSize;
-    const oh = Math.floor((h! + 2 * p.padding[0] - p.dilation[0] * (kh - 1) - 1) / p.stride[0]) + 1;
-    const ow = Math.floor((w! + 2 * p.padding[1] - p.dilation[1] * (kw - 1) - 1) / p.stride[1]) + 1;
-    if (oh < 1 || ow < 1) this.fail(path, `input ${shapeText(x.shape)} is too small for this ${kh}x${kw} stride ${p.stride[0]} convolution`);
-
-    const { weight, bias } = foldConv(conv, affine, withShift);
-    const inputs = [x.name, this.g.floatInit(`${at(path)}weight`, conv.weight.shape, weight)];
-    if (bias) inputs.push(this.g.floatInit(`${at(path)}bias`, [conv.outChannels], bias));
-    const name = this.g.node('Conv', path, inputs, [
-      { name: 'dilations', ints: p.dilation },
-      { name: 'group', i: p.groups },
-      { name: 'kernel_shape', ints: [kh, kw] },
-      { name: 'pads', ints: [p.padding[0], p.padding[1], p.padding[0], p.padding[1]] },
-      { name: 'strides', ints: p.stride },
-    ], foldedFrom ? `BatchNorm ${foldedFrom} folded in` : undefined);
-    return { name, shape: [conv.outChannels, oh, ow] };
-  }
-
-  batchNorm(path: string, bn: BatchNorm2d, x: Value): Value {
-    if (x.shape[0] !== bn.numFeatures) this.fail(path, `has ${bn.numFeatures} channels, its input ${x.shape[0]}`);
-    const f = (key: string, t: { toArray(): Float32Array }) => this.g.floatInit(`${at(path)}${key}`, [bn.numFeatures], t.toArray());
-    const inputs = [x.name, f('weight', bn.weight), f('bias', bn.bias), f('running_mean', bn.runningMean), f('running_var', bn.runningVar)];
-    return { name: this.g.node('BatchNormalization', path, inputs, [{ name: 'epsilon', f: bn.eps }]), shape: x.shape };
-  }
-
-  convBn(convPath: string, conv: Conv2d, bnPath: string, bn: BatchNorm2d, x: Value): Value {
-    if (bn.numFeatures !== conv.outChannels) this.fail(bnPath, `has ${bn.numFeatures} channels after a conv with ${conv.outChannels}`);
-    if (!this.g.fold) return this.batchNorm(bnPath, bn, this.conv(convPath, conv, x));
-    return this.conv(convPath, conv, x, bnAffine(bn), bnPath);
-  }
-
-  relu(path: string, x: Value): Value {
-    return { name: this.g.node('Relu', path, [x.name]), shape: x.shape };
-  }
-
-  add(path: string, a: Value, b: Value): Value {
-    if (a.shape.join() !== b.shape.join()) this.fail(path, `cannot add ${shapeText(a.shape)} and ${shapeText(b.shape)}`);
-    return { name: this.g.node('Add', path, [a.name, b.name]), shape: a.shape };
-  }
-
-  maxPool(path: string, m: MaxPool2d, x: Value): Value {
-    const { kernelSize: k, stride: s, padding: p, ceilMode } = m;
-    const out = (n: number) => {
-      let o = (ceilMode ? Math.ceil : Math.floor)((n + 2 * p - k) / s) + 1;
-      // PyTorch's ceil mode: the last window must start inside the input or its left padding.
-      if (ceilMode && (o - 1) * s >= n + p) o--;
-      return o;
+  private foldBnAfterSums(): void {
+    const readers = readerCounts(this.g);
+    const leaves = (v: ValueId): GraphNode[] | null => {
+      const n = v > 0 ? this.g.nodes[v - 1]! : null;
+      if (!n || readers[v] !== 1) return null;
+      if (n.op === 'conv' && n.bn === null) return [n];
+      if (n.op !== 'add') return null;
+      const a = leaves(n.src), b = leaves(n.other);
+      return a && b ? [...a, ...b] : null;
     };
-    const shape = [x.shape[0]!, out(x.shape[1]!), out(x.shape[2]!)];
-    if (shape[1]! < 1 || shape[2]! < 1) this.fail(path, `input ${shapeText(x.shape)} is too small for a ${k}x${k} stride ${s} max pool`);
-    const name = this.g.node('MaxPool', path, [x.name], [
-      { name: 'ceil_mode', i: ceilMode ? 1 : 0 },
-      { name: 'kernel_shape', ints: [k, k] },
-      { name: 'pads', ints: [p, p, p, p] },
-      { name: 'strides', ints: [s, s] },
-    ]);
-    return { name, shape };
-  }
-
-  globalAvgPool(path: string, x: Value): Value {
-    return { name: this.g.node('GlobalAveragePool', path, [x.name]), shape: [x.shape[0]!, 1, 1] };
-  }
-
-  flatten(path: string, x: Value, output?: string): Value {
-    return { name: this.g.node('Flatten', path, [x.name], [{ name: 'axis', i: 1 }], undefined, output), shape: [x.shape.reduce((a, b) => a * b, 1)] };
-  }
-
-  linear(path: string, m: Linear, x: Value, output?: string): Value {
-    if (x.shape.length !== 1 || x.shape[0] !== m.inFeatures) {
-      this.fail(path, `a linear layer of ${m.inFeatures} inputs cannot take [${x.shape.join(', ')}] per sample (flatten first)`);
+    for (const n of this.g.nodes) {
+      if (n.op !== 'batchnorm') continue;
+      const convs = leaves(n.src);
+      if (!convs) continue;
+      convs.forEach((c, i) => this.sharedBn.set(c, { bn: n.path, shift: i === 0 }));
+      this.foldedAway.add(n);
     }
-    const inputs = [x.name, this.g.floatInit(`${at(path)}weight`, m.weight.shape, m.weight.toArray())];
-    if (m.bias) inputs.push(this.g.floatInit(`${at(path)}bias`, [m.outFeatures], m.bias.toArray()));
-    const name = this.g.node('Gemm', path, inputs, [{ name: 'transB', i: 1 }], undefined, output);
-    return { name, shape: [m.outFeatures] };
+  }
+
+  private name(v: ValueId): string {
+    return this.names.get(v)!;
+  }
+
+  /** Emits every node `end` depends on, in graph order; `end`'s value is named `outputName`. */
+  read(inputName: string, end: ValueId, outputName: string): void {
+    const needed = new Set<ValueId>([end]);
+    for (let v = end; v > 0; v--) if (needed.has(v)) inputsOf(this.g.nodes[v - 1]!).forEach((u) => needed.add(u));
+    this.names.set(0, inputName);
+    this.g.nodes.forEach((n, i) => {
+      const v = i + 1;
+      if (needed.has(v)) this.names.set(v, this.node(n, v === end ? outputName : undefined));
+    });
+    if (this.name(end) !== outputName) this.out.node('Identity', 'output', [this.name(end)], [], undefined, outputName);
+  }
+
+  private node(n: GraphNode, output: string | undefined): string {
+    const g = this.out;
+    const path = n.path;
+    switch (n.op) {
+      case 'conv': return this.conv(n, output);
+      case 'batchnorm':
+        if (this.foldedAway.has(n)) return this.name(n.src);
+        return this.batchNorm(path, this.name(n.src), output);
+      case 'relu': return g.node('Relu', path, [this.name(n.src)], [], undefined, output);
+      case 'add': return g.node('Add', path, [this.name(n.src), this.name(n.other)], [], undefined, output);
+      case 'shortcutA': return this.shortcutA(n, output);
+      case 'maxpool':
+      case 'avgpool': {
+        const { kernel: k, stride: st, padding: p, ceilMode = false, countIncludePad = true } = n.pool;
+        const attrs: Attr[] = [
+          { name: 'ceil_mode', i: ceilMode ? 1 : 0 },
+          ...(n.op === 'avgpool' ? [{ name: 'count_include_pad', i: countIncludePad ? 1 : 0 }] : []),
+          { name: 'kernel_shape', ints: [k, k] },
+          { name: 'pads', ints: [p, p, p, p] },
+          { name: 'strides', ints: [st, st] },
+        ];
+        return g.node(n.op === 'maxpool' ? 'MaxPool' : 'AveragePool', path, [this.name(n.src)], attrs, undefined, output);
+      }
+      case 'gap': return g.node('GlobalAveragePool', path, [this.name(n.src)], [], undefined, output);
+      case 'flatten': return g.node('Flatten', path, [this.name(n.src)], [{ name: 'axis', i: 1 }], undefined, output);
+      case 'linear': {
+        const m = this.module(path, Linear);
+        const inputs = [this.name(n.src), g.floatInit(`${path}.weight`, m.weight.shape, m.weight.toArray())];
+        if (m.bias) inputs.push(g.floatInit(`${path}.bias`, [m.outFeatures], m.bias.toArray()));
+        return g.node('Gemm', path, inputs, [{ name: 'transB', i: 1 }], undefined, output);
+      }
+      case 'concat': return g.node('Concat', path, n.srcs.map((v) => this.name(v)), [{ name: 'axis', i: 1 }], undefined, output);
+    }
+  }
+
+  /** A conv with its BN folded in (or shared, form (a)), or a conv then a BatchNormalization node. */
+  private conv(n: Extract<GraphNode, { op: 'conv' }>, output: string | undefined): string {
+    const g = this.out;
+    const conv = this.module(n.path, Conv2d);
+    const c = n.conv;
+    const want = [c.outChannels, c.inChannels / c.groups, c.kernel, c.kernel];
+    if (conv.weight.shape.join() !== want.join()) this.fail(n.path, `weight [${conv.weight.shape.join(', ')}] is not the [${want.join(', ')}] the network's spec has`);
+    const share = this.sharedBn.get(n) ?? (n.bn && g.fold ? { bn: n.bn, shift: true } : null);
+    const { weight, bias } = foldConv(conv, share ? bnAffine(this.module(share.bn, BatchNorm2d)) : null, share?.shift ?? true);
+    const inputs = [this.name(n.src), g.floatInit(`${n.path}.weight`, conv.weight.shape, weight)];
+    if (bias) inputs.push(g.floatInit(`${n.path}.bias`, [c.outChannels], bias));
+    const keepBn = n.bn !== null && !g.fold;
+    const y = g.node('Conv', n.path, inputs, [
+      { name: 'dilations', ints: [c.dilation, c.dilation] },
+      { name: 'group', i: c.groups },
+      { name: 'kernel_shape', ints: [c.kernel, c.kernel] },
+      { name: 'pads', ints: [c.padding, c.padding, c.padding, c.padding] },
+      { name: 'strides', ints: [c.stride, c.stride] },
+    ], share ? `BatchNorm ${share.bn} folded in` : undefined, keepBn ? undefined : output);
+    return keepBn ? this.batchNorm(n.bn!, y, output) : y;
+  }
+
+  private batchNorm(path: string, x: string, output: string | undefined): string {
+    const bn = this.module(path, BatchNorm2d);
+    const f = (key: string, t: { toArray(): Float32Array }) => this.out.floatInit(`${path}.${key}`, [bn.numFeatures], t.toArray());
+    const inputs = [x, f('weight', bn.weight), f('bias', bn.bias), f('running_mean', bn.runningMean), f('running_var', bn.runningVar)];
+    return this.out.node('BatchNormalization', path, inputs, [{ name: 'epsilon', f: bn.eps }], undefined, output);
   }
 
   /** The paper's option A: every stride-th pixel, then zero channels split before and after (as shortcutA). */
-  shortcutA(path: string, x: Value, outChannels: number, stride: number): Value {
-    const [c, h, w] = x.shape as [number, number, number];
-    if (outChannels < c) this.fail(path, `option A cannot shrink ${c} channels to ${outChannels}`);
-    let y = x;
-    if (stride !== 1) {
-      const st = BigInt(stride);
-      const starts = this.g.int64Init('shortcutA.starts', [0n, 0n]);
-      const ends = this.g.int64Init('shortcutA.ends', [INT64_MAX, INT64_MAX]);
-      const axes = this.g.int64Init('shortcutA.axes', [2n, 3n]);
-      const steps = this.g.int64Init(`shortcutA.steps${stride}`, [st, st]);
-      y = { name: this.g.node('Slice', `${at(path)}subsample`, [x.name, starts, ends, axes, steps]), shape: [c, Math.ceil(h / stride), Math.ceil(w / stride)] };
+  private shortcutA(n: Extract<GraphNode, { op: 'shortcutA' }>, output: string | undefined): string {
+    const g = this.out;
+    const c = shapeOf(this.g, n.src)[0]!, outChannels = n.out[0]!;
+    let y = this.name(n.src);
+    const padded = outChannels !== c;
+    if (n.stride !== 1) {
+      const st = BigInt(n.stride);
+      const starts = g.int64Init('shortcutA.starts', [0n, 0n]);
+      const ends = g.int64Init('shortcutA.ends', [INT64_MAX, INT64_MAX]);
+      const axes = g.int64Init('shortcutA.axes', [2n, 3n]);
+      const steps = g.int64Init(`shortcutA.steps${n.stride}`, [st, st]);
+      y = g.node('Slice', `${n.path}.subsample`, [y, starts, ends, axes, steps], [], undefined, padded ? undefined : output);
     }
-    if (outChannels === c) return y;
+    if (!padded) return y;
     const before = Math.floor((outChannels - c) / 2), after = outChannels - c - before;
-    const pads = this.g.int64Init(`shortcutA.pads${before}_${after}`, [0n, BigInt(before), 0n, 0n, 0n, BigInt(after), 0n, 0n]);
-    const name = this.g.node('Pad', `${at(path)}pad`, [y.name, pads], [{ name: 'mode', s: 'constant' }]);
-    return { name, shape: [outChannels, y.shape[1]!, y.shape[2]!] };
-  }
-
-  residualBlock(path: string, b: ResidualBlock, x: Value): Value {
-    let y = x;
-    const last = b.convs.length - 1;
-    b.convs.forEach((conv, i) => {
-      y = this.convBn(`${at(path)}conv${i + 1}`, conv, `${at(path)}bn${i + 1}`, b.norms[i]!, y);
-      if (i < last) y = this.relu(`${at(path)}relu`, y);
-    });
-    const { shortcut, outChannels, stride } = b.spec;
-    if (shortcut === 'identity') y = this.add(`${at(path)}add`, y, x);
-    else if (shortcut === 'projection') y = this.add(`${at(path)}add`, y, this.downsample(`${at(path)}downsample`, b.downsample, x));
-    else if (shortcut === 'optionA') y = this.add(`${at(path)}add`, y, this.shortcutA(`${at(path)}shortcut`, x, outChannels, stride));
-    return this.relu(`${at(path)}relu`, y);
-  }
-
-  downsample(path: string, ds: Sequential | null, x: Value): Value {
-    const conv = ds?.at(0), bn = ds?.at(1);
-    if (!(conv instanceof Conv2d) || !(bn instanceof BatchNorm2d) || ds!.length !== 2) this.fail(path, 'expected a projection shortcut (conv, BN)');
-    return this.convBn(`${at(path)}0`, conv, `${at(path)}1`, bn, x);
-  }
-
-  /** ResNeXt forms (a) and (b): C paths, summed through their own 1x1s (a) or concatenated into one (b). */
-  paths(path: string, b: PathsBlockLike, x: Value): Value {
-    const outs = b.paths.map((p, i) => {
-      const pp = `${at(path)}paths.${i}`;
-      let y = this.relu(`${pp}.relu`, this.convBn(`${pp}.conv1`, p.conv1, `${pp}.bn1`, p.bn1, x));
-      y = this.relu(`${pp}.relu`, this.convBn(`${pp}.conv2`, p.conv2, `${pp}.bn2`, p.bn2, y));
-      return y;
-    });
-    let z: Value;
-    if (b.form === 'a') {
-      // bn3 follows the sum: BN(sum conv3_i) = sum (s*conv3_i) + shift, so each conv3 takes the scale
-      // and the first one also the shift.
-      const affine = this.g.fold ? bnAffine(b.bn3) : null;
-      const convs = b.paths.map((p, i) => {
-        if (!p.conv3) this.fail(`${at(path)}paths.${i}`, 'a form (a) path needs its conv3');
-        return this.conv(`${at(path)}paths.${i}.conv3`, p.conv3, outs[i]!, affine, affine ? `${at(path)}bn3` : '', i === 0);
-      });
-      z = convs.reduce((acc, v, i) => this.add(`${at(path)}sum${i}`, acc, v));
-      if (!affine) z = this.batchNorm(`${at(path)}bn3`, b.bn3, z);
-    } else {
-      if (!b.conv3) this.fail(path, 'a form (b) block needs its conv3');
-      const shape = [outs.reduce((a, o) => a + o.shape[0]!, 0), outs[0]!.shape[1]!, outs[0]!.shape[2]!];
-      const cat = { name: this.g.node('Concat', `${at(path)}concat`, outs.map((o) => o.name), [{ name: 'axis', i: 1 }]), shape };
-      z = this.convBn(`${at(path)}conv3`, b.conv3, `${at(path)}bn3`, b.bn3, cat);
-    }
-    const s = b.downsample ? this.downsample(`${at(path)}downsample`, b.downsample, x) : x;
-    return this.relu(`${at(path)}relu`, this.add(`${at(path)}add`, z, s));
-  }
-
-  /** The net; `output` names the last node's value. With `features`, or an Identity fc, it ends at the flattened pool. */
-  resnet(m: ResNet, x: Value, output: string, path = '', features = false): Value {
-    const p = at(path);
-    let y = this.relu(`${p}relu`, this.convBn(`${p}conv1`, m.conv1, `${p}bn1`, m.bn1, x));
-    if (m.maxpool) y = this.maxPool(`${p}maxpool`, m.maxpool, y);
-    m.stages.forEach((stage, i) => { y = this.module(`${p}layer${i + 1}`, stage, y); });
-    const pooled = this.globalAvgPool(`${p}avgpool`, y);
-    const head = m.head;
-    if (features || head instanceof Identity) return this.flatten(`${p}flatten`, pooled, output);
-    return this.linear(`${p}fc`, head, this.flatten(`${p}flatten`, pooled), output);
-  }
-
-  /** Any supported module; a Sequential's conv followed by a BN is fused like a block's. */
-  module(path: string, m: Module, x: Value): Value {
-    const child = (name: string) => `${at(path)}${name}`;
-    if (m instanceof ResidualBlock) return this.residualBlock(path, m, x);
-    if (isPathsBlock(m)) return this.paths(path, m, x);
-    if (m instanceof Sequential) {
-      let y = x;
-      for (let i = 0; i < m.length; i++) {
-        const cur = m.at(i), next = i + 1 < m.length ? m.at(i + 1) : null;
-        if (cur instanceof Conv2d && next instanceof BatchNorm2d) {
-          y = this.convBn(child(String(i)), cur, child(String(i + 1)), next, y);
-          i++;
-        } else {
-          y = this.module(child(String(i)), cur, y);
-        }
-      }
-      return y;
-    }
-    if (m instanceof Conv2d) return this.conv(path, m, x);
-    if (m instanceof BatchNorm2d) return this.batchNorm(path, m, x);
-    if (m instanceof ReLU) return this.relu(path, x);
-    if (m instanceof Identity) return x;
-    if (m instanceof MaxPool2d) return this.maxPool(path, m, x);
-    if (m instanceof AdaptiveAvgPool2d) return this.globalAvgPool(path, x);
-    if (m instanceof Flatten) return this.flatten(path, x);
-    if (m instanceof Linear) return this.linear(path, m, x);
-    if (m instanceof ResNet) return this.resnet(m, x, this.g.unique(`${at(path)}logits`), path);
-    return this.fail(path, `cannot export a ${m.constructor.name}; supported: ResNet, residual blocks, ResNeXt blocks of ` +
-      'forms (a)/(b)/(c), Sequential, Conv2d, BatchNorm2d, ReLU, MaxPool2d, AdaptiveAvgPool2d, Flatten, Linear');
+    const pads = g.int64Init(`shortcutA.pads${before}_${after}`, [0n, BigInt(before), 0n, 0n, 0n, BigInt(after), 0n, 0n]);
+    return g.node('Pad', `${n.path}.pad`, [y, pads], [{ name: 'mode', s: 'constant' }], undefined, output);
   }
 }
 
@@ -428,32 +343,35 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
   const { input, opset, irVersion } = checkOptions(opts);
   const fold = opts.foldBatchNorm ?? true;
   const batch: number | string = (opts.dynamicBatch ?? true) ? 'batch' : 1;
-  const g = new GraphBuilder(fold);
-  const e = new Emitter(g);
-  const inputName = g.unique('input');
-  const x: Value = { name: inputName, shape: [...input] };
+  const out = new OnnxGraph(fold);
+  const inputName = out.unique('input');
   const isNet = model instanceof ResNet;
   const output = opts.output ?? 'logits';
   if (output !== 'logits' && output !== 'pool') throw new Error(`exportOnnx: output must be 'logits' or 'pool', got ${JSON.stringify(output)}`);
   if (output === 'pool' && !isNet) throw new Error(`exportOnnx: output 'pool' needs a ResNet/ResNeXt model, got a ${model.constructor.name}`);
+  if (!isLowerable(model)) {
+    throw new Error(`exportOnnx: cannot export a ${model.constructor.name}; supported: a ResNet/ResNeXt network, a residual block ` +
+      '(BasicBlock, Bottleneck) and the ResNeXt block forms (a), (b), (c)');
+  }
+  let lowered: Graph;
+  try {
+    lowered = model.lower(input);
+  } catch (e) {
+    throw new Error(`exportOnnx: ${(e as Error).message}`, { cause: e });
+  }
   const features = isNet && (output === 'pool' || model.head instanceof Identity);
   const outputName = !isNet ? 'output' : features ? 'features' : 'logits';
-  let y: Value;
-  if (isNet) {
-    y = e.resnet(model, x, outputName, '', features);
-  } else {
-    y = e.module('', model, x);
-    if (y.name === inputName) e.fail('', 'the model computes nothing (its output is its input)');
-    // A graph output needs a node that produces it: rename through Identity.
-    y = { name: g.node('Identity', 'output', [y.name], [], undefined, outputName), shape: y.shape };
-  }
+  const end = isNet ? lowered.features[features ? 'pool' : 'logits']! : lowered.output;
+  if (end === 0) throw new Error('exportOnnx: model: the model computes nothing (its output is its input)');
+  new OnnxReader(out, lowered, model).read(inputName, end, outputName);
+  const y = { shape: shapeOf(lowered, end) };
   const inputShape = [batch, ...input];
   const outputShape = [batch, ...y.shape];
 
   const graph = new ProtoWriter();
-  for (const n of g.nodes) graph.message(1, n);
+  for (const n of out.nodes) graph.message(1, n);
   graph.string(2, isNet ? model.spec.name : model.constructor.name);
-  for (const t of g.initializers) graph.message(5, t);
+  for (const t of out.initializers) graph.message(5, t);
   graph.message(11, valueInfo(inputName, inputShape));
   graph.message(12, valueInfo(outputName, outputShape));
 
@@ -476,7 +394,7 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
       '(ONNX external data is not supported)');
   }
   const info: OnnxExportInfo = {
-    opset, irVersion, bytes: proto.length, nodes: g.nodes.length, initializers: g.initializers.length, ops: { ...g.ops },
+    opset, irVersion, bytes: proto.length, nodes: out.nodes.length, initializers: out.initializers.length, ops: { ...out.ops },
     inputName, outputName, inputShape, outputShape,
   };
   return { proto, info };

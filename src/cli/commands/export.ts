@@ -5,7 +5,7 @@ import { loadStateDictFile, saveStateDictFile } from '../../io/index.js';
 import { checkOutputPath } from '../../io/index.js';
 import { exportOnnx } from '../../onnx/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { cardMetadata, getModel, optionsFromWeights, describeMismatch, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
+import { cardMetadata, getModel, inputChannels, optionsFromWeights, describeMismatch, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
 import { checkWeightsArgument, isPretrainedSpec } from '../../pretrained/index.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { intOption, parse, shapeOption } from '../args.js';
@@ -92,7 +92,7 @@ export async function run(argv: string[]): Promise<number> {
     opts.inChannels = input[0];
   }
   const spec = entry.spec(opts);
-  const shape = input ?? [spec.stem.conv.inChannels, entry.defaultInput[1], entry.defaultInput[2]];
+  const shape = input ?? [inputChannels(spec), entry.defaultInput[1], entry.defaultInput[2]];
 
   if (!weights) manualSeed(seed);
   const model = entry.build(opts, { initWeights: !weights });
