@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-main}
 
 packages=(libdnnl-dev dataset-fashion-mnist g++ make python3)
+# Open MPI: the optional data-parallel addon (residual_mpi) builds against it; the tests run mpirun
+packages+=(openmpi-bin libopenmpi-dev)
 if [ "$mode" = test ]; then
   # chromium: the browser test of `residual serve`'s page (driven by playwright-core)
   packages+=(python3-torch python3-torchvision chromium)
