@@ -9,6 +9,11 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { distributedAvailability } from '../src/distributed/index.js';
 import { readSafetensors } from '../src/io/safetensors.js';
+import { initBackend } from '../src/backend/index.js';
+import { createModel } from '../src/models/index.js';
+import { manualSeed } from '../src/nn/index.js';
+import { onGradReady } from '../src/tensor/autograd.js';
+import { Tensor, crossEntropy } from '../src/tensor/index.js';
 import { repoRoot } from './helpers.js';
 
 const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -145,5 +150,36 @@ describe('distributed (mpirun, 2 ranks)', () => {
     r = spawnSync('node', [cli, 'train', '--model', 'resnet20', '--sync-bn'], { encoding: 'utf8' });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /--sync-bn synchronizes BatchNorm .* add --distributed/);
+    // 513 samples in batches of 128 leave a last batch of 1: one rank would have nothing to do.
+    const m = mpirun(['train', '--model', 'resnet20', '--subset', '513', '--batch', '128', '--distributed', '--threads', '1', '--out', tempDir()], {}, 60_000);
+    assert.notEqual(m.status, 0);
+    assert.match(m.err, /end with a batch of 1, fewer than the 2 ranks; give a --batch of at least 2/);
+  });
+
+  it('the grad-ready hook sees every parameter once, during backward, and changes no gradient', async () => {
+    await initBackend('native');
+    const run = (hook: boolean) => {
+      manualSeed(5);
+      const model = createModel('resnet20', { inChannels: 1, numClasses: 10 });
+      const x = Tensor.fromArray(Float32Array.from({ length: 4 * 28 * 28 }, (_, i) => Math.sin(i)), [4, 1, 28, 28]);
+      const seen: Tensor[] = [];
+      const off = hook ? onGradReady((p) => { assert.ok(p.grad, 'the gradient is there when the hook runs'); seen.push(p); }) : () => {};
+      try {
+        crossEntropy(model.forward(x), new Int32Array([1, 2, 3, 4])).backward();
+      } finally {
+        off();
+      }
+      const grads = model.parameters().map((p) => p.grad!.toArray());
+      const params = model.parameters();
+      model.dispose();
+      return { grads, seen, params };
+    };
+    const plain = run(false);
+    const hooked = run(true);
+    assert.equal(hooked.seen.length, hooked.params.length);
+    assert.equal(new Set(hooked.seen).size, hooked.params.length);
+    // Backward runs from the head: the classifier (fc.weight, fc.bias, the last two) finishes first.
+    assert.ok(hooked.params.slice(-2).includes(hooked.seen[0]), 'the first gradient ready is the classifier\'s');
+    hooked.grads.forEach((g, i) => assert.deepEqual(g, plain.grads[i]));
   });
 });

@@ -160,10 +160,10 @@ export class DataParallel {
   // ---- each step ----
 
   /** This rank's rows of a global batch: an even split, so the samples are those of one process. */
-  shard(b: Batch): Batch {
+  shard(b: Batch, allowEmpty = false): Batch {
     const start = Math.floor((this.rank * b.n) / this.size);
     const end = Math.floor(((this.rank + 1) * b.n) / this.size);
-    if (end <= start) {
+    if (end <= start && !allowEmpty) {
       throw new Error(`distributed: batch ${b.index + 1} of epoch ${b.epoch + 1} has ${b.n} samples, fewer than the ${this.size} ranks; ` +
         `give a --batch (and a data size) that leaves every rank at least one sample`);
     }
@@ -172,6 +172,20 @@ export class DataParallel {
       ...b, x: b.x.subarray(start * per, end * per), y: b.y.subarray(start, end), n: end - start,
       shape: [end - start, b.shape[1], b.shape[2], b.shape[3]], indices: b.indices.subarray(start, end),
     };
+  }
+
+  /**
+   * Refuses, before any work, a training loader whose global batches (the last one included) would
+   * leave a rank without samples: that rank could not join the collectives of the step.
+   */
+  checkLoader(loader: DataLoader): void {
+    const n = loader.dataset.length;
+    const b = loader.batchSize;
+    const last = loader.dropLast || n % b === 0 ? b : n % b;
+    if (Math.min(b, last) < this.size) {
+      throw new Error(`distributed: the ${n} training samples in batches of ${b} end with a batch of ${last}, fewer than the ${this.size} ranks; ` +
+        `give a --batch of at least ${this.size} that leaves a last batch of at least ${this.size} (or another --subset)`);
+    }
   }
 
   /**
@@ -253,7 +267,8 @@ export class DataParallel {
     const tally = emptyTally();
     try {
       for await (const whole of loader.epoch(0)) {
-        const b = this.shard(whole);
+        const b = this.shard(whole, true);
+        if (b.n === 0) continue;
         noGrad(() => tidy(() => {
           const p = model.parameters()[0];
           const logits = model.forward(Tensor.fromArray(b.x, b.shape, p ? { backend: p.backend } : {}));
@@ -404,7 +419,8 @@ export interface StartPosition {
  * weights, position and momentum everywhere (after a resume only rank 0 has read the checkpoint,
  * which only it writes).
  */
-export function startDataParallel(dp: DataParallel, model: Module, opt: SGD, pos: StartPosition): StartPosition {
+export function startDataParallel(dp: DataParallel, model: Module, opt: SGD, pos: StartPosition, loader: DataLoader): StartPosition {
+  dp.checkLoader(loader);
   dp.wrap(model);
   dp.broadcastModel(model);
   const main = dp.broadcastJson(pos);

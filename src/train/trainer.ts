@@ -190,7 +190,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
     elapsedBefore = (ck.state.elapsed_s as number | undefined) ?? 0;
   }
   if (dist) {
-    const pos = startDataParallel(dist, model, opt, { startEpoch, startBatch, iteration, elapsedBefore, history });
+    const pos = startDataParallel(dist, model, opt, { startEpoch, startBatch, iteration, elapsedBefore, history }, trainLoader);
     ({ startEpoch, startBatch, iteration, elapsedBefore } = pos);
     // Rank 0 alone carries a resumed epoch's partial tally: the tallies are summed over ranks.
     if (!dist.isMain) { history.push(...(pos.history as EpochMetrics[])); tally = emptyTally(); }
