@@ -16,7 +16,7 @@ import { Mpi, type PendingReduce } from './mpi.js';
 export interface DataParallelOptions {
   /** Reduce BatchNorm's batch statistics over all ranks (PyTorch's SyncBatchNorm). Default false: per-rank statistics, as DDP. */
   syncBn?: boolean;
-  /** Gradient bucket size in MB (DDP's bucket_cap_mb, default 25). */
+  /** Gradient bucket size in MB (DDP's bucket_cap_mb, default 25); the first bucket is 1 MB at most. */
   bucketMb?: number;
 }
 
@@ -87,10 +87,13 @@ export class DataParallel {
       current = [];
       bytes = 0;
     };
+    // As DDP: the first bucket (the last layers, whose gradients backward finishes first) is small,
+    // 1 MB, so that communication starts early and overlaps most of backward even for small nets.
+    const firstCap = Math.min(1024 * 1024, this.bucketBytes);
     for (const p of params) {
       current.push(p);
       bytes += p.size * 4;
-      if (bytes >= this.bucketBytes) close();
+      if (bytes >= (this.buckets.length === 0 ? firstCap : this.bucketBytes)) close();
     }
     close();
     if (this.syncBn) {
