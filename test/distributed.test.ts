@@ -94,9 +94,11 @@ describe('distributed (mpirun, 2 ranks)', () => {
     const events = r.out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event?: string; epoch?: number; comm?: unknown });
     assert.equal(events.filter((e) => e.event === 'start').length, 1, r.out);
     assert.equal(events.filter((e) => e.event === 'end').length, 1, r.out);
-    const metrics = readFileSync(join(dist, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { epoch: number; comm?: { allreduce_s: number; grad_bytes: number } });
+    const metrics = readFileSync(join(dist, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { epoch: number; comm?: { allreduce_s: number; sync_bn_s: number; grad_bytes: number; buckets: number } });
     assert.deepEqual(metrics.map((m) => m.epoch), [1]);
-    assert.ok(metrics[0].comm && metrics[0].comm.allreduce_s > 0 && metrics[0].comm.grad_bytes === 269_434 * 4,
+    // ResNet-20's 1.08 MB of gradients: a first bucket of 1 MB, then the rest; the BN statistics reduced too.
+    const c = metrics[0].comm;
+    assert.ok(c && c.allreduce_s > 0 && c.sync_bn_s > 0 && c.grad_bytes === 269_434 * 4 && c.buckets === 2,
       `comm stats ${JSON.stringify(metrics[0].comm)}`);
 
     const expected = lastCheckpoint(one);

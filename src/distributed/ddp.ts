@@ -22,10 +22,12 @@ export interface DataParallelOptions {
 
 /** Communication of one epoch, for the metrics: what allreduce cost and how much of it backward hid. */
 export interface CommStats {
-  /** Seconds inside MPI allreduce (gradient buckets, BN statistics, the stop flag). */
+  /** Seconds inside MPI allreduce for the gradient buckets and the stop flag (waiting for the slower rank included). */
   allreduce_s: number;
   /** Seconds the training loop waited for allreduces after backward: the part not overlapped. */
   wait_s: number;
+  /** Seconds the BatchNorm layers waited for their statistics' allreduce (--sync-bn; inside the forward and backward phases). */
+  sync_bn_s: number;
   /** Bytes of gradients reduced per step. */
   grad_bytes: number;
   buckets: number;
@@ -51,6 +53,7 @@ export class DataParallel {
   /** This rank's share of the global batch in the current step: its gradients are weighted by it. */
   private weight = 1;
   private commSeconds = 0;
+  private syncBnSeconds = 0;
   private steps = 0;
   private readonly fault = parseFault(process.env.RESIDUAL_DIST_TEST_FAULT);
   private waitSeconds = 0;
@@ -248,11 +251,12 @@ export class DataParallel {
   /** Communication since the last call (per epoch, for the metrics). */
   takeCommStats(): CommStats {
     const s: CommStats = {
-      allreduce_s: +this.commSeconds.toFixed(3), wait_s: +this.waitSeconds.toFixed(3),
+      allreduce_s: +this.commSeconds.toFixed(3), wait_s: +this.waitSeconds.toFixed(3), sync_bn_s: +this.syncBnSeconds.toFixed(3),
       grad_bytes: this.gradientBytes, buckets: this.buckets.length,
     };
     this.commSeconds = 0;
     this.waitSeconds = 0;
+    this.syncBnSeconds = 0;
     return s;
   }
 
@@ -321,7 +325,7 @@ export class DataParallel {
       sums[1 + i] = count * m[i];
       sums[1 + c + i] = count * (Math.max(v, 0) + m[i] * m[i]);
     }
-    this.mpi.allreduce(sums);
+    this.reduceBn(sums);
     const total = sums[0];
     const meanG = new Float32Array(c);
     const varG = new Float32Array(c);
@@ -369,7 +373,7 @@ export class DataParallel {
         // Global sums of dL/dy and dL/dy*xhat, each rank's weighted by its share of the batch.
         const s = new Float64Array(2 * c);
         for (let i = 0; i < c; i++) { s[i] = share * dbeta[i]; s[c + i] = share * dgamma[i]; }
-        this.mpi.allreduce(s);
+        this.reduceBn(s);
         const gamma = weight.toArray();
         const a = new Float32Array(c);
         const b = new Float32Array(c);
@@ -398,6 +402,12 @@ export class DataParallel {
       },
     };
     return new Tensor(backend, y, { gradNode: node });
+  }
+
+  private reduceBn(a: Float64Array): void {
+    const t0 = performance.now();
+    this.mpi.allreduce(a);
+    this.syncBnSeconds += (performance.now() - t0) / 1000;
   }
 
   /** Waits for the other ranks, then shuts MPI down. */

@@ -42,7 +42,7 @@ count repeats a run bit for bit; auto does not (the count, and so the order of s
 
 --distributed (implied when mpirun starts more than one rank): each rank trains a replica on its slice
 of every --batch (the global batch, in the order one process would see it); gradients are averaged by
-allreduce in 25 MB buckets while backward runs; only rank 0 prints and writes the run folder. Without
+allreduce in buckets (1 MB, then 25 MB) while backward runs; only rank 0 prints and writes the run folder. Without
 --sync-bn each rank normalizes with its own slice's BatchNorm statistics (PyTorch DDP's semantics);
 with it the statistics are those of the whole batch, and the run computes what one process does.
 Threads per rank default to the cores divided by the ranks on the host. RESIDUAL_DIST_TIMEOUT (seconds,
