@@ -1,4 +1,8 @@
 {
+  "variables": {
+    # 1 where Open MPI's mpicc is installed: then the optional MPI addon below is built too.
+    "residual_mpi%": "<!(node scripts/mpi-config.mjs available)"
+  },
   "targets": [
     {
       "target_name": "residual_native",
@@ -22,5 +26,20 @@
       "ldflags": ["-fopenmp"],
       "libraries": ["-ldnnl", "-fopenmp"]
     }
+  ],
+  "conditions": [
+    ["residual_mpi==1", {
+      "targets": [
+        {
+          "target_name": "residual_mpi",
+          "sources": ["native/mpi.cc"],
+          "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(node scripts/mpi-config.mjs incdirs)"],
+          "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS", "OMPI_SKIP_MPICXX"],
+          "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wno-unused-parameter"],
+          "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+          "libraries": ["<!@(node scripts/mpi-config.mjs link)", "-ldl"]
+        }
+      ]
+    }]
   ]
 }

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-main}
 
 packages=(libdnnl-dev dataset-fashion-mnist g++ make python3)
+# Open MPI: the optional data-parallel addon (residual_mpi) builds against it; the tests run mpirun
+packages+=(openmpi-bin libopenmpi-dev)
 if [ "$mode" = test ]; then
   # chromium: the browser test of `residual serve`'s page (driven by playwright-core)
   packages+=(python3-torch python3-torchvision chromium)
@@ -31,7 +33,9 @@ export ONNXRUNTIME_NODE_INSTALL=skip
 # (the quick start, the tests, CI) a failed build must stop the setup.
 export RESIDUAL_REQUIRE_NATIVE=1
 # npm ci builds the native addon (node-gyp) and the TypeScript (prepare) itself.
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -f build/Release/residual_native.node ]; then
+# The MPI addon too, where Open MPI is installed: a checkout built before it was would lack it.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -f build/Release/residual_native.node ] ||
+   { command -v mpicc >/dev/null && [ ! -f build/Release/residual_mpi.node ]; }; then
   echo "setup: npm ci (builds the native addon and the TypeScript)"
   npm ci --no-audit --no-fund
 else

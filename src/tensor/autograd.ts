@@ -30,6 +30,18 @@ function topologicalOrder(root: Tensor): Tensor[] {
   return order.reverse();
 }
 
+/**
+ * Called with each leaf as soon as its gradient is final (every op that used it has run its
+ * backward), while the rest of backward still runs: data-parallel training starts reducing a
+ * bucket of gradients there. One hook at a time; returns the function that removes it.
+ */
+let gradReadyHook: ((leaf: Tensor) => void) | null = null;
+export function onGradReady(hook: (leaf: Tensor) => void): () => void {
+  if (gradReadyHook) throw new Error('onGradReady: a hook is already installed');
+  gradReadyHook = hook;
+  return () => { if (gradReadyHook === hook) gradReadyHook = null; };
+}
+
 export function runBackward(root: Tensor, gradient?: Tensor): void {
   if (!root.requiresGrad) {
     throw new Error(`backward(): tensor ${shapeToString(root.shape)} does not require grad ` +
@@ -86,8 +98,30 @@ export function runBackward(root: Tensor, gradient?: Tensor): void {
   const leaves: Tensor[] = [];
   const seenLeaves = new Set<Tensor>();
 
+  const finish = (leaf: Tensor) => {
+    const g = grads.get(leaf);
+    if (g === undefined) return;
+    grads.delete(leaf);
+    if (leaf.grad && !leaf.grad.isDisposed) {
+      backend.addInPlace(leaf.grad.handle, g);
+      unref(g);
+    } else {
+      // Give the leaf its own handle: copy when another leaf still shares it.
+      const own = refs.get(g) === 1 ? g : backend.scale(g, 1);
+      if (own === g) refs.delete(g); else unref(g);
+      leaf.grad = keep(new Tensor(backend, own));
+    }
+    gradReadyHook?.(leaf);
+  };
+
   try {
-    for (const t of topologicalOrder(root)) {
+    const order = topologicalOrder(root);
+    // With a hook, a leaf is finished as soon as the last op that reads it has run its backward.
+    const uses = new Map<Tensor, number>();
+    if (gradReadyHook) {
+      for (const t of order) for (const input of t.gradNode?.inputs ?? []) if (!input.gradNode && input.requiresGrad) uses.set(input, (uses.get(input) ?? 0) + 1);
+    }
+    for (const t of order) {
       const node = t.gradNode;
       const g = grads.get(t);
       if (!node) {
@@ -110,25 +144,20 @@ export function runBackward(root: Tensor, gradient?: Tensor): void {
           leaves.push(input);
         }
       });
+      if (gradReadyHook) {
+        for (const input of node.inputs) {
+          const n = uses.get(input);
+          if (n === undefined) continue;
+          if (n > 1) uses.set(input, n - 1);
+          else { uses.delete(input); finish(input); }
+        }
+      }
       grads.delete(t);
       unref(g);
       t.releaseNode();
     }
 
-    for (const leaf of leaves) {
-      const g = grads.get(leaf);
-      if (g === undefined) continue;
-      grads.delete(leaf);
-      if (leaf.grad && !leaf.grad.isDisposed) {
-        backend.addInPlace(leaf.grad.handle, g);
-        unref(g);
-      } else {
-        // Give the leaf its own handle: copy when another leaf still shares it.
-        const own = refs.get(g) === 1 ? g : backend.scale(g, 1);
-        if (own === g) refs.delete(g); else unref(g);
-        leaf.grad = keep(new Tensor(backend, own));
-      }
-    }
+    for (const leaf of leaves) finish(leaf);
   } finally {
     for (const h of refs.keys()) backend.dispose(h);
   }

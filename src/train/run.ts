@@ -10,6 +10,7 @@ import { manualSeed } from '../nn/index.js';
 import { cardFor, loadersFor, openData, subsetData, type DataSpec } from './data_spec.js';
 import { parseSchedule } from './schedule.js';
 import type { ThreadGovernor } from './threads.js';
+import type { DataParallel } from '../distributed/ddp.js';
 import { train, type BatchProgress, type EpochMetrics, type TrainResult } from './trainer.js';
 
 /** The two default recipes: training from scratch, and fine-tuning pretrained weights. */
@@ -59,6 +60,10 @@ export interface TrainRunOptions {
   resume?: boolean;
   budgetSeconds?: number;
   threads?: ThreadGovernor;
+  /** Stop after this many optimizer steps (with a checkpoint, resumable). */
+  maxSteps?: number;
+  /** Data-parallel over MPI (src/distributed): `batch` is the global batch, split over the ranks. */
+  distributed?: DataParallel;
   /** The run as it starts: every setting in use, and notes such as a replaced head. */
   onStart?: (start: TrainRunStart) => void;
   onBatch?: (p: BatchProgress) => void;
@@ -187,7 +192,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       labelSmoothing: settings.label_smoothing,
       lrScale: settings.head_lr_scale !== 1 ? { modules: ['fc'], scale: settings.head_lr_scale } : undefined,
       card: cardFor(modelName, data, { finetunedFrom: o.weights }),
-      outDir: out, resume: o.resume, budgetSeconds: o.budgetSeconds, threads: o.threads,
+      outDir: out, resume: o.resume, budgetSeconds: o.budgetSeconds, threads: o.threads, maxSteps: o.maxSteps, distributed: o.distributed,
       runInfo: { ...o.runInfo, model: modelName, data: data.name, weights: o.weights ?? null, recipe: start.recipe, settings },
       onBatch: o.onBatch, onEpoch: o.onEpoch,
     });

@@ -13,6 +13,7 @@ import { learningRate, type ScheduleSpec } from './schedule.js';
 import { SGD, decayGroups, scaleGroups } from './sgd.js';
 import { cardMetadata, type ModelCard } from '../models/card.js';
 import type { ThreadGovernor } from './threads.js';
+import { startDataParallel, type CommStats, type DataParallel } from '../distributed/ddp.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -46,6 +47,10 @@ export interface TrainOptions {
   lrScale?: { modules: string[]; scale: number };
   /** Saved with every checkpoint (state.json and the weights' metadata): what the model is and how to feed it. */
   card?: ModelCard;
+  /** Stop after this many optimizer steps in all (counting those before a resume), with a checkpoint as at an interrupt. */
+  maxSteps?: number;
+  /** Data-parallel over MPI: this rank trains on its slice of each batch; only rank 0 writes (src/distributed). */
+  distributed?: DataParallel;
 }
 
 export interface BatchProgress {
@@ -78,12 +83,14 @@ export interface EpochMetrics {
    * is bookkeeping (metrics, progress, checkpoints of an interrupted epoch).
    */
   phase_s: { data: number; forward: number; backward: number; optimizer: number };
+  /** Data-parallel runs: the epoch's allreduce time, and the part backward did not hide (in phase_s.backward). */
+  comm?: CommStats;
 }
 
 export interface TrainResult {
   history: EpochMetrics[];
   /** Why the loop ended. */
-  stopped: 'done' | 'interrupted' | 'budget' | 'stopAfterEpochs';
+  stopped: 'done' | 'interrupted' | 'budget' | 'stopAfterEpochs' | 'maxSteps';
 }
 
 export interface EvalResult {
@@ -161,14 +168,18 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
   const groups = o.lrScale ? scaleGroups(model, decayed, o.lrScale.modules, o.lrScale.scale) : decayed;
   const opt = new SGD(groups, { lr: o.lr, momentum: o.momentum ?? 0.9, nesterov: o.nesterov ?? false, weightDecay });
   const history: EpochMetrics[] = [];
+  if (o.maxSteps !== undefined && !(Number.isInteger(o.maxSteps) && o.maxSteps >= 1)) throw new Error(`train: maxSteps must be a positive integer, got ${o.maxSteps}`);
+  const dist = o.distributed;
+  // In a data-parallel run only rank 0 reads and writes the run folder.
+  const outDir = dist && !dist.isMain ? undefined : o.outDir;
 
   let startEpoch = 0;
   let startBatch = 0;
   let iteration = 0;
   let tally: Tally = emptyTally();
   let elapsedBefore = 0;
-  if (o.resume) {
-    const from = typeof o.resume === 'string' ? o.resume : o.outDir;
+  if (o.resume && (!dist || dist.isMain)) {
+    const from = typeof o.resume === 'string' ? o.resume : outDir;
     if (!from) throw new Error('train: resume needs outDir or a checkpoint path');
     const ck = loadCheckpoint(from);
     model.loadStateDict(ck.model);
@@ -178,9 +189,15 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
     if (ck.state.partialTally) tally = ck.state.partialTally as Tally;
     elapsedBefore = (ck.state.elapsed_s as number | undefined) ?? 0;
   }
-  if (o.outDir) mkdirSync(o.outDir, { recursive: true });
-  const unlock = o.outDir ? lockRunFolder(o.outDir) : () => {};
-  if (o.resume && o.outDir) keepMetricsUpTo(join(o.outDir, 'metrics.jsonl'), history);
+  if (dist) {
+    const pos = startDataParallel(dist, model, opt, { startEpoch, startBatch, iteration, elapsedBefore, history }, trainLoader);
+    ({ startEpoch, startBatch, iteration, elapsedBefore } = pos);
+    // Rank 0 alone carries a resumed epoch's partial tally: the tallies are summed over ranks.
+    if (!dist.isMain) { history.push(...(pos.history as EpochMetrics[])); tally = emptyTally(); }
+  }
+  if (outDir) mkdirSync(outDir, { recursive: true });
+  const unlock = outDir ? lockRunFolder(outDir) : () => {};
+  if (o.resume && outDir) keepMetricsUpTo(join(outDir, 'metrics.jsonl'), history);
 
   let interrupted = false;
   const onSigint = () => {
@@ -193,8 +210,8 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
   const started = Date.now();
   const elapsed = () => elapsedBefore + (Date.now() - started) / 1000;
   const checkpoint = (state: CheckpointState) => {
-    if (o.outDir) {
-      saveCheckpoint(o.outDir, { ...state, history, elapsed_s: elapsed(), run: o.runInfo ?? {}, ...(o.card ? { card: o.card } : {}) },
+    if (outDir) {
+      saveCheckpoint(outDir, { ...state, history, elapsed_s: elapsed(), run: o.runInfo ?? {}, ...(o.card ? { card: o.card } : {}) },
         model.stateDict(), optimizerState(opt, model), 2, o.card ? cardMetadata(o.card) : {});
     }
   };
@@ -208,7 +225,8 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
       let seen = 0;
       const phases = { data: 0, forward: 0, backward: 0, optimizer: 0 };
       let waitStart = performance.now();
-      for await (const b of trainLoader.epoch(epoch, { startBatch })) {
+      for await (const whole of trainLoader.epoch(epoch, { startBatch })) {
+        const b = dist ? dist.shard(whole) : whole;
         phases.data += performance.now() - waitStart;
         const lr = learningRate(schedule, iteration);
         if (!Number.isFinite(lr) || lr < 0) {
@@ -216,6 +234,8 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         }
         opt.lr = lr;
         const stepStart = performance.now();
+        let stop = interrupted;
+        dist?.beginStep(b.n, whole.n);
         tidy(() => {
           const logits = model.forward(toInput(b, model));
           const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
@@ -227,6 +247,8 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
               'training diverged. Lower the learning rate (--lr) or lengthen the warm-up; the last checkpoint before this is intact');
           }
           loss.backward();
+          // Waits for the gradient allreduces still running; every rank stops if any was interrupted.
+          if (dist) stop = dist.finishGradients(interrupted);
           phases.backward += performance.now() - backwardStart;
           addBatch(tally, logits.toArray(), b.y, logits.shape[1], value);
         });
@@ -237,7 +259,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         phases.optimizer += stepEnd - optimizerStart;
         o.threads?.record(stepEnd - stepStart);
         iteration++;
-        seen += b.n;
+        seen += whole.n;
         if (o.onBatch) {
           const secs = (Date.now() - epochStart) / 1000;
           const rate = seen / Math.max(secs, 1e-9);
@@ -245,19 +267,22 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           o.onBatch({ epoch, batch: b.index + 1, batches, loss: s.loss, acc: s.acc, lr, imagesPerSecond: rate,
             etaSeconds: ((batches - b.index - 1) * trainLoader.batchSize) / Math.max(rate, 1e-9) });
         }
-        if (interrupted) {
-          checkpoint({ epoch, batch: b.index + 1, iteration, partialTally: tally });
-          stopped = 'interrupted';
+        const reachedMax = o.maxSteps !== undefined && iteration >= o.maxSteps;
+        if (stop || reachedMax) {
+          checkpoint({ epoch, batch: b.index + 1, iteration, partialTally: dist ? dist.reduceTally(tally) : tally });
+          stopped = stop ? 'interrupted' : 'maxSteps';
           break;
         }
         waitStart = performance.now();
       }
-      if (stopped === 'interrupted') break;
+      if (stopped === 'interrupted' || stopped === 'maxSteps') break;
       startBatch = 0;
       const epochSeconds = (Date.now() - epochStart) / 1000;
-      const t = summarize(tally);
+      const t = summarize(dist ? dist.reduceTally(tally) : tally);
       tally = emptyTally();
-      const test = testLoader ? await evaluate(model, testLoader) : null;
+      // Without SyncBatchNorm each rank's running statistics are its own: rank 0's count (as DDP's broadcast_buffers).
+      if (dist && !dist.syncBn) dist.broadcastBuffers(model);
+      const test = testLoader ? await (dist ? dist.evaluate(model, testLoader) : evaluate(model, testLoader)) : null;
       const m: EpochMetrics = {
         epoch: epoch + 1, iteration, train_loss: t.loss, train_acc: t.acc, train_top5: t.top5,
         test_loss: test?.loss ?? null, test_acc: test?.acc ?? null, test_top5: test?.top5 ?? null,
@@ -266,17 +291,20 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           data: +(phases.data / 1000).toFixed(3), forward: +(phases.forward / 1000).toFixed(3),
           backward: +(phases.backward / 1000).toFixed(3), optimizer: +(phases.optimizer / 1000).toFixed(3),
         },
+        ...(dist ? { comm: dist.takeCommStats() } : {}),
       };
       history.push(m);
       // The checkpoint first: a kill between the two leaves a checkpoint whose line is missing, which
       // resume writes again, rather than a line whose epoch resume would run and log a second time.
       checkpoint({ epoch: epoch + 1, batch: 0, iteration });
-      if (o.outDir) appendFileSync(join(o.outDir, 'metrics.jsonl'), JSON.stringify(m) + '\n');
+      if (outDir) appendFileSync(join(outDir, 'metrics.jsonl'), JSON.stringify(m) + '\n');
       o.onEpoch?.(m);
       epochsRun++;
       if (epoch + 1 < o.epochs) {
         if (o.stopAfterEpochs !== undefined && epochsRun >= o.stopAfterEpochs) { stopped = 'stopAfterEpochs'; break; }
-        if (o.budgetSeconds !== undefined && elapsed() >= o.budgetSeconds) { stopped = 'budget'; break; }
+        // Rank 0's clock decides for every rank: ranks that disagreed would wait for each other forever.
+        const overBudget = o.budgetSeconds !== undefined && elapsed() >= o.budgetSeconds;
+        if (o.budgetSeconds !== undefined && (dist ? dist.broadcastJson(overBudget) : overBudget)) { stopped = 'budget'; break; }
       }
     }
   } finally {

@@ -1,5 +1,6 @@
 import { initBackend, nativeLoadError } from '../../backend/index.js';
 import { parse } from '../args.js';
+import { distributedAvailability } from '../../distributed/mpi.js';
 
 export const summary = 'the backend in use, oneDNN version, CPU ISA and threads';
 
@@ -13,11 +14,15 @@ export async function run(argv: string[]): Promise<number> {
   // On the reference backend, why the engine did not load and how to get it.
   const why = info.backend === 'native' ? null : nativeLoadError()?.message.replace(/^residual: /, '') ?? null;
   const fix = 'apt-get install libdnnl-dev g++ make, then npm run build:native (in the residual package folder)';
+  // Data-parallel training (residual train --distributed under mpirun) needs the optional MPI addon.
+  const dist = distributedAvailability();
+  const distributed = dist.available ? { distributed: 'available (mpirun -np N residual train --distributed)' } : { distributed: 'unavailable', distributed_error: dist.reason, distributed_fix: dist.fix };
   if (values.json) {
-    console.log(JSON.stringify(why === null ? info : { ...info, native_error: why, native_fix: fix }));
+    console.log(JSON.stringify(why === null ? { ...info, ...distributed } : { ...info, native_error: why, native_fix: fix, ...distributed }));
   } else {
     console.log(`backend: ${info.backend}\noneDNN: ${info.onednnVersion ?? '-'}\nISA: ${info.isa ?? '-'}\nthreads: ${info.threads}`);
     if (why !== null) console.log(`native engine: not loaded (${why})\nto get it: ${fix}`);
+    console.log(dist.available ? `distributed: ${distributed.distributed}` : `distributed: unavailable (${dist.reason})\nto get it: ${dist.fix}`);
   }
   return 0;
 }

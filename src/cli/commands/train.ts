@@ -5,6 +5,7 @@ import { engineThreadGovernor } from '../../train/threads.js';
 import type { BatchProgress, EpochMetrics } from '../../train/trainer.js';
 import { fixThreads, intOption, numberOption, parse, threadsOption } from '../args.js';
 import { downloadProgress, progressLine } from '../progress.js';
+import { distributedOptions } from '../../distributed/cli.js';
 
 export const summary = 'train a model on Fashion-MNIST, CIFAR or an image folder';
 
@@ -12,7 +13,8 @@ const usage = `usage: residual train --model M [--data fashion-mnist|cifar10:DIR
   [--weights FILE|RUN|torchvision:NAME[.ENTRY]] [--num-classes K] [--freeze none|trunk|stages:N] [--head-lr-scale 10]
   [--epochs E] [--batch B] [--lr LR] [--momentum 0.9] [--no-nesterov] [--wd WD] [--no-decay-bn-bias]
   [--schedule onecycle[:PCT]|cosine|multistep:E1,E2|constant] [--warmup ITERS] [--label-smoothing 0]
-  [--image-size 224] [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--subset N] [--threads N|auto] [--json]
+  [--image-size 224] [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--max-steps N] [--subset N] [--threads N|auto] [--json]
+  [--distributed [--sync-bn]]   (under mpirun: data-parallel over the ranks; README, "More than one machine")
 
 From scratch (no --weights), the defaults are the Fashion-MNIST recipe of BENCHMARKS.md: 1 epoch,
 batch 128, SGD with Nesterov momentum 0.9, weight decay 5e-4, one-cycle learning rate peaking at 0.1
@@ -35,7 +37,16 @@ run with an error (exit 1). \`residual predict --weights OUT\` then prints the d
 --threads auto (the default unless OMP_NUM_THREADS is set) times a few steps at every core and at one,
 keeps the faster and checks again every 400 steps: on a machine shared with other work one thread can
 be 2-3x faster than two (BENCHMARKS.md). --threads N (or OMP_NUM_THREADS=N) fixes the count: a fixed
-count repeats a run bit for bit; auto does not (the count, and so the order of sums, follows the timing).`;
+count repeats a run bit for bit; auto does not (the count, and so the order of sums, follows the timing).
+--max-steps N stops after N optimizer steps in all, with a checkpoint that --resume continues from.
+
+--distributed (implied when mpirun starts more than one rank): each rank trains a replica on its slice
+of every --batch (the global batch, in the order one process would see it); gradients are averaged by
+allreduce in buckets (1 MB, then 25 MB) while backward runs; only rank 0 prints and writes the run folder. Without
+--sync-bn each rank normalizes with its own slice's BatchNorm statistics (PyTorch DDP's semantics);
+with it the statistics are those of the whole batch, and the run computes what one process does.
+Threads per rank default to the cores divided by the ranks on the host. RESIDUAL_DIST_TIMEOUT (seconds,
+default 600) bounds every wait for the other ranks: a rank that died or hangs stops the run with an error.`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('train', argv, {
@@ -45,6 +56,7 @@ export async function run(argv: string[]): Promise<number> {
     'label-smoothing': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, resume: { type: 'boolean' },
     budget: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, subset: { type: 'string' },
     weights: { type: 'string' }, 'num-classes': { type: 'string' }, freeze: { type: 'string' }, 'head-lr-scale': { type: 'string' },
+    'max-steps': { type: 'string' }, distributed: { type: 'boolean' }, 'sync-bn': { type: 'boolean' },
   });
   if (v.help) {
     console.log(usage);
@@ -62,11 +74,14 @@ export async function run(argv: string[]): Promise<number> {
   // On a shared machine two engine threads can lose half their speed to one busy neighbour, while
   // one thread keeps going (BENCHMARKS.md, issue #17): unless a count is fixed (--threads N or
   // OMP_NUM_THREADS), the governor picks it from measured step times.
-  const threads = threadsOption('train', v.threads ?? (process.env.OMP_NUM_THREADS ? undefined : 'auto'));
+  const dist = distributedOptions('train', { distributed: v.distributed, syncBn: v['sync-bn'] });
+  const threads = threadsOption('train', v.threads ?? (process.env.OMP_NUM_THREADS ? undefined : dist?.defaultThreads ?? 'auto'));
   const backend = await initBackend();
   fixThreads(backend, threads.fixed);
   const governor = threads.auto ? engineThreadGovernor() ?? undefined : undefined;
   const json = v.json || !process.stdout.isTTY;
+  // In a data-parallel run rank 0 speaks for all.
+  const quiet = dist !== null && !dist.dp.isMain;
   let epochs = 0;
 
   const result = await runTraining({
@@ -78,18 +93,21 @@ export async function run(argv: string[]): Promise<number> {
     noDecayOnNormAndBias: !!v['no-decay-bn-bias'], schedule: v.schedule, warmupIters: nonNegativeInt('warmup', v.warmup),
     labelSmoothing: num('label-smoothing', v['label-smoothing']), seed: nonNegativeInt('seed', v.seed),
     out: v.out, resume: !!v.resume, budgetSeconds: v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60,
-    threads: governor, runInfo: { argv, backend: backend.name },
+    threads: governor, runInfo: { argv, backend: backend.name, ...(dist ? { ranks: dist.dp.size, sync_bn: dist.dp.syncBn } : {}) },
+    maxSteps: int('max-steps', v['max-steps']), distributed: dist?.dp,
     onStart: (s) => {
+      if (quiet) return;
       epochs = s.settings.epochs;
       const info = { ...s, classes: s.classes.length, backend: backend.name, threads: backend.info().threads };
       if (json) {
-        console.log(JSON.stringify({ event: 'start', ...info, weights: v.weights ?? null, notes: undefined }));
+        console.log(JSON.stringify({ event: 'start', ...info, weights: v.weights ?? null, notes: undefined, ...(dist ? { distributed: dist.summary() } : {}) }));
         for (const note of s.notes) console.log(JSON.stringify({ event: 'note', note }));
         return;
       }
       console.log(`training ${s.model} (${s.params.toLocaleString('en-US')} params, ${s.trainable_params.toLocaleString('en-US')} trainable) on ${s.data} ` +
         `(${s.train_samples} train / ${s.test_samples} test, ${s.classes.length} classes), ${backend.name} backend, ${info.threads} threads -> ${s.out}`);
       if (s.weights) console.log(`fine-tuning from ${v.weights}`);
+      if (dist) console.log(dist.describe());
       for (const note of s.notes) console.log(`  note: ${note}`);
       const t = s.settings;
       const show = (k: keyof typeof t, text: string) => `${text}${s.defaults.includes(k) ? '*' : ''}`;
@@ -101,8 +119,9 @@ export async function run(argv: string[]): Promise<number> {
         show('label_smoothing', `label smoothing ${t.label_smoothing}`), show('seed', `seed ${t.seed}`),
       ].join(', ')}`);
     },
-    onBatch: json ? undefined : (p: BatchProgress) => process.stdout.write(`\r${progressLine(p, epochs)}`),
+    onBatch: json || quiet ? undefined : (p: BatchProgress) => process.stdout.write(`\r${progressLine(p, epochs)}`),
     onEpoch: (m: EpochMetrics) => {
+      if (quiet) return;
       if (json) console.log(JSON.stringify(m));
       else {
         process.stdout.write('\r\x1b[2K');
@@ -111,7 +130,9 @@ export async function run(argv: string[]): Promise<number> {
           ` | ${m.epoch_s.toFixed(1)} s, ${m.images_per_s.toFixed(0)} img/s`);
       }
     },
-  });
+  }).catch((e: unknown) => (dist ? dist.fail(e) : Promise.reject(e)));
+  dist?.dp.finish();
+  if (quiet) return 0;
   const outDir = result.out;
   const last = result.history[result.history.length - 1];
   if (governor) {
