@@ -6,7 +6,8 @@ import { lockRunFolder } from './lock.js';
 import { join } from 'node:path';
 import type { Batch, DataLoader } from '../data/loader.js';
 import type { Module, StateDict } from '../nn/index.js';
-import { Tensor, crossEntropy, noGrad, tidy } from '../tensor/index.js';
+import { Tensor, autocast, crossEntropy, noGrad, tidy, type ComputeDtype } from '../tensor/index.js';
+import { checkComputeDtype } from '../backend/index.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
 import { addBatch, emptyTally, summarize, type Tally } from './metrics.js';
 import { learningRate, type ScheduleSpec } from './schedule.js';
@@ -46,6 +47,16 @@ export interface TrainOptions {
   lrScale?: { modules: string[]; scale: number };
   /** Saved with every checkpoint (state.json and the weights' metadata): what the model is and how to feed it. */
   card?: ModelCard;
+  /**
+   * 'bf16': mixed precision, PyTorch AMP with bf16: the convolutions (forward, backward-data,
+   * backward-weights) read bf16 and accumulate in f32; the parameters (f32 master weights), their
+   * gradients, the optimizer state, BatchNorm and its statistics, the classifier and the loss stay f32.
+   * No loss scaling: bf16 has f32's exponent range, so gradients do not underflow as in fp16.
+   * Checkpoints are f32 either way, so a run resumes in either dtype. Needs AVX512-BF16 on the native
+   * backend (refused otherwise, with the reason). The per-epoch test evaluation runs in the same dtype.
+   * Default 'f32'.
+   */
+  dtype?: ComputeDtype;
 }
 
 export interface BatchProgress {
@@ -99,17 +110,17 @@ function toInput(b: Batch, model: Module): Tensor {
 }
 
 /** Loss, top-1 and top-5 of a model over a loader, in eval mode without the tape. */
-export async function evaluate(model: Module, loader: DataLoader): Promise<EvalResult> {
+export async function evaluate(model: Module, loader: DataLoader, o: { dtype?: ComputeDtype } = {}): Promise<EvalResult> {
   const wasTraining = model.training;
   model.eval();
   const tally = emptyTally();
   try {
     for await (const b of loader.epoch(0)) {
-      noGrad(() => tidy(() => {
+      autocast(o.dtype ?? 'f32', () => noGrad(() => tidy(() => {
         const logits = model.forward(toInput(b, model));
         const loss = crossEntropy(logits, b.y);
         addBatch(tally, logits.toArray(), b.y, logits.shape[1], loss.item());
-      }));
+      })));
     }
   } finally {
     model.train(wasTraining);
@@ -153,6 +164,9 @@ function keepMetricsUpTo(path: string, history: readonly EpochMetrics[]): void {
 
 export async function train(model: Module, trainLoader: DataLoader, testLoader: DataLoader | null, o: TrainOptions): Promise<TrainResult> {
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new Error(`train: epochs must be a positive integer, got ${o.epochs}`);
+  const dtype = o.dtype ?? 'f32';
+  const firstParam = model.parameters()[0];
+  if (firstParam) checkComputeDtype('train', firstParam.backend, dtype);
   const batches = trainLoader.batchesPerEpoch;
   const totalIters = o.epochs * batches;
   const schedule = { spec: o.schedule, lr: o.lr, totalIters, warmupIters: o.warmupIters };
@@ -216,7 +230,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         }
         opt.lr = lr;
         const stepStart = performance.now();
-        tidy(() => {
+        autocast(dtype, () => tidy(() => {
           const logits = model.forward(toInput(b, model));
           const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
           const value = loss.item();
@@ -229,7 +243,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           loss.backward();
           phases.backward += performance.now() - backwardStart;
           addBatch(tally, logits.toArray(), b.y, logits.shape[1], value);
-        });
+        }));
         const optimizerStart = performance.now();
         opt.step();
         opt.zeroGrad();
@@ -257,7 +271,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
       const epochSeconds = (Date.now() - epochStart) / 1000;
       const t = summarize(tally);
       tally = emptyTally();
-      const test = testLoader ? await evaluate(model, testLoader) : null;
+      const test = testLoader ? await evaluate(model, testLoader, { dtype }) : null;
       const m: EpochMetrics = {
         epoch: epoch + 1, iteration, train_loss: t.loss, train_acc: t.acc, train_top5: t.top5,
         test_loss: test?.loss ?? null, test_acc: test?.acc ?? null, test_top5: test?.top5 ?? null,
