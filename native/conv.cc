@@ -355,7 +355,8 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
     out.Set("dw", dw.obj);
     if (need_b) out.Set("db", db.obj);
   } else if (need_b) {
-    // Bias gradient alone: a sum of dy over N, H, W (dy is NHWC: channels are innermost).
+    // Bias gradient alone: a sum of dy over N, H, W (dy is NHWC: channels are innermost). In f32 even
+    // under bf16: a memory-bound pass that a conversion would only slow down.
     NewT db = NewPlain(env, {s.o});
     const float* g = static_cast<const float*>(ddst_nhwc.get_data_handle());
     float* r = db.t->Data();

@@ -180,11 +180,13 @@ export class ReferenceBackend implements Backend<RefTensor> {
     { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } {
     const g = convGeometry(x.shape, w.shape, p);
     const r: { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } = {};
-    // bf16: what the conv reads is rounded to bf16 (the bias gradient sums dy in f32, as the native one does).
+    // bf16: what the conv reads is rounded to bf16, dy included (oneDNN's backward-weights sums the
+    // bias gradient from the same bf16 dy), accumulated in f32.
     const low = p.precision === 'bf16' ? roundToBf16 : (v: Float32Array) => v;
-    if (needs.input) r.dx = make(conv2dBackwardData(low(vals(dy)), low(vals(w)), g), x.shape);
-    if (needs.weight) r.dw = make(conv2dBackwardWeight(low(vals(x)), low(vals(dy)), g), w.shape);
-    if (needs.bias) r.db = make(conv2dBackwardBias(vals(dy), g.n, g.o, g.oh * g.ow), [g.o]);
+    const dyLow = low(vals(dy));
+    if (needs.input) r.dx = make(conv2dBackwardData(dyLow, low(vals(w)), g), x.shape);
+    if (needs.weight) r.dw = make(conv2dBackwardWeight(low(vals(x)), dyLow, g), w.shape);
+    if (needs.bias) r.db = make(conv2dBackwardBias(dyLow, g.n, g.o, g.oh * g.ow), [g.o]);
     return r;
   }
 
