@@ -6,6 +6,8 @@ times per primitive kind, direction and data type, and divides by the number of 
     --mode train --dtype bf16 --threads 1 --warmup 0 --runs 2 | python3 bench/verbose_profile.py --steps 2 --step-ms 3400
 
 --step-ms (the measured step) adds a row for the time outside oneDNN (our own kernels and loops, JS).
+--skip-first drops the first step (primitive creation, first-touch page faults): everything up to its
+last convolution, a step having (convolution lines / --steps) of them; --steps counts all steps given.
 """
 import argparse
 import collections
@@ -16,13 +18,18 @@ ap = argparse.ArgumentParser()
 ap.add_argument('--steps', type=float, default=1)
 ap.add_argument('--step-ms', type=float, default=None)
 ap.add_argument('--json', action='store_true')
+ap.add_argument('--skip-first', action='store_true')
 a = ap.parse_args()
+lines = [l for l in sys.stdin if l.startswith('onednn_verbose,exec,') or l.startswith('dnnl_verbose,exec,')]
+if a.skip_first:
+    convs = [i for i, l in enumerate(lines) if l.split(',')[3] == 'convolution']
+    per_step = round(len(convs) / a.steps)
+    lines = lines[convs[per_step - 1] + 1:]
+    a.steps -= 1
 
 tot = collections.Counter()
 cnt = collections.Counter()
-for line in sys.stdin:
-    if not line.startswith('onednn_verbose,exec,') and not line.startswith('dnnl_verbose,exec,'):
-        continue
+for line in lines:
     f = line.rstrip('\n').split(',')
     kind, impl, prop, mds = f[3], f[4], f[5], f[6]
     ms = float(f[-1])
