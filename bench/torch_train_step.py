@@ -1,10 +1,12 @@
 """PyTorch side of bench/train_step.ts: one training step (forward, cross-entropy, backward, SGD with
 momentum), median ms of timed steps.
 
-Reads {"model", "batch", "input": [C,H,W], "threads", "warmup", "runs", "layout"} from the JSON file
+Reads {"model", "batch", "input": [C,H,W], "threads", "warmup", "runs", "layout", "dtype"} from the JSON file
 named on the command line and prints one JSON object. torchvision's ImageNet models, or the CIFAR
 ResNet-6n+2 of scripts/fixtures/models_parity.py ("resnet20", "resnet56", ...). Random weights and
 inputs (timing does not depend on them). Run by Debian's interpreter (/usr/bin/python3).
+"dtype": "bf16" runs forward and loss under torch.autocast("cpu", dtype=torch.bfloat16) (AMP with bf16,
+no GradScaler: bf16 needs no loss scaling), the baseline for `residual bench --mode train --dtype bf16`.
 """
 import json
 import sys
@@ -32,8 +34,12 @@ y = torch.randint(0, 10, (spec["batch"],))
 opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
 
+amp = spec.get("dtype", "f32") == "bf16"
+
+
 def step(m, x):
-    loss = F.cross_entropy(m(x), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        loss = F.cross_entropy(m(x), y)
     loss.backward()
     loss.item()
     opt.step()

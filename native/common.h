@@ -70,6 +70,9 @@ void PoolRelease();
 // A memory object over a pooled buffer; `*ptr` receives the buffer to give back with PoolFree.
 memory PooledMemory(const memory::desc& md, void** ptr);
 
+// The name of a CPU ISA as `info().isa` reports it (e.g. "avx512_core_bf16").
+const char* IsaName(dnnl::cpu_isa isa);
+
 // Records which implementation oneDNN chose for each cached primitive (tests assert no "ref:").
 void RecordImpl(const std::string& key, const char* impl);
 

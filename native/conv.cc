@@ -1,6 +1,13 @@
 // Convolution forward, backward-data and backward-weights (groups, stride, padding, dilation).
 // Activations and their gradients are NHWC; weights are plain OIHW (goihw view for groups) and are
 // reordered into the primitive's format through the tensor's derived-copy cache (once per update).
+//
+// Mixed precision (bf16 = true, the trailing argument): the convolution reads bf16 and accumulates in
+// f32, PyTorch autocast's semantics. Tensors stay f32 (master weights, activations, gradients): the
+// conv converts what it reads. The input's bf16 copy is a derived copy cached on the input tensor, so
+// the forward converts it once and backward-weights reuses it; the weights' bf16 copies come from the
+// same cache (one conversion per optimizer step); dy is converted once per backward call and shared
+// by backward-data and backward-weights. dst, diff_src and diff_weights are written f32 directly.
 #include <cstdlib>
 #include <cstring>
 
@@ -12,6 +19,7 @@ namespace {
 
 struct ConvShape {
   int64_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, g, oh, ow;
+  bool bf16;  // read src/weights/diff_dst as bf16 (f32 accumulation and outputs)
   dims Src() const { return {n, c, h, w}; }
   dims Dst() const { return {n, o, oh, ow}; }
   dims Wei() const { return g > 1 ? dims{g, o / g, c / g, kh, kw} : dims{o, c / g, kh, kw}; }
@@ -24,6 +32,7 @@ struct ConvShape {
   Key K(const char* op) const {
     Key k(op);
     k << n << c << h << w << o << kh << kw << sh << sw << ph << pw << dh << dw << g;
+    if (bf16) k << "bf16";
     return k;
   }
 };
@@ -51,19 +60,24 @@ ConvShape ParseConv(Tensor* x, Tensor* w, const Napi::CallbackInfo& info, size_t
 
 bool IsRef(const char* impl) { return impl && std::strncmp(impl, "ref", 3) == 0; }
 
-memory::desc Any(const dims& d) { return memory::desc(d, dt::f32, tag::any); }
+memory::desc Any(const dims& d, dt type = dt::f32) { return memory::desc(d, type, tag::any); }
+memory::desc Nhwc(const dims& d, dt type) { return memory::desc(d, type, tag::nhwc); }
+dt Low(const ConvShape& s) { return s.bf16 ? dt::bf16 : dt::f32; }
 
 struct FwdEntry {
   dnnl::convolution_forward::primitive_desc pd;
   Prim prim;
+  bool ref;
 };
 struct BwdDataEntry {
   dnnl::convolution_backward_data::primitive_desc pd;
   Prim prim;
+  bool ref;
 };
 struct BwdWeiEntry {
   dnnl::convolution_backward_weights::primitive_desc pd;
   Prim prim;
+  bool ref;
 };
 
 Cache<FwdEntry>& g_fwd = *new Cache<FwdEntry>();  // never destroyed: nothing may run at process exit
@@ -82,16 +96,16 @@ FwdEntry& GetFwd(const ConvShape& s, bool bias) {
     auto make = [&](const memory::desc& src, const memory::desc& dst) {
       memory::desc b = bias ? memory::desc({s.o}, dt::f32, tag::x) : memory::desc();
       dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-                                        Any(s.Wei()), b, dst, s.Strides(), s.Dil(), s.Pad(), s.Pad());
+                                        Any(s.Wei(), Low(s)), b, dst, s.Strides(), s.Dil(), s.Pad(), s.Pad());
       return dnnl::convolution_forward::primitive_desc(d, UserScratchAttr(), Eng());
     };
-    auto pd = make(NhwcMd(s.Src()), NhwcMd(s.Dst()));
+    auto pd = make(Nhwc(s.Src(), Low(s)), NhwcMd(s.Dst()));
     if (g_any_layout || IsRef(pd.impl_info_str())) {
-      auto alt = make(Any(s.Src()), Any(s.Dst()));
+      auto alt = make(Any(s.Src(), Low(s)), Any(s.Dst()));
       if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
-    return FwdEntry{pd, MakePrim<decltype(pd), dnnl::convolution_forward>(pd)};
+    return FwdEntry{pd, MakePrim<decltype(pd), dnnl::convolution_forward>(pd), IsRef(pd.impl_info_str())};
   });
 }
 
@@ -100,17 +114,17 @@ BwdDataEntry& GetBwdData(const ConvShape& s) {
   return g_bwd_data.Get(k, [&] {
     auto& f = GetFwd(s, false);
     auto make = [&](const memory::desc& dsrc, const memory::desc& ddst) {
-      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dsrc, Any(s.Wei()), ddst,
+      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dsrc, Any(s.Wei(), Low(s)), ddst,
                                               s.Strides(), s.Dil(), s.Pad(), s.Pad());
       return dnnl::convolution_backward_data::primitive_desc(d, UserScratchAttr(), Eng(), f.pd);
     };
-    auto pd = make(NhwcMd(s.Src()), NhwcMd(s.Dst()));
+    auto pd = make(NhwcMd(s.Src()), Nhwc(s.Dst(), Low(s)));
     if (g_any_layout || IsRef(pd.impl_info_str())) {
-      auto alt = make(Any(s.Src()), Any(s.Dst()));
+      auto alt = make(Any(s.Src()), Any(s.Dst(), Low(s)));
       if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
-    return BwdDataEntry{pd, MakePrim<decltype(pd), dnnl::convolution_backward_data>(pd)};
+    return BwdDataEntry{pd, MakePrim<decltype(pd), dnnl::convolution_backward_data>(pd), IsRef(pd.impl_info_str())};
   });
 }
 
@@ -125,13 +139,13 @@ BwdWeiEntry& GetBwdWei(const ConvShape& s, bool bias) {
                                                  s.Strides(), s.Dil(), s.Pad(), s.Pad());
       return dnnl::convolution_backward_weights::primitive_desc(d, UserScratchAttr(), Eng(), f.pd);
     };
-    auto pd = make(NhwcMd(s.Src()), NhwcMd(s.Dst()));
+    auto pd = make(Nhwc(s.Src(), Low(s)), Nhwc(s.Dst(), Low(s)));
     if (g_any_layout || IsRef(pd.impl_info_str())) {
-      auto alt = make(Any(s.Src()), Any(s.Dst()));
+      auto alt = make(Any(s.Src(), Low(s)), Any(s.Dst(), Low(s)));
       if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
-    return BwdWeiEntry{pd, MakePrim<decltype(pd), dnnl::convolution_backward_weights>(pd)};
+    return BwdWeiEntry{pd, MakePrim<decltype(pd), dnnl::convolution_backward_weights>(pd), IsRef(pd.impl_info_str())};
   });
 }
 
@@ -162,13 +176,71 @@ bool Narrow(const ConvShape& s) {
   return !off && !g_any_layout && GroupedConv3x3::Covers(s.c, s.o, s.g, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw);
 }
 
-// y (NHWC) = the narrow grouped conv of `src` (NHWC, [n, c, h, w]) with OIHW weights `wei` (+ bias).
+// f32 values rounded to the nearest bf16 (ties to even), kept as f32: the weights a bf16 conv reads.
+std::vector<float> RoundedToBf16(const float* p, size_t n) {
+  std::vector<float> r(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &p[i], 4);
+    if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;  // inf/nan pass
+    else b &= 0xffff0000u;
+    std::memcpy(&r[i], &b, 4);
+  }
+  return r;
+}
+
+// A temporary buffer from the tensor pool, given back when it goes out of scope (execution on the
+// CPU stream is synchronous, so nothing reads it afterwards).
+struct Temp {
+  memory m;
+  void* buf = nullptr;
+  size_t bytes = 0;
+  explicit Temp(const memory::desc& md) : bytes(md.get_size()) { m = PooledMemory(md, &buf); }
+  ~Temp() { PoolFree(buf, bytes); }
+  Temp(const Temp&) = delete;
+  Temp& operator=(const Temp&) = delete;
+};
+
+// bf16 training needs AVX512-BF16 (or AMX): without it oneDNN 2.6 would emulate bf16 on avx512_core
+// or fall back to reference kernels, slower than f32, which defeats the point.
+void RequireBf16Isa() {
+  const int bf16 = static_cast<int>(dnnl::cpu_isa::avx512_core_bf16);  // ISA values are nested bit sets
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  Require((static_cast<int>(isa) & bf16) == bf16,
+          std::string("bf16 training needs a CPU with AVX512-BF16 (or AMX), and oneDNN reports this one as ") + IsaName(isa) +
+              " (no bf16 instructions; DNNL_MAX_CPU_ISA may have capped it): train with dtype f32");
+}
+
+// y (NHWC) = the narrow grouped conv of `src` (NHWC, [n, c, h, w]) with OIHW weights `wei` (+ bias);
+// `bf16`: src and dst are stored as bf16 (the weights are rounded to bf16 first, f32 arithmetic).
 void RunNarrow(const ConvShape& s, const float* wei, const float* bias, int64_t stride, const void* src, int64_t h, int64_t w,
-               void* dst, int64_t oh, int64_t ow) {
-  std::vector<float> zeros;
+               void* dst, int64_t oh, int64_t ow, bool bf16 = false) {
+  std::vector<float> zeros, rounded;
   if (!bias) zeros.assign(static_cast<size_t>(s.o), 0.f);
+  if (bf16) {
+    rounded = RoundedToBf16(wei, static_cast<size_t>(s.o * (s.c / s.g) * 9));
+    wei = rounded.data();
+  }
   GroupedConv3x3 k(wei, bias ? bias : zeros.data(), s.o, s.c / s.g, stride, false, false);
-  k.Run(src, BlockStrides::Nhwc(s.c, h, w), h, w, dst, BlockStrides::Nhwc(s.o, oh, ow), oh, ow, s.n, false);
+  k.Run(src, BlockStrides::Nhwc(s.c, h, w), h, w, dst, BlockStrides::Nhwc(s.o, oh, ow), oh, ow, s.n, bf16);
+}
+
+// The input's values as bf16 NHWC: a derived copy cached on the tensor (valid while it is not
+// mutated), so backward-weights reads the same copy the forward made.
+memory Bf16Input(Tensor* x) {
+  Require(x->layout != Layout::Opaque, "an opaque tensor (a pooling argmax) was passed where values are expected");
+  return x->Derived(x->md, Nhwc(x->shape, dt::bf16));
+}
+
+// Whether this shape runs in bf16: asked for, and oneDNN has a non-reference kernel for all three
+// directions (else the conv stays f32, which is only slower, never wrong).
+bool Bf16Runs(ConvShape s, bool bias) {
+  if (!s.bf16) return false;
+  static Cache<bool>& ok = *new Cache<bool>();
+  return ok.Get(s.K("conv_bf16_ok") << static_cast<int64_t>(bias), [&] {
+    if (Narrow(s)) return !GetBwdWei(s, bias).ref && (s.sh == 1 || !GetBwdData(s).ref);  // fwd, stride-1 bwd-data: ours
+    return !GetFwd(s, bias).ref && !GetBwdData(s).ref && !GetBwdWei(s, bias).ref;
+  });
 }
 
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
@@ -176,18 +248,28 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   Tensor* w = ArgTensor(info, 1);
   Tensor* b = ArgTensorOrNull(info, 2);
   ConvShape s = ParseConv(x, w, info, 3);
+  s.bf16 = info.Length() > 10 && ArgBool(info, 10);
+  if (s.bf16) RequireBf16Isa();
   if (b) Require(b->Numel() == s.o && b->layout == Layout::Plain, "bias must have one value per output channel");
+  s.bf16 = Bf16Runs(s, b != nullptr);
   if (Narrow(s)) {
     WeightView(w, s);  // plain OIHW
-    memory src = AsLayout(x, Layout::NHWC);
     NewT y = NewCanon(info.Env(), s.Dst());
     RecordImpl(s.K("conv_fwd").s, s.c / s.g == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
+    if (s.bf16) {
+      memory src = Bf16Input(x);
+      Temp dst(Nhwc(s.Dst(), dt::bf16));
+      RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, dst.m.get_data_handle(), s.oh, s.ow, true);
+      Reorder(dst.m, y.t->mem);
+      return y.obj;
+    }
+    memory src = AsLayout(x, Layout::NHWC);
     RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, y.t->mem.get_data_handle(), s.oh, s.ow);
     return y.obj;
   }
   auto& e = GetFwd(s, b != nullptr);
   memory wei = w->Derived(WeightView(w, s), e.pd.weights_desc());
-  memory src = Want(AsLayout(x, Layout::NHWC), e.pd.src_desc());
+  memory src = Want(s.bf16 ? Bf16Input(x) : AsLayout(x, Layout::NHWC), e.pd.src_desc());
   NewT y = NewCanon(info.Env(), s.Dst());
   bool direct = e.pd.dst_desc() == y.t->md;
   memory dst = direct ? y.t->mem : memory(e.pd.dst_desc(), Eng());
@@ -205,16 +287,28 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   Tensor* dy = ArgTensor(info, 2);
   ConvShape s = ParseConv(x, w, info, 3);
   bool need_x = ArgBool(info, 10), need_w = ArgBool(info, 11), need_b = ArgBool(info, 12);
+  s.bf16 = info.Length() > 13 && ArgBool(info, 13);
+  if (s.bf16) RequireBf16Isa();
   Require(dy->Rank() == 4 && dy->shape == s.Dst(), "dy shape does not match the convolution output");
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
   memory::desc wview = WeightView(w, s);  // may relayout w: before any other memory handle is taken
   memory ddst_nhwc = AsLayout(dy, Layout::NHWC);
+  s.bf16 = (need_x || need_w) && Bf16Runs(s, need_b);
+  // dy in bf16, converted once for backward-data and backward-weights.
+  std::unique_ptr<Temp> ddst_low;
+  if (s.bf16) {
+    ddst_low = std::make_unique<Temp>(Nhwc(s.Dst(), dt::bf16));
+    Reorder(ddst_nhwc, ddst_low->m);
+  }
+  memory ddst_in = s.bf16 ? ddst_low->m : ddst_nhwc;
 
   if (need_x && Narrow(s) && s.sh == 1) {
     // dx = conv(dy, w') with w'[g*W + i][o][a][b] = w[g*W + o][i][2 - a][2 - b] (stride 1, padding 1)
     const int64_t width = s.c / s.g;
-    const float* wp = w->Data();
+    std::vector<float> rounded;
+    if (s.bf16) rounded = RoundedToBf16(w->Data(), static_cast<size_t>(s.o * width * 9));
+    const float* wp = s.bf16 ? rounded.data() : w->Data();
     std::vector<float> wt(static_cast<size_t>(s.o * width * 9));
     for (int64_t g = 0; g < s.g; ++g)
       for (int64_t o = 0; o < width; ++o)
@@ -223,11 +317,17 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
             wt[static_cast<size_t>(((g * width + i) * width + o) * 9 + t)] = wp[((g * width + o) * width + i) * 9 + (8 - t)];
     NewT dx = NewCanon(env, s.Src());
     RecordImpl(s.K("conv_bwd_data").s, width == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
-    RunNarrow(s, wt.data(), nullptr, 1, ddst_nhwc.get_data_handle(), s.oh, s.ow, dx.t->mem.get_data_handle(), s.h, s.w);
+    if (s.bf16) {
+      Temp dsrc(Nhwc(s.Src(), dt::bf16));
+      RunNarrow(s, wt.data(), nullptr, 1, ddst_in.get_data_handle(), s.oh, s.ow, dsrc.m.get_data_handle(), s.h, s.w, true);
+      Reorder(dsrc.m, dx.t->mem);
+    } else {
+      RunNarrow(s, wt.data(), nullptr, 1, ddst_nhwc.get_data_handle(), s.oh, s.ow, dx.t->mem.get_data_handle(), s.h, s.w);
+    }
     out.Set("dx", dx.obj);
   } else if (need_x) {
     auto& e = GetBwdData(s);
-    memory ddst = Want(ddst_nhwc, e.pd.diff_dst_desc());
+    memory ddst = Want(ddst_in, e.pd.diff_dst_desc());
     memory wei = w->Derived(wview, e.pd.weights_desc());
     NewT dx = NewCanon(env, s.Src());
     bool direct = e.pd.diff_src_desc() == dx.t->md;
@@ -238,8 +338,8 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   }
   if (need_w) {
     auto& e = GetBwdWei(s, need_b);
-    memory src = Want(AsLayout(x, Layout::NHWC), e.pd.src_desc());
-    memory ddst = Want(ddst_nhwc, e.pd.diff_dst_desc());
+    memory src = Want(s.bf16 ? Bf16Input(x) : AsLayout(x, Layout::NHWC), e.pd.src_desc());
+    memory ddst = Want(ddst_in, e.pd.diff_dst_desc());
     NewT dw = NewPlain(env, w->shape);
     memory view(s.WeiPlain(), Eng(), dw.t->Data());
     bool direct = e.pd.diff_weights_desc() == view.get_desc();
@@ -255,7 +355,8 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
     out.Set("dw", dw.obj);
     if (need_b) out.Set("db", db.obj);
   } else if (need_b) {
-    // Bias gradient alone: a sum of dy over N, H, W (dy is NHWC: channels are innermost).
+    // Bias gradient alone: a sum of dy over N, H, W (dy is NHWC: channels are innermost). In f32 even
+    // under bf16: a memory-bound pass that a conversion would only slow down.
     NewT db = NewPlain(env, {s.o});
     const float* g = static_cast<const float*>(ddst_nhwc.get_data_handle());
     float* r = db.t->Data();

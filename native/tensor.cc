@@ -666,6 +666,8 @@ Napi::Value ByteSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), t ? static_cast<double>(t->Bytes()) : 0.0);
 }
 
+}  // namespace
+
 const char* IsaName(dnnl::cpu_isa isa) {
   using I = dnnl::cpu_isa;
   switch (isa) {
@@ -683,6 +685,8 @@ const char* IsaName(dnnl::cpu_isa isa) {
     default: return "unknown";
   }
 }
+
+namespace {
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

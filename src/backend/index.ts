@@ -98,3 +98,21 @@ export function setDefaultBackend(b: Backend): void {
 }
 
 export type { Backend, BackendTensor, BackendInfo, Shape } from './types.js';
+
+/** ISAs (as BackendInfo.isa names them) that have bf16 dot products: AVX512-BF16, and AMX above it. */
+const BF16_ISAS = new Set(['avx512_core_bf16', 'avx512_core_amx', 'avx512_core_amx_fp16', 'all']);
+
+/**
+ * Refuses bf16 mixed-precision training where it cannot run fast: the native backend on a CPU (or
+ * under a DNNL_MAX_CPU_ISA cap) without AVX512-BF16, where oneDNN would emulate bf16 slower than f32.
+ * The reference backend emulates bf16 exactly (for tests) and is never refused. `caller` prefixes the message.
+ */
+export function checkComputeDtype(caller: string, backend: Backend, dtype: string): void {
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`${caller}: dtype must be "f32" or "bf16", got "${dtype}"`);
+  if (dtype !== 'bf16' || backend.name !== 'native') return;
+  const isa = backend.info().isa ?? 'unknown';
+  if (!BF16_ISAS.has(isa)) {
+    throw new Error(`${caller}: bf16 training needs a CPU with AVX512-BF16 (or AMX), and oneDNN reports this one as ${isa} ` +
+      `(no bf16 instructions${process.env.DNNL_MAX_CPU_ISA || process.env.ONEDNN_MAX_CPU_ISA ? '; DNNL_MAX_CPU_ISA caps it' : ''}): train with dtype f32`);
+  }
+}

@@ -57,10 +57,10 @@ interface Addon {
   scale(x: T, s: number): T;
   relu(x: T): T;
   reluBackward(y: T, dy: T): T;
-  conv2d(x: T, w: T, b: T | null, sh: number, sw: number, ph: number, pw: number, dh: number, dw: number, g: number): T;
+  conv2d(x: T, w: T, b: T | null, sh: number, sw: number, ph: number, pw: number, dh: number, dw: number, g: number, bf16: boolean): T;
   conv2dBackward(
     x: T, w: T, dy: T, sh: number, sw: number, ph: number, pw: number, dh: number, dw: number, g: number,
-    needInput: boolean, needWeight: boolean, needBias: boolean,
+    needInput: boolean, needWeight: boolean, needBias: boolean, bf16: boolean,
   ): Grads;
   batchNormTrain(x: T, gamma: T, beta: T, rm: T, rv: T, momentum: number, eps: number): { y: T; mean: T; invStd: T };
   batchNormEval(x: T, gamma: T, beta: T, rm: T, rv: T, eps: number): T;
@@ -250,12 +250,13 @@ export class NativeBackend implements Backend<NativeTensor> {
 
   // ---- convolution ----
   conv2d(x: T, w: T, b: T | null, p: Conv2dParams): T {
-    return this.a.conv2d(x, w, b, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups);
+    return this.a.conv2d(x, w, b, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups,
+      p.precision === 'bf16');
   }
   conv2dBackward(x: T, w: T, dy: T, p: Conv2dParams, needs: GradNeeds): { dx?: T; dw?: T; db?: T } {
     return this.a.conv2dBackward(
       x, w, dy, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups,
-      needs.input, needs.weight, needs.bias,
+      needs.input, needs.weight, needs.bias, p.precision === 'bf16',
     );
   }
 

@@ -37,6 +37,20 @@ function make(data: Float32Array, shape: Shape): RefTensor {
 }
 
 /** The values of a live tensor; a disposed one is a bug upstream, reported instead of computed on. */
+/**
+ * A copy of `v` with every value rounded to the nearest bfloat16 (ties to even), as f32: what a bf16
+ * convolution reads. Infinities and NaN pass through.
+ */
+export function roundToBf16(v: Float32Array): Float32Array {
+  const out = new Float32Array(v.length);
+  const src = new Uint32Array(v.buffer, v.byteOffset, v.length), dst = new Uint32Array(out.buffer);
+  for (let i = 0; i < v.length; i++) {
+    const b = src[i]!;
+    dst[i] = (b & 0x7f800000) === 0x7f800000 ? b & 0xffff0000 : ((b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000) >>> 0;
+  }
+  return out;
+}
+
 function vals(t: RefTensor): Float32Array {
   if (t.disposed) throw new Error(`reference backend: tensor of shape [${t.shape.join(', ')}] used after dispose`);
   return t.data;
@@ -157,7 +171,8 @@ export class ReferenceBackend implements Backend<RefTensor> {
 
   conv2d(x: RefTensor, w: RefTensor, b: RefTensor | null, p: Conv2dParams): RefTensor {
     const g = convGeometry(x.shape, w.shape, p);
-    const y = conv2dForward(vals(x), vals(w), b ? vals(b) : null, g);
+    const low = p.precision === 'bf16' ? roundToBf16 : (v: Float32Array) => v;
+    const y = conv2dForward(low(vals(x)), low(vals(w)), b ? vals(b) : null, g);
     return make(y, [g.n, g.o, g.oh, g.ow]);
   }
 
@@ -165,9 +180,13 @@ export class ReferenceBackend implements Backend<RefTensor> {
     { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } {
     const g = convGeometry(x.shape, w.shape, p);
     const r: { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } = {};
-    if (needs.input) r.dx = make(conv2dBackwardData(vals(dy), vals(w), g), x.shape);
-    if (needs.weight) r.dw = make(conv2dBackwardWeight(vals(x), vals(dy), g), w.shape);
-    if (needs.bias) r.db = make(conv2dBackwardBias(vals(dy), g.n, g.o, g.oh * g.ow), [g.o]);
+    // bf16: what the conv reads is rounded to bf16, dy included (oneDNN's backward-weights sums the
+    // bias gradient from the same bf16 dy), accumulated in f32.
+    const low = p.precision === 'bf16' ? roundToBf16 : (v: Float32Array) => v;
+    const dyLow = low(vals(dy));
+    if (needs.input) r.dx = make(conv2dBackwardData(dyLow, low(vals(w)), g), x.shape);
+    if (needs.weight) r.dw = make(conv2dBackwardWeight(low(vals(x)), dyLow, g), w.shape);
+    if (needs.bias) r.db = make(conv2dBackwardBias(dyLow, g.n, g.o, g.oh * g.ow), [g.o]);
     return r;
   }
 

@@ -24,6 +24,12 @@ export interface Conv2dParams {
   padding: readonly [number, number];
   dilation: readonly [number, number];
   groups: number;
+  /**
+   * What the convolution reads: 'f32' (default), or 'bf16' for mixed-precision training: x, w and (in
+   * backward) dy are rounded to bfloat16, products are accumulated in f32, and y, dx, dw, db come back f32
+   * (PyTorch autocast's semantics for a conv). The tensors themselves stay f32.
+   */
+  precision?: 'f32' | 'bf16';
 }
 
 export interface Pool2dParams {

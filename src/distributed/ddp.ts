@@ -7,7 +7,7 @@ import type { Batch, DataLoader } from '../data/loader.js';
 import type { Module } from '../nn/index.js';
 import { BatchNorm2d } from '../nn/layers.js';
 import type { BackendTensor } from '../backend/types.js';
-import { Tensor, crossEntropy, isGradEnabled, noGrad, tidy, type GradNode } from '../tensor/index.js';
+import { Tensor, autocast, crossEntropy, isGradEnabled, noGrad, tidy, type ComputeDtype, type GradNode } from '../tensor/index.js';
 import { onGradReady } from '../tensor/autograd.js';
 import { addBatch, emptyTally, summarize, type Tally } from '../train/metrics.js';
 import type { SGD } from '../train/sgd.js';
@@ -268,7 +268,7 @@ export class DataParallel {
   }
 
   /** `evaluate` with each rank on its slice of every batch, the tallies summed. */
-  async evaluate(model: Module, loader: DataLoader): Promise<{ loss: number; acc: number; top5: number; samples: number }> {
+  async evaluate(model: Module, loader: DataLoader, o: { dtype?: ComputeDtype } = {}): Promise<{ loss: number; acc: number; top5: number; samples: number }> {
     const wasTraining = model.training;
     model.eval();
     const tally = emptyTally();
@@ -276,12 +276,12 @@ export class DataParallel {
       for await (const whole of loader.epoch(0)) {
         const b = this.shard(whole, true);
         if (b.n === 0) continue;
-        noGrad(() => tidy(() => {
+        autocast(o.dtype ?? 'f32', () => noGrad(() => tidy(() => {
           const p = model.parameters()[0];
           const logits = model.forward(Tensor.fromArray(b.x, b.shape, p ? { backend: p.backend } : {}));
           const loss = crossEntropy(logits, b.y);
           addBatch(tally, logits.toArray(), b.y, logits.shape[1], loss.item());
-        }));
+        })));
       }
     } finally {
       model.train(wasTraining);

@@ -5,7 +5,8 @@
 import { defaultBackend } from '../backend/index.js';
 import { checkBatchMemory, getModel } from '../models/index.js';
 import { manualSeed } from '../nn/index.js';
-import { Tensor, crossEntropy, tidy } from '../tensor/index.js';
+import { Tensor, autocast, crossEntropy, tidy } from '../tensor/index.js';
+import { checkComputeDtype } from '../backend/index.js';
 import { SGD } from '../train/sgd.js';
 import { compileForInference } from './compile.js';
 
@@ -66,9 +67,7 @@ export function benchmark(o: BenchOptions): BenchResult {
   const dtype = o.dtype ?? 'f32';
   if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: mode must be "infer" or "train", got "${String(mode)}"`);
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`bench: dtype must be "f32" or "bf16", got "${String(dtype)}"`);
-  if (dtype === 'bf16' && mode === 'train') {
-    throw new Error('bench: bf16 training is not yet supported (bf16 runs in the compiled inference plan only); use --mode infer or --dtype f32');
-  }
+  if (mode === 'train') checkComputeDtype('bench', defaultBackend(), dtype);
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`bench: batch must be a positive integer, got ${o.batch}`);
   const entry = getModel(o.model);
   const input = o.input ? [...o.input] : [...entry.defaultInput];
@@ -100,11 +99,12 @@ export function benchmark(o: BenchOptions): BenchResult {
       const labels = Int32Array.from({ length: n }, (_, i) => (i * 7919) % model.numClasses);
       const opt = new SGD(model.parameters(), { lr: 1e-3, momentum: 0.9 });
       step = () => {
-        tidy(() => {
+        // bf16: mixed precision as `residual train --dtype bf16` runs it (convolutions in bf16, the rest f32)
+        autocast(dtype, () => tidy(() => {
           const loss = crossEntropy(model.forward(xt), labels);
           loss.backward();
           loss.item(); // waits for the result, as a training loop reading its loss does
-        });
+        }));
         opt.step();
         opt.zeroGrad();
       };

@@ -103,10 +103,43 @@ export function conv2dOutputShape(x: Shape, w: Shape, p: Conv2dParams): number[]
   return [x[0], w[0], oh, ow];
 }
 
+// ---- mixed precision ----
+
+/** What convolutions compute in: 'f32', or 'bf16' (mixed precision, see `autocast`). */
+export type ComputeDtype = 'f32' | 'bf16';
+let convDtype: ComputeDtype = 'f32';
+
+/**
+ * Runs `fn` with convolutions in `dtype`, like PyTorch's `torch.autocast('cpu', dtype=torch.bfloat16)`
+ * restricted to convolutions: under 'bf16' each conv2d reads its input and weight rounded to bfloat16
+ * and accumulates in f32; its backward (whenever it runs) reads dy in bf16 too and returns f32
+ * gradients. Everything else (BatchNorm and its statistics, ReLU, sums, pooling, the classifier, the
+ * loss) and every tensor (parameters, gradients, optimizer state) stays f32, so the parameters are the
+ * f32 master weights. bf16 keeps f32's exponent range, so no loss scaling is needed (unlike fp16).
+ * The native backend needs AVX512-BF16 (or AMX) for 'bf16' and refuses it otherwise, with the reason;
+ * the reference backend emulates it exactly (rounds, then computes in f32).
+ */
+export function autocast<R>(dtype: ComputeDtype, fn: () => R): R {
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`autocast: dtype must be "f32" or "bf16", got "${String(dtype)}"`);
+  const before = convDtype;
+  convDtype = dtype;
+  try {
+    return fn();
+  } finally {
+    convDtype = before;
+  }
+}
+
+/** The precision convolutions run in here ('f32' outside any `autocast`). */
+export function autocastDtype(): ComputeDtype {
+  return convDtype;
+}
+
 export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, o: Conv2dOptions = {}): Tensor {
   const op = 'conv2d';
   const backend = sameBackend(op, bias ? [x, weight, bias] : [x, weight]);
-  const p = conv2dParams(o);
+  // The backward (run later, outside any autocast) reads in the same precision as this forward.
+  const p: Conv2dParams = convDtype === 'bf16' ? { ...conv2dParams(o), precision: 'bf16' } : conv2dParams(o);
   checkRank(op, 'input', x, 4, 'NCHW');
   checkRank(op, 'weight', weight, 4, '[out, in/groups, kH, kW]');
   const [, c] = x.shape;

@@ -11,6 +11,7 @@ import { cardFor, loadersFor, openData, subsetData, type DataSpec } from './data
 import { parseSchedule } from './schedule.js';
 import type { ThreadGovernor } from './threads.js';
 import type { DataParallel } from '../distributed/ddp.js';
+import { checkComputeDtype, defaultBackend } from '../backend/index.js';
 import { train, type BatchProgress, type EpochMetrics, type TrainResult } from './trainer.js';
 
 /** The two default recipes: training from scratch, and fine-tuning pretrained weights. */
@@ -55,6 +56,12 @@ export interface TrainRunOptions {
   warmupIters?: number;
   labelSmoothing?: number;
   seed?: number;
+  /**
+   * 'bf16': mixed-precision training (convolutions in bf16 with f32 accumulation, f32 master weights,
+   * optimizer state, BatchNorm and loss; no loss scaling needed for bf16). Checkpoints stay f32, so a
+   * run may resume in the other dtype. Needs AVX512-BF16 on the native backend. Default 'f32'.
+   */
+  dtype?: 'f32' | 'bf16';
   /** Run folder (default runs/<model>-<data>-<time>). */
   out?: string;
   resume?: boolean;
@@ -86,6 +93,7 @@ export interface TrainSettings {
   wd: number;
   label_smoothing: number;
   seed: number;
+  dtype: 'f32' | 'bf16';
 }
 
 export interface TrainRunStart {
@@ -125,6 +133,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   check('momentum', o.momentum, (n) => n >= 0 && n < 1, 'in [0, 1)');
   check('weightDecay', o.weightDecay, (n) => Number.isFinite(n) && n >= 0, 'a number >= 0');
   check('seed', o.seed, (n) => Number.isSafeInteger(n) && n >= 0, 'a non-negative integer');
+  if (o.dtype !== undefined) checkComputeDtype('train', defaultBackend(), o.dtype);
   const resolved = o.weights ? await resolveWeights(o.weights, o.model, o.download) : null;
   const weightsFile = resolved?.path ?? null;
   const card = resolved?.card ?? null;
@@ -168,14 +177,14 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     const epochs = o.epochs ?? recipe.epochs;
     const given: Partial<Record<keyof TrainSettings, unknown>> = {
       epochs: o.epochs, batch: o.batch, lr: o.lr, head_lr_scale: o.headLrScale, freeze: o.freeze, schedule: o.schedule, warmup: o.warmupIters,
-      momentum: o.momentum, nesterov: o.nesterov, wd: o.weightDecay, label_smoothing: o.labelSmoothing, seed: o.seed,
+      momentum: o.momentum, nesterov: o.nesterov, wd: o.weightDecay, label_smoothing: o.labelSmoothing, seed: o.seed, dtype: o.dtype,
     };
     const settings: TrainSettings = {
       epochs, batch, lr: o.lr ?? recipe.lr, head_lr_scale: o.headLrScale ?? recipe.headLrScale, freeze,
       schedule: o.schedule ?? recipe.schedule,
       warmup: o.warmupIters ?? Math.round(recipe.warmupFraction * epochs * loaders.train.batchesPerEpoch),
       momentum: o.momentum ?? 0.9, nesterov: o.nesterov ?? true, wd: o.weightDecay ?? recipe.weightDecay,
-      label_smoothing: o.labelSmoothing ?? 0, seed,
+      label_smoothing: o.labelSmoothing ?? 0, seed, dtype: o.dtype ?? 'f32',
     };
     const schedule = parseSchedule(settings.schedule, loaders.train.batchesPerEpoch);
     const start: TrainRunStart = {
@@ -192,7 +201,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       labelSmoothing: settings.label_smoothing,
       lrScale: settings.head_lr_scale !== 1 ? { modules: ['fc'], scale: settings.head_lr_scale } : undefined,
       card: cardFor(modelName, data, { finetunedFrom: o.weights }),
-      outDir: out, resume: o.resume, budgetSeconds: o.budgetSeconds, threads: o.threads, maxSteps: o.maxSteps, distributed: o.distributed,
+      outDir: out, resume: o.resume, budgetSeconds: o.budgetSeconds, threads: o.threads, maxSteps: o.maxSteps, distributed: o.distributed, dtype: settings.dtype,
       runInfo: { ...o.runInfo, model: modelName, data: data.name, weights: o.weights ?? null, recipe: start.recipe, settings },
       onBatch: o.onBatch, onEpoch: o.onEpoch,
     });

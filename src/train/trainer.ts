@@ -6,7 +6,8 @@ import { lockRunFolder } from './lock.js';
 import { join } from 'node:path';
 import type { Batch, DataLoader } from '../data/loader.js';
 import type { Module, StateDict } from '../nn/index.js';
-import { Tensor, crossEntropy, noGrad, tidy } from '../tensor/index.js';
+import { Tensor, autocast, crossEntropy, noGrad, tidy, type ComputeDtype } from '../tensor/index.js';
+import { checkComputeDtype } from '../backend/index.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
 import { addBatch, emptyTally, summarize, type Tally } from './metrics.js';
 import { learningRate, type ScheduleSpec } from './schedule.js';
@@ -51,6 +52,16 @@ export interface TrainOptions {
   maxSteps?: number;
   /** Data-parallel over MPI: this rank trains on its slice of each batch; only rank 0 writes (src/distributed). */
   distributed?: DataParallel;
+  /**
+   * 'bf16': mixed precision, PyTorch AMP with bf16: the convolutions (forward, backward-data,
+   * backward-weights) read bf16 and accumulate in f32; the parameters (f32 master weights), their
+   * gradients, the optimizer state, BatchNorm and its statistics, the classifier and the loss stay f32.
+   * No loss scaling: bf16 has f32's exponent range, so gradients do not underflow as in fp16.
+   * Checkpoints are f32 either way, so a run resumes in either dtype. Needs AVX512-BF16 on the native
+   * backend (refused otherwise, with the reason). The per-epoch test evaluation runs in the same dtype.
+   * Default 'f32'.
+   */
+  dtype?: ComputeDtype;
 }
 
 export interface BatchProgress {
@@ -106,17 +117,17 @@ function toInput(b: Batch, model: Module): Tensor {
 }
 
 /** Loss, top-1 and top-5 of a model over a loader, in eval mode without the tape. */
-export async function evaluate(model: Module, loader: DataLoader): Promise<EvalResult> {
+export async function evaluate(model: Module, loader: DataLoader, o: { dtype?: ComputeDtype } = {}): Promise<EvalResult> {
   const wasTraining = model.training;
   model.eval();
   const tally = emptyTally();
   try {
     for await (const b of loader.epoch(0)) {
-      noGrad(() => tidy(() => {
+      autocast(o.dtype ?? 'f32', () => noGrad(() => tidy(() => {
         const logits = model.forward(toInput(b, model));
         const loss = crossEntropy(logits, b.y);
         addBatch(tally, logits.toArray(), b.y, logits.shape[1], loss.item());
-      }));
+      })));
     }
   } finally {
     model.train(wasTraining);
@@ -160,6 +171,9 @@ function keepMetricsUpTo(path: string, history: readonly EpochMetrics[]): void {
 
 export async function train(model: Module, trainLoader: DataLoader, testLoader: DataLoader | null, o: TrainOptions): Promise<TrainResult> {
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new Error(`train: epochs must be a positive integer, got ${o.epochs}`);
+  const dtype = o.dtype ?? 'f32';
+  const firstParam = model.parameters()[0];
+  if (firstParam) checkComputeDtype('train', firstParam.backend, dtype);
   const batches = trainLoader.batchesPerEpoch;
   const totalIters = o.epochs * batches;
   const schedule = { spec: o.schedule, lr: o.lr, totalIters, warmupIters: o.warmupIters };
@@ -236,7 +250,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
         const stepStart = performance.now();
         let stop = interrupted;
         dist?.beginStep(b.n, whole.n);
-        tidy(() => {
+        autocast(dtype, () => tidy(() => {
           const logits = model.forward(toInput(b, model));
           const loss = crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
           const value = loss.item();
@@ -251,7 +265,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           if (dist) stop = dist.finishGradients(interrupted);
           phases.backward += performance.now() - backwardStart;
           addBatch(tally, logits.toArray(), b.y, logits.shape[1], value);
-        });
+        }));
         const optimizerStart = performance.now();
         opt.step();
         opt.zeroGrad();
@@ -282,7 +296,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
       tally = emptyTally();
       // Without SyncBatchNorm each rank's running statistics are its own: rank 0's count (as DDP's broadcast_buffers).
       if (dist && !dist.syncBn) dist.broadcastBuffers(model);
-      const test = testLoader ? await (dist ? dist.evaluate(model, testLoader) : evaluate(model, testLoader)) : null;
+      const test = testLoader ? await (dist ? dist.evaluate(model, testLoader, { dtype }) : evaluate(model, testLoader, { dtype })) : null;
       const m: EpochMetrics = {
         epoch: epoch + 1, iteration, train_loss: t.loss, train_acc: t.acc, train_top5: t.top5,
         test_loss: test?.loss ?? null, test_acc: test?.acc ?? null, test_top5: test?.top5 ?? null,

@@ -14,8 +14,10 @@ const usage = `usage: residual bench --model M --batch B [--mode infer|train] [-
   --batch B      images per run
   --mode         infer (default): the compiled inference plan (BN folded, fused ReLU and sums);
                  train: one SGD step (forward, backward, optimizer) through the tensor API
-  --dtype        f32 (default) or bf16 (inference only: bfloat16 activations and weights, f32 accumulation;
-                 needs AVX512-BF16 or AMX, refused elsewhere)
+  --dtype        f32 (default) or bf16: infer runs bfloat16 activations and weights with f32 accumulation;
+                 train runs the step in mixed precision as \`residual train --dtype bf16\` (convolutions in
+                 bf16 with f32 accumulation, f32 master weights, BatchNorm and loss; no loss scaling needed).
+                 Needs AVX512-BF16 or AMX, refused elsewhere
   --input CxHxW  input shape (default: the model's own, 3x224x224 ImageNet, 3x32x32 CIFAR)
   --threads N    oneDNN (OpenMP) threads (default: OMP_NUM_THREADS, else every core)
   --warmup N     untimed runs first (default 3 infer, 2 train)
@@ -41,10 +43,6 @@ export async function run(argv: string[]): Promise<number> {
   if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: --mode must be infer or train, got "${mode}"`);
   const dtype = values.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`bench: --dtype must be f32 or bf16, got "${dtype}"`);
-  if (dtype === 'bf16' && mode === 'train') {
-    throw new Error('bench: --dtype bf16 is not yet supported with --mode train (bf16 runs in the compiled inference plan only); ' +
-      'use --mode infer or --dtype f32');
-  }
   getModel(values.model!); // an unknown name fails before any work, listing the known ones
   const batch = intOption('bench', 'batch', values.batch, 1);
   const input = values.input ? shapeOption('bench', 'input', values.input) : undefined;

@@ -13,7 +13,7 @@ const usage = `usage: residual train --model M [--data fashion-mnist|cifar10:DIR
   [--weights FILE|RUN|torchvision:NAME[.ENTRY]] [--num-classes K] [--freeze none|trunk|stages:N] [--head-lr-scale 10]
   [--epochs E] [--batch B] [--lr LR] [--momentum 0.9] [--no-nesterov] [--wd WD] [--no-decay-bn-bias]
   [--schedule onecycle[:PCT]|cosine|multistep:E1,E2|constant] [--warmup ITERS] [--label-smoothing 0]
-  [--image-size 224] [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--max-steps N] [--subset N] [--threads N|auto] [--json]
+  [--image-size 224] [--seed 0] [--out DIR] [--resume] [--budget MINUTES] [--max-steps N] [--subset N] [--threads N|auto] [--dtype f32|bf16] [--json]
   [--distributed [--sync-bn]]   (under mpirun: data-parallel over the ranks; README, "More than one machine")
 
 From scratch (no --weights), the defaults are the Fashion-MNIST recipe of BENCHMARKS.md: 1 epoch,
@@ -46,7 +46,13 @@ allreduce in buckets (1 MB, then 25 MB) while backward runs; only rank 0 prints 
 --sync-bn each rank normalizes with its own slice's BatchNorm statistics (PyTorch DDP's semantics);
 with it the statistics are those of the whole batch, and the run computes what one process does.
 Threads per rank default to the cores divided by the ranks on the host. RESIDUAL_DIST_TIMEOUT (seconds,
-default 600) bounds every wait for the other ranks: a rank that died or hangs stops the run with an error.`;
+default 600) bounds every wait for the other ranks: a rank that died or hangs stops the run with an error.
+
+--dtype bf16 trains in mixed precision, as PyTorch's autocast with bfloat16 does: the convolutions
+(forward, backward-data, backward-weights) read bf16 and accumulate in f32; the weights stay f32 (master
+copy), and so do the optimizer state, BatchNorm and its statistics, the classifier and the loss. No loss
+scaling is needed (bf16 has f32's exponent range; that is fp16's problem). Checkpoints are f32, so a run
+resumes in either dtype. It needs a CPU with AVX512-BF16 (or AMX) and is refused otherwise, with the reason.`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v } = parse('train', argv, {
@@ -56,7 +62,7 @@ export async function run(argv: string[]): Promise<number> {
     'label-smoothing': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, resume: { type: 'boolean' },
     budget: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, 'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, subset: { type: 'string' },
     weights: { type: 'string' }, 'num-classes': { type: 'string' }, freeze: { type: 'string' }, 'head-lr-scale': { type: 'string' },
-    'max-steps': { type: 'string' }, distributed: { type: 'boolean' }, 'sync-bn': { type: 'boolean' },
+    'max-steps': { type: 'string' }, distributed: { type: 'boolean' }, 'sync-bn': { type: 'boolean' }, dtype: { type: 'string' },
   });
   if (v.help) {
     console.log(usage);
@@ -74,6 +80,7 @@ export async function run(argv: string[]): Promise<number> {
   // On a shared machine two engine threads can lose half their speed to one busy neighbour, while
   // one thread keeps going (BENCHMARKS.md, issue #17): unless a count is fixed (--threads N or
   // OMP_NUM_THREADS), the governor picks it from measured step times.
+  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`train: --dtype must be f32 or bf16, got "${v.dtype}"`);
   const dist = distributedOptions('train', { distributed: v.distributed, syncBn: v['sync-bn'] });
   const threads = threadsOption('train', v.threads ?? (process.env.OMP_NUM_THREADS ? undefined : dist?.defaultThreads ?? 'auto'));
   const backend = await initBackend();
@@ -92,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
     momentum: num('momentum', v.momentum), nesterov: v['no-nesterov'] ? false : undefined, weightDecay: num('wd', v.wd),
     noDecayOnNormAndBias: !!v['no-decay-bn-bias'], schedule: v.schedule, warmupIters: nonNegativeInt('warmup', v.warmup),
     labelSmoothing: num('label-smoothing', v['label-smoothing']), seed: nonNegativeInt('seed', v.seed),
+    dtype: v.dtype as 'f32' | 'bf16' | undefined,
     out: v.out, resume: !!v.resume, budgetSeconds: v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60,
     threads: governor, runInfo: { argv, backend: backend.name, ...(dist ? { ranks: dist.dp.size, sync_bn: dist.dp.syncBn } : {}) },
     maxSteps: int('max-steps', v['max-steps']), distributed: dist?.dp,
@@ -116,7 +124,7 @@ export async function run(argv: string[]): Promise<number> {
         ...(s.weights ? [show('head_lr_scale', `head lr x${t.head_lr_scale}`), show('freeze', `freeze ${t.freeze}`)] : []),
         show('schedule', `schedule ${t.schedule}`), show('warmup', `warm-up ${t.warmup} iterations`),
         show('momentum', `momentum ${t.momentum}`), show('nesterov', t.nesterov ? 'Nesterov' : 'no Nesterov'), show('wd', `weight decay ${t.wd}`),
-        show('label_smoothing', `label smoothing ${t.label_smoothing}`), show('seed', `seed ${t.seed}`),
+        show('label_smoothing', `label smoothing ${t.label_smoothing}`), show('seed', `seed ${t.seed}`), show('dtype', t.dtype),
       ].join(', ')}`);
     },
     onBatch: json || quiet ? undefined : (p: BatchProgress) => process.stdout.write(`\r${progressLine(p, epochs)}`),
