@@ -3,6 +3,7 @@ export * from './graph.js';
 export * from './blocks.js';
 export * from './net.js';
 export * from './resnet.js';
+export * from './resnet_d.js';
 export * from './cifar.js';
 export * from './resnext_forms.js';
 export * from './registry.js';

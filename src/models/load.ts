@@ -32,7 +32,7 @@ export function optionsFromWeights(model: string, sd: Map<string, LoadedTensor>)
   const opts: ModelOptions = {};
   const fc = sd.get('fc.weight');
   if (fc?.shape.length === 2) opts.numClasses = fc.shape[0];
-  const conv1 = sd.get('conv1.weight');
+  const conv1 = sd.get('conv1.weight') ?? sd.get('conv1.0.weight'); // a deep stem's (ResNet-D) first conv
   if (conv1?.shape.length === 4) opts.inChannels = conv1.shape[1];
   const entry = getModel(model);
   if (entry.family === 'cifar' && /^(resnet|plain)/.test(model) && [...sd.keys()].some((k) => k.includes('.downsample.'))) {

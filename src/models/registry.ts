@@ -2,6 +2,7 @@
 import { cifarSpecs, type CifarResNetOptions } from './cifar.js';
 import { ResNet, inputChannels, traceNet, type NetSpec } from './net.js';
 import { imagenetSpecs, type ResNetOptions } from './resnet.js';
+import { resnetDSpecs } from './resnet_d.js';
 import type { TraceResult } from './trace.js';
 
 /** Options any registered builder accepts; each family ignores none silently (see `spec`). */
@@ -35,6 +36,9 @@ const descriptions: Record<string, string> = {
   wide_resnet101_2: 'Wide ResNet-101-2, bottlenecks twice as wide',
   plain18: 'ResNet-18 without shortcuts',
   plain34: 'ResNet-34 without shortcuts',
+  resnet26d: 'ResNet-26-D (timm): deep stem, average-pool shortcuts, bottlenecks [2,2,2,2]',
+  resnet50d: 'ResNet-50-D (timm): deep stem, average-pool shortcuts, bottlenecks [3,4,6,3]',
+  resnext50d_32x4d: 'ResNeXt-50-D 32x4d (timm): deep stem, average-pool shortcuts',
   resnext29_8x64d: 'CIFAR ResNeXt-29 8x64d (Xie et al.)',
   resnext29_16x64d: 'CIFAR ResNeXt-29 16x64d (Xie et al.)',
 };
@@ -48,7 +52,7 @@ function cifarDescription(name: string): string {
 
 function entries(): ModelEntry[] {
   const out: ModelEntry[] = [];
-  for (const [name, make] of Object.entries(imagenetSpecs)) {
+  for (const [name, make] of Object.entries({ ...imagenetSpecs, ...resnetDSpecs })) {
     const spec = (o: ModelOptions = {}) => make(rejectOptions(name, o, ['shortcut']));
     out.push({ name, family: 'imagenet', description: descriptions[name], defaultInput: [3, 224, 224], spec, build: (o, b) => new ResNet(spec(o), b) });
   }
