@@ -117,7 +117,7 @@ export interface NativeStats {
 }
 
 /** The folder with the package's package.json, found by walking up from this file. */
-function packageRoot(): string {
+export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'binding.gyp'))) return dir;

@@ -2,8 +2,8 @@
 // it is there, why not, and a small typed wrapper whose every wait has a timeout.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../backend/native.js';
 
 type Reducible = Float32Array | Float64Array | Int32Array | Uint8Array;
 
@@ -19,16 +19,6 @@ interface MpiAddon {
 }
 
 const FIX = 'install Open MPI (apt-get install openmpi-bin libopenmpi-dev), then npm run build:native in the residual package folder';
-
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'binding.gyp'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error('residual: cannot find the package root (a folder with package.json and binding.gyp)');
-    dir = up;
-  }
-}
 
 let addon: MpiAddon | undefined;
 let loadError: string | undefined;

@@ -16,7 +16,7 @@ import { defaultBackend } from '../backend/index.js';
 import { supportsPlans, type PlanHandle, type PlanOp } from '../backend/types.js';
 import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
 import { foldConv, foldConvBn } from '../models/fold.js';
-import { inputsOf, shapeOf, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
+import { inputsOf, moduleAt, shapeOf, type ConvSpec, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
 import { ResNet, featureNames, inputChannels } from '../models/net.js';
 import { conv2dParams } from '../tensor/index.js';
 
@@ -137,11 +137,14 @@ class PlanReader {
     return s.length === 3 ? [s[0]!, s[1]!, s[2]!] : [s[0]!, 1, 1];
   }
 
-  private module<M extends Module>(path: string, type: new (...a: never[]) => M): M {
-    const m = this.modules.get(path);
-    if (!(m instanceof type)) this.fail(path, `expected a ${type.name} at this path, found ${m ? `a ${m.constructor.name}` : 'nothing'}`);
-    return m;
+  private module<M extends Module>(path: string, type: new (...a: never[]) => M, conv?: ConvSpec): M {
+    try {
+      return moduleAt(this.modules, path, type, conv);
+    } catch (e) {
+      throw new Error(`compileForInference: ${(e as Error).message}`, { cause: e });
+    }
   }
+
 
   /** Groups the nodes into steps: a conv takes the ReLU and the sum that are its only readers. */
   private fuse(): void {
@@ -226,10 +229,8 @@ class PlanReader {
     const base = { name: n.path, src, dst, in: this.shape3(n.src), out: this.shape3(s.result) };
     switch (n.op) {
       case 'conv': {
-        const conv = this.module(n.path, Conv2d);
         const c = n.conv;
-        const want = [c.outChannels, c.inChannels / c.groups, c.kernel, c.kernel];
-        if (conv.weight.shape.join() !== want.join()) this.fail(n.path, `weight [${conv.weight.shape.join(', ')}] is not the [${want.join(', ')}] the network's spec has`);
+        const conv = this.module(n.path, Conv2d, c);
         const folded = n.bn ? foldConvBn(conv, this.module(n.bn, BatchNorm2d)) : foldConv(conv, null);
         const p = conv2dParams(conv.options);
         this.ops.push({

@@ -8,6 +8,7 @@
 // The graph is the eval-mode structure: a conv node names the BatchNorm that follows it (readers
 // fold it or keep it), ReLUs and sums are nodes of their own (readers fuse them). Shape arithmetic
 // is tensor/ops.ts's, applied here and nowhere else on the TypeScript side.
+import type { Module } from '../nn/module.js';
 import { conv2dOutputShape, conv2dParams, windowOutputSize, type Conv2dOptions } from '../tensor/ops.js';
 
 /** A convolution's configuration, as Conv2d takes it (every conv in these nets is bias-free). */
@@ -97,6 +98,22 @@ export function readerCounts(g: Graph): number[] {
   const counts = new Array<number>(g.nodes.length + 1).fill(0);
   for (const n of g.nodes) for (const v of inputsOf(n)) counts[v]!++;
   return counts;
+}
+
+/**
+ * The module a node references by path, checked to be of `type`; a conv also to hold the weight its
+ * ConvSpec says (a module swapped in from outside would not). Readers resolve weights through this.
+ */
+export function moduleAt<M extends Module>(modules: ReadonlyMap<string, Module>, path: string, type: new (...a: never[]) => M,
+  conv?: ConvSpec): M {
+  const m = modules.get(path);
+  if (!(m instanceof type)) throw new Error(`${path}: expected a ${type.name} at this path, found ${m ? `a ${m.constructor.name}` : 'nothing'}`);
+  if (conv) {
+    const want = [conv.outChannels, conv.inChannels / conv.groups, conv.kernel, conv.kernel].join(', ');
+    const have = (m as unknown as { weight?: { shape: number[] } }).weight?.shape.join(', ');
+    if (have !== want) throw new Error(`${path}: weight [${have}] is not the [${want}] the network's spec has`);
+  }
+  return m;
 }
 
 /** "prefix.name", or "name" at the top (a block lowered on its own has no prefix). */

@@ -25,7 +25,7 @@ import { endianness } from 'node:os';
 import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
 import { ResNet } from '../models/net.js';
 import { bnAffine, foldConv } from '../models/fold.js';
-import { inputsOf, isLowerable, readerCounts, shapeOf, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
+import { inputsOf, isLowerable, moduleAt, readerCounts, shapeOf, type ConvSpec, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
 import { checkOutputPath, writeAtomic } from '../io/index.js';
 import { conv2dParams } from '../tensor/index.js';
 import { PROTO_MAX_BYTES, ProtoWriter } from './proto.js';
@@ -188,11 +188,14 @@ class OnnxReader {
     throw new Error(`exportOnnx: ${path || 'model'}: ${problem}`);
   }
 
-  private module<M extends Module>(path: string, type: new (...a: never[]) => M): M {
-    const m = this.modules.get(path);
-    if (!(m instanceof type)) this.fail(path, `expected a ${type.name} at this path, found ${m ? `a ${m.constructor.name}` : 'nothing'}`);
-    return m;
+  private module<M extends Module>(path: string, type: new (...a: never[]) => M, conv?: ConvSpec): M {
+    try {
+      return moduleAt(this.modules, path, type, conv);
+    } catch (e) {
+      throw new Error(`exportOnnx: ${(e as Error).message}`, { cause: e });
+    }
   }
+
 
   /**
    * BN(sum of convs) = sum of (s * conv) + shift: a BatchNorm whose input is a sum of bias-free convs
@@ -271,10 +274,8 @@ class OnnxReader {
   /** A conv with its BN folded in (or shared, form (a)), or a conv then a BatchNormalization node. */
   private conv(n: Extract<GraphNode, { op: 'conv' }>, output: string | undefined): string {
     const g = this.out;
-    const conv = this.module(n.path, Conv2d);
     const c = n.conv;
-    const want = [c.outChannels, c.inChannels / c.groups, c.kernel, c.kernel];
-    if (conv.weight.shape.join() !== want.join()) this.fail(n.path, `weight [${conv.weight.shape.join(', ')}] is not the [${want.join(', ')}] the network's spec has`);
+    const conv = this.module(n.path, Conv2d, c);
     const share = this.sharedBn.get(n) ?? (n.bn && g.fold ? { bn: n.bn, shift: true } : null);
     const { weight, bias } = foldConv(conv, share ? bnAffine(this.module(share.bn, BatchNorm2d)) : null, share?.shift ?? true);
     const inputs = [this.name(n.src), g.floatInit(`${n.path}.weight`, conv.weight.shape, weight)];
