@@ -129,9 +129,11 @@ describe('ResNet-D against a PyTorch implementation of timm\'s layout', () => {
       }
     });
 
-    // The gradients are compared on the reference backend: it matches PyTorch within 1e-5 here, while
-    // the native engine's train-mode backward drifts by up to a few 1e-3 on these deep nets at this
-    // tiny input (2x2 maps in layer4); that is a native issue of every model, tracked on its own.
+    // The gradients are compared on the reference backend, which matches PyTorch within 1e-5 here. The
+    // engine's own forward differs from it by f32 rounding (5e-6 at layer3's output), and at this tiny
+    // input (2x2 maps in layer4, 8 values per BN channel) that is enough to flip a ReLU that sits at
+    // zero: the reference backend fed the engine's layer3 output moves layer4.1's gradients by the
+    // same 4e-2. So the comparison needs one arithmetic on both sides, not a looser tolerance.
     it(`${name}: one training step's gradients (reference backend) agree with PyTorch`, async () => {
       await initBackend('reference');
       const model = loadModel(name, join(dir, `${name}.safetensors`));
