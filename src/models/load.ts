@@ -71,8 +71,7 @@ export function loadModel(name: string, weightsPath?: string | null, opts: LoadM
   const entry = getModel(name);
   const { resetHead = false, ...buildOpts } = opts;
   if (!weightsPath) return entry.build(buildOpts);
-  const weights = renameHead(loadStateDictFile(resolveWeightsPath(weightsPath)), warn);
-  const implied = optionsFromWeights(name, weights);
+  const { weights, implied } = readWeights(name, weightsPath, warn);
   if (buildOpts.inChannels !== undefined && implied.inChannels !== undefined && buildOpts.inChannels !== implied.inChannels) {
     throw new Error(`${weightsPath}: the weights take ${implied.inChannels} input channels, but ${buildOpts.inChannels} were asked for`);
   }
@@ -83,16 +82,33 @@ export function loadModel(name: string, weightsPath?: string | null, opts: LoadM
       'To fine-tune them on your classes, pass resetHead: true (the CLI: residual train --weights W --num-classes K), ' +
       'which keeps the trunk and starts a new classifier');
   }
-  const model = entry.build({ ...buildOpts, ...implied }, { initWeights: false });
+  const model = buildWithWeights(name, weights, { ...buildOpts, ...implied }, weightsPath);
+  if (newHead !== null) {
+    model.replaceHead(newHead);
+    warn(`the classifier fc (${implied.numClasses} classes in the weights) was replaced by a new one with ${newHead} outputs, initialised at random`);
+  }
+  return model;
+}
+
+/**
+ * The state dict in `weightsPath` (a .pth, a .safetensors or a run folder; a head saved under
+ * another name is renamed to fc) and the options it settles (classes, input channels). For callers
+ * that reconcile those with their own before building (the CLI's infer and export); then
+ * buildWithWeights.
+ */
+export function readWeights(name: string, weightsPath: string, warn: (m: string) => void = () => {}): { weights: Map<string, LoadedTensor>; implied: ModelOptions } {
+  const weights = renameHead(loadStateDictFile(resolveWeightsPath(weightsPath)), warn);
+  return { weights, implied: optionsFromWeights(name, weights) };
+}
+
+/** `name` built with `opts` and loaded with `weights`; weights that do not fit are summarized (describeMismatch). */
+export function buildWithWeights(name: string, weights: Map<string, LoadedTensor>, opts: ModelOptions, source: string): ResNet {
+  const model = getModel(name).build(opts, { initWeights: false });
   try {
     model.loadStateDict(weights);
   } catch (e) {
     model.dispose();
-    throw new Error(`${weightsPath} does not fit ${name}: ${describeMismatch(name, buildOpts, weights, e as Error)}`);
-  }
-  if (newHead !== null) {
-    model.replaceHead(newHead);
-    warn(`the classifier fc (${implied.numClasses} classes in the weights) was replaced by a new one with ${newHead} outputs, initialised at random`);
+    throw new Error(`${source} does not fit ${name}: ${describeMismatch(name, opts, weights, e as Error)}`);
   }
   return model;
 }

@@ -1,11 +1,11 @@
 // `residual export`: writes a model as ONNX (to serve with onnxruntime, Triton, ...) and/or as a
 // safetensors state dict that torchvision's load_state_dict takes as it is.
 import { initBackend } from '../../backend/index.js';
-import { loadStateDictFile, saveStateDictFile } from '../../io/index.js';
+import { saveStateDictFile } from '../../io/index.js';
 import { checkOutputPath } from '../../io/index.js';
 import { exportOnnx } from '../../onnx/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { cardMetadata, getModel, inputChannels, optionsFromWeights, describeMismatch, renameHead, resolveWeightsPath, type ModelOptions } from '../../models/index.js';
+import { buildWithWeights, cardMetadata, getModel, inputChannels, readWeights, type ModelOptions } from '../../models/index.js';
 import { checkWeightsArgument, isPretrainedSpec } from '../../pretrained/index.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { intOption, parse, shapeOption } from '../args.js';
@@ -76,9 +76,9 @@ export async function run(argv: string[]): Promise<number> {
   if (!name) throw new Error(`export: --model is required: ${values.weights} do not say which model they hold`);
   const entry = getModel(name);
   await initBackend();
-  const weights = resolved
-    ? renameHead(loadStateDictFile(resolveWeightsPath(resolved.path)), (m) => console.error(`export: ${m}`)) : null;
-  const opts: ModelOptions = weights ? optionsFromWeights(name, weights) : {};
+  const read = resolved ? readWeights(name, resolved.path, (m) => console.error(`export: ${m}`)) : null;
+  const weights = read?.weights ?? null;
+  const opts: ModelOptions = { ...read?.implied };
   if (numClasses !== null) {
     if (opts.numClasses !== undefined && opts.numClasses !== numClasses) {
       throw new Error(`export: --num-classes ${numClasses} disagrees with the weights, whose classifier has ${opts.numClasses} outputs`);
@@ -95,16 +95,8 @@ export async function run(argv: string[]): Promise<number> {
   const shape = input ?? [inputChannels(spec), entry.defaultInput[1], entry.defaultInput[2]];
 
   if (!weights) manualSeed(seed);
-  const model = entry.build(opts, { initWeights: !weights });
+  const model = weights ? buildWithWeights(name, weights, opts, values.weights!) : entry.build(opts);
   try {
-    if (weights) {
-      try {
-        model.loadStateDict(weights);
-      } catch (e) {
-        // A summary naming the model the weights look like, not every key (loadModel says the same).
-        throw new Error(`${values.weights} does not fit ${name}: ${describeMismatch(name, opts, weights, e as Error)}`);
-      }
-    }
     model.eval();
     const source = values.weights ?? `random init, seed ${seed}`;
     // The model card travels with the weights (safetensors metadata, ONNX metadata_props), so the

@@ -1,8 +1,8 @@
 // `residual infer`: runs a model in eval mode on a safetensors batch and writes its output.
 import { initBackend } from '../../backend/index.js';
-import { readSafetensors, loadStateDictFile, writeSafetensors } from '../../io/index.js';
+import { readSafetensors, writeSafetensors } from '../../io/index.js';
 import { manualSeed } from '../../nn/index.js';
-import { featureNames, getModel, optionsFromWeights, describeMismatch, renameHead, resolveWeightsPath } from '../../models/index.js';
+import { buildWithWeights, featureNames, getModel, readWeights, type ModelOptions } from '../../models/index.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { Tensor, noGrad, tidy } from '../../tensor/index.js';
 import { intOption, parse } from '../args.js';
@@ -44,9 +44,9 @@ export async function run(argv: string[]): Promise<number> {
   const entry = getModel(name);
   await initBackend();
 
-  const weights = resolved
-    ? renameHead(loadStateDictFile(resolveWeightsPath(resolved.path)), (m) => console.error(`infer: ${m}`)) : null;
-  const opts = weights ? optionsFromWeights(name, weights) : {};
+  const read = resolved ? readWeights(name, resolved.path, (m) => console.error(`infer: ${m}`)) : null;
+  const weights = read?.weights ?? null;
+  const opts: ModelOptions = { ...read?.implied };
   const { tensors } = readSafetensors(values.input!);
   const input = tensors.get('input');
   if (!input) {
@@ -70,16 +70,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`infer: --seed must be a non-negative integer, got "${values.seed}"`);
   manualSeed(seed);
 
-  const model = entry.build(opts, { initWeights: !weights });
+  const model = weights ? buildWithWeights(name, weights, opts, values.weights!) : entry.build(opts);
   try {
-    if (weights) {
-      try {
-        model.loadStateDict(weights);
-      } catch (e) {
-        // A summary naming the model the weights look like, not every key (loadModel says the same).
-        throw new Error(`${values.weights} does not fit ${name}: ${describeMismatch(name, opts, weights, e as Error)}`);
-      }
-    }
     model.eval();
     const perSample = c * h * w;
     const chunks: Float32Array[] = [];
