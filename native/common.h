@@ -74,6 +74,8 @@ memory PooledMemory(const memory::desc& md, void** ptr);
 const char* IsaName(dnnl::cpu_isa isa);
 
 // Records which implementation oneDNN chose for each cached primitive (tests assert no "ref:").
+// An environment switch, "" when unset: the one place native/ reads the environment (tensor.cc).
+std::string EnvKnob(const char* name);
 void RecordImpl(const std::string& key, const char* impl);
 
 // An error raised by our own validation; the boundary prefixes it with the op name.

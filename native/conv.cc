@@ -169,10 +169,7 @@ memory::desc WeightView(Tensor* w, const ConvShape& s) {
 // which is the same convolution of dy with each group's weights transposed and flipped.
 // RESIDUAL_NATIVE_GROUPED=onednn keeps oneDNN's for A/B.
 bool Narrow(const ConvShape& s) {
-  static const bool off = [] {
-    const char* v = std::getenv("RESIDUAL_NATIVE_GROUPED");
-    return v != nullptr && std::string(v) == "onednn";
-  }();
+  static const bool off = EnvKnob("RESIDUAL_NATIVE_GROUPED") == "onednn";
   return !off && !g_any_layout && GroupedConv3x3::Covers(s.c, s.o, s.g, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw);
 }
 

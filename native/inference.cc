@@ -583,20 +583,19 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
       plan->esize = 2;
     }
   }
-  auto env = [](const char* k) { const char* v = std::getenv(k); return std::string(v ? v : ""); };
-  plan->env_layout = env("RESIDUAL_PLAN_LAYOUT");
-  plan->env_winograd = env("RESIDUAL_PLAN_WINOGRAD");
-  if (d.Has("winograd") && !d.Get("winograd").IsUndefined()) {  // the caller's choice beats the A/B switch
-    std::string w = d.Get("winograd").ToString().Utf8Value();
-    Require(w == "auto" || w == "on" || w == "off", "winograd must be \"auto\", \"on\" or \"off\", got \"" + w + "\"");
-    if (w != "auto") plan->env_winograd = w == "on" ? "1" : "0";
-  }
-  plan->env_strided = env("RESIDUAL_PLAN_STRIDED");
-  plan->env_grouped = env("RESIDUAL_PLAN_GROUPED");
+  // The layout, Winograd, strided and grouped-kernel decisions come as data (src/infer/compile.ts reads
+  // the RESIDUAL_PLAN_* switches and the caller's winograd option); empty means "the plan decides".
+  auto str = [&](const char* k) { return d.Has(k) && d.Get(k).IsString() ? d.Get(k).ToString().Utf8Value() : std::string(); };
+  plan->env_layout = str("layout");
+  std::string w = str("winograd");
+  Require(w.empty() || w == "auto" || w == "on" || w == "off", "winograd must be \"auto\", \"on\" or \"off\", got \"" + w + "\"");
+  plan->env_winograd = w == "on" ? "1" : w == "off" ? "0" : "";
+  plan->env_strided = str("strided");
+  plan->env_grouped = str("grouped");
   Require(plan->env_grouped.empty() || plan->env_grouped == "onednn" || plan->env_grouped == "own",
-          "RESIDUAL_PLAN_GROUPED must be own or onednn, got \"" + plan->env_grouped + "\"");
+          "grouped must be own or onednn, got \"" + plan->env_grouped + "\"");
   Require(plan->env_layout.empty() || plan->env_layout == "nhwc" || plan->env_layout == "blocked" || plan->env_layout == "any",
-          "RESIDUAL_PLAN_LAYOUT must be nhwc, blocked or any, got \"" + plan->env_layout + "\"");
+          "layout must be nhwc, blocked or any, got \"" + plan->env_layout + "\"");
   plan->buf_floats.assign(nbuf, 0);
   auto use = [&](int b, const Shape3& s) {
     Require(b >= 0 && b < nbuf, "buffer index out of range");

@@ -59,14 +59,21 @@ void ReportExternal(int64_t delta) {
   }
 }
 
+// The engine's few A/B and budget switches are read here and nowhere else in native/ (the plan's come
+// from TypeScript as data): RESIDUAL_NATIVE_POOL_MB, RESIDUAL_NATIVE_NO_REF, RESIDUAL_NATIVE_GROUPED.
+std::string EnvKnob(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
 namespace {
 struct Pool {
   std::unordered_map<size_t, std::vector<void*>> free;
   size_t pooled = 0;
   size_t cap = 0;
   Pool() {
-    const char* env = std::getenv("RESIDUAL_NATIVE_POOL_MB");
-    long mb = env ? std::atol(env) : 1024;
+    std::string env = EnvKnob("RESIDUAL_NATIVE_POOL_MB");
+    long mb = env.empty() ? 1024 : std::atol(env.c_str());
     cap = mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
   }
   void Release() {
@@ -169,10 +176,7 @@ void Prim::Exec(std::unordered_map<int, memory> args) {
 
 void RecordImpl(const std::string& key, const char* impl) {
   // RESIDUAL_NATIVE_NO_REF=1 turns a reference-kernel choice into an error (for benchmarks and CI).
-  static const bool strict = [] {
-    const char* v = std::getenv("RESIDUAL_NATIVE_NO_REF");
-    return v != nullptr && v[0] == '1';
-  }();
+  static const bool strict = EnvKnob("RESIDUAL_NATIVE_NO_REF") == "1";
   if (strict && impl && std::strncmp(impl, "ref", 3) == 0)
     throw OpError("oneDNN chose the reference kernel " + std::string(impl) + " for " + key +
                   " (RESIDUAL_NATIVE_NO_REF is set)");

@@ -116,6 +116,20 @@ export interface NativeStats {
   footprintBytes: number;
 }
 
+/**
+ * The plan's A/B switches, read from the environment at each planCreate (native/ reads none itself):
+ * RESIDUAL_PLAN_LAYOUT (nhwc, blocked, any), RESIDUAL_PLAN_WINOGRAD (1 or 0; the caller's winograd
+ * option beats it), RESIDUAL_PLAN_STRIDED (nhwc), RESIDUAL_PLAN_GROUPED (own, onednn).
+ */
+function planSwitches(desc: PlanDescription): { layout: string; winograd: 'auto' | 'on' | 'off'; strided: string; grouped: string } {
+  const env = (k: string) => process.env[k] ?? '';
+  const layout = env('RESIDUAL_PLAN_LAYOUT'), grouped = env('RESIDUAL_PLAN_GROUPED'), wino = env('RESIDUAL_PLAN_WINOGRAD');
+  if (!['', 'nhwc', 'blocked', 'any'].includes(layout)) throw new Error(`RESIDUAL_PLAN_LAYOUT must be nhwc, blocked or any, got "${layout}"`);
+  if (!['', 'own', 'onednn'].includes(grouped)) throw new Error(`RESIDUAL_PLAN_GROUPED must be own or onednn, got "${grouped}"`);
+  const winograd = desc.winograd && desc.winograd !== 'auto' ? desc.winograd : wino === '' ? 'auto' : wino === '1' ? 'on' : 'off';
+  return { layout, winograd, strided: env('RESIDUAL_PLAN_STRIDED'), grouped };
+}
+
 /** The folder with the package's package.json, found by walking up from this file. */
 export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -330,7 +344,7 @@ export class NativeBackend implements Backend<NativeTensor> {
 
   // ---- compiled inference (native/inference.cc) ----
   planCreate(desc: PlanDescription): PlanHandle {
-    return this.a.planCreate(desc);
+    return this.a.planCreate({ ...desc, ...planSwitches(desc) });
   }
   planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array {
     return this.a.planRun(plan, x, n);
