@@ -145,7 +145,6 @@ class PlanReader {
     }
   }
 
-
   /** Groups the nodes into steps: a conv takes the ReLU and the sum that are its only readers. */
   private fuse(): void {
     const readers: number[][] = Array.from({ length: this.g.nodes.length + 1 }, () => []);

@@ -196,7 +196,6 @@ class OnnxReader {
     }
   }
 
-
   /**
    * BN(sum of convs) = sum of (s * conv) + shift: a BatchNorm whose input is a sum of bias-free convs
    * (each read only there) is folded into them. ResNeXt form (a) is that shape.
