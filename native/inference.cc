@@ -9,6 +9,11 @@
 //   Each buffer's value carries its format; a step that wants another one gets a reorder.
 // - Max pool, global average pool and the inner-product head are inference primitives too; the
 //   option-A shortcut (CIFAR) is a strided copy.
+// - int8 (post-training static quantization): every conv but those marked `keep` runs u8/s8 x s8 with
+//   f32 accumulation scaled back per output channel (weights quantized here, symmetric per channel);
+//   each value carries one scale (x = scale * q), the calibrated range of its producer, so a value
+//   is quantized, dequantized or read as it is by the reorders between steps. Max and average pools
+//   and the option-A copy work on int8 values as they are; the global pool and the head run in f32.
 // - The plan's output is its last op's value, handed back as f32 NCHW ([N, C] for the head or the
 //   global pool): copied out when it already has those bytes, else reordered into the caller's
 //   array. So a plan may stop before the head (pooled features, a stage's map) at no extra cost.
@@ -17,9 +22,12 @@
 // - Execution is sequential under the global lock, with the shared user scratchpad.
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 
 #include "common.h"
@@ -44,7 +52,13 @@ struct OpDesc {
   Shape3 in, out;
   int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
   bool relu = false, sum = false;
+  // int8 plans: the calibrated scale of this op's output (x = qscale * q; 0: none), whether it needs
+  // a sign (s8) or not (u8), and `keep` for an op that stays f32 (the stem conv, say).
+  float qscale = 0;
+  bool qsigned = false, keep = false;
   std::vector<float> weight, bias;  // plain OIHW / [out, in]; emptied once reordered
+  std::vector<int8_t> qweight;      // int8 plans: the weights quantized per output channel (scales in wscale)
+  std::vector<float> wscale;
   memory wei;                       // weights in the format of the first primitive built
   std::vector<memory> wei_other;    // copies in the other formats later batch sizes chose
   memory bia;
@@ -64,6 +78,8 @@ const char* LayoutName(ActLayout l) {
 // One batch size's primitives and the memory objects they run on.
 struct Program {
   std::vector<std::function<void()>> steps;
+  // Per op: how many steps have run once its output is complete, and that output (calibration).
+  std::vector<std::pair<size_t, memory>> marks;
   memory user_in;  // NCHW over the caller's array (data handle set per run)
   // The output: either `result`, a value already laid out as f32 [N, C, H, W] (copied out after the
   // steps), or `user_out`, f32 NCHW over the caller's output array that the last step reorders into.
@@ -75,6 +91,7 @@ class Plan {
   Shape3 input;
   int64_t max_batch = 1;
   dt act = dt::f32;  // activations and weights; bias, accumulation and the logits stay f32
+  bool int8 = false;  // convs in int8 (act stays f32 for the steps that are not quantized)
   size_t esize = 4;
   Shape3 output;  // per sample: the last op's output ([classes, 1, 1] for the head)
   int input_buf = 0, output_buf = 0;
@@ -111,8 +128,9 @@ class Plan {
     // Measured (BENCHMARKS.md): ImageNet-width nets (ResNet/ResNeXt-50, f32 and bf16) run as fast or
     // faster blocked, and f32 nets with enough wide 3x3 stride-1 convs get Winograd there; the narrow
     // CIFAR nets (16-64 channels) run NHWC.
-    const bool wino = act == dt::f32 && eligible >= 0.2 * all;
-    layout = widest >= 256 || wino ? ActLayout::Blocked : ActLayout::Nhwc;
+    const bool wino = act == dt::f32 && !int8 && eligible >= 0.2 * all;
+    // int8: oneDNN's VNNI kernels (brgconv and jit x8s8s32x) all take NHWC.
+    layout = (widest >= 256 || wino) && !int8 ? ActLayout::Blocked : ActLayout::Nhwc;
     if (env_layout == "nhwc") layout = ActLayout::Nhwc;
     if (env_layout == "blocked") layout = ActLayout::Blocked;
     if (env_layout == "any") layout = ActLayout::Any;
@@ -144,6 +162,13 @@ class Plan {
   // than the buffer).
   std::vector<memory> val_;
   std::vector<std::vector<memory>> copies_;  // reordered copies of each current value, reused by later readers
+  // int8 plans, per buffer: the scale of its value's int8 form (x = scale * q; 0: not calibrated) and
+  // whether that form is s8. Set by the producer: an int8 step's own scale, else its op's calibration.
+  std::vector<float> scale_;
+  std::vector<char> signed_;
+
+  static bool IsInt8(dt t) { return t == dt::u8 || t == dt::s8; }
+  static dt DtOf(const memory& m) { return m.get_desc().data_type(); }
 
   static memory::desc Md(const Shape3& s, int64_t n, dt t, tag f) { return memory::desc({n, s.c, s.h, s.w}, t, f); }
   // The format this plan wants for an activation of `s` (before any per-step fallback).
@@ -187,7 +212,14 @@ class Plan {
       if (c.get_desc() == want) return c;
     memory t = Temp(want);
     copies_[buf].push_back(t);
-    dnnl::reorder::primitive_desc rpd(have, t);
+    // Between an int8 form and a float one, the reorder (de)quantizes with the buffer's scale.
+    dnnl::primitive_attr attr;
+    const bool from8 = IsInt8(DtOf(have)), to8 = IsInt8(want.data_type());
+    if (from8 != to8) {
+      if (!(scale_[buf] > 0)) throw OpError(name + ": this value has no calibrated int8 scale (recalibrate the plan)");
+      attr.set_output_scales(0, {from8 ? scale_[buf] : 1.f / scale_[buf]});
+    }
+    dnnl::reorder::primitive_desc rpd(have, t, attr);
     Impl(name + ":reorder", n, rpd.impl_info_str());
     auto re = std::make_shared<dnnl::reorder>(rpd);
     p.steps.push_back([=]() mutable { re->execute(Strm(), have, t); });
@@ -222,8 +254,10 @@ class Plan {
   // plain copy is dropped once reordered, except behind a Winograd format (which oneDNN cannot
   // reorder into anything else, should another batch size want another format).
   memory Ready(OpDesc& op, const memory::desc& plain, const memory::desc& want) {
+    const bool q = plain.data_type() == dt::s8;  // int8 weights come from qweight
+    void* data = q ? static_cast<void*>(op.qweight.data()) : static_cast<void*>(op.weight.data());
     if (!op.wei) {
-      memory user(plain, Eng(), op.weight.data());
+      memory user(plain, Eng(), data);
       op.wei = memory(want, Eng());
       Reorder(user, op.wei);
       Strm().wait();
@@ -232,6 +266,9 @@ class Plan {
       if (want.data.format_kind == dnnl_format_kind_wino) {
         bytes += plain.get_size();
         ReportExternal(static_cast<int64_t>(plain.get_size()));
+      } else if (q) {
+        op.qweight.clear();
+        op.qweight.shrink_to_fit();
       } else {
         op.weight.clear();
         op.weight.shrink_to_fit();
@@ -243,8 +280,8 @@ class Plan {
       if (w.get_desc() == want) return w;
     memory m(want, Eng());  // another batch size chose another weight format: one copy per format
     op.wei_other.push_back(m);
-    if (!op.weight.empty())
-      Reorder(memory(plain, Eng(), op.weight.data()), m);
+    if (q ? !op.qweight.empty() : !op.weight.empty())
+      Reorder(memory(plain, Eng(), data), m);
     else
       Reorder(op.wei, m);
     Strm().wait();
@@ -308,7 +345,97 @@ class Plan {
     p.steps.push_back([=]() { kernel->Run(src.get_data_handle(), s, in.h, in.w, dst.get_data_handle(), d, out.h, out.w, n, bf16); });
   }
 
+  // The weights as s8, symmetric per output channel: W[oc] = wscale[oc] * q (once per op).
+  static void QuantizeWeights(OpDesc& op) {
+    if (!op.wscale.empty()) return;
+    const size_t per = op.weight.size() / static_cast<size_t>(op.out.c);
+    op.wscale.assign(op.out.c, 1.f);
+    op.qweight.resize(op.weight.size());
+    for (int64_t o = 0; o < op.out.c; ++o) {
+      const float* w = op.weight.data() + o * per;
+      float m = 0;
+      for (size_t i = 0; i < per; ++i) m = std::max(m, std::fabs(w[i]));
+      const float sc = m > 0 ? m / 127.f : 1.f;
+      op.wscale[o] = sc;
+      for (size_t i = 0; i < per; ++i) op.qweight[o * per + i] = static_cast<int8_t>(std::nearbyint(std::clamp(w[i] / sc, -127.f, 127.f)));
+    }
+    op.weight.clear();
+    op.weight.shrink_to_fit();
+  }
+
+  // A conv in int8: src u8/s8 (the value as it is, or quantized with its calibrated scale), s8
+  // weights, dst u8 after a ReLU else s8. oneDNN 2.x adds the bias before the output scales, so the
+  // bias arrives pre-divided by src scale x weight scale. A residual sum reads the shortcut in its
+  // own int8 type and scale (sum post-op with a scale and data type); the ReLU comes last.
+  void AddConvInt8(Program& p, OpDesc& op, int64_t n) {
+    memory have = val_[op.src];
+    if (!have) throw OpError("buffer " + std::to_string(op.src) + " is read before anything writes it");
+    const dt sdt = IsInt8(DtOf(have)) ? DtOf(have) : signed_[op.src] ? dt::s8 : dt::u8;
+    const float ss = scale_[op.src], ds = op.qscale;
+    if (!(ss > 0) || !(ds > 0)) throw OpError(op.name + ": no calibrated int8 scale for its input or output (recalibrate the plan)");
+    const dt ddt = op.qsigned ? dt::s8 : dt::u8;
+    QuantizeWeights(op);
+    std::vector<float> oscale(op.out.c);
+    for (int64_t o = 0; o < op.out.c; ++o) oscale[o] = ss * op.wscale[o] / ds;
+    if (!op.bia)  // Bias() stores it once: the scales are the same for every batch size
+      for (int64_t o = 0; o < op.out.c; ++o) op.bias[o] /= ss * op.wscale[o];
+    dt sum_dt = ddt;
+    dnnl::post_ops po;
+    if (op.sum) {
+      memory sc = val_[op.dst];
+      if (!sc) throw OpError(op.name + ": its shortcut is not computed before it");
+      sum_dt = IsInt8(DtOf(sc)) ? DtOf(sc) : signed_[op.dst] ? dt::s8 : dt::u8;
+      if (!(scale_[op.dst] > 0)) throw OpError(op.name + ": its shortcut has no calibrated int8 scale (recalibrate the plan)");
+      po.append_sum(scale_[op.dst] / ds, sum_dt);
+    }
+    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr = UserScratchAttr();
+    attr.set_post_ops(po);
+    attr.set_output_scales(1 << 1, oscale);
+    const bool grouped = op.groups > 1;
+    dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
+                      : dims{op.out.c, op.in.c, op.kh, op.kw};
+    auto make = [&](tag f) {
+      dnnl::convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, Md(op.in, n, sdt, f),
+                                        memory::desc(wd, dt::s8, tag::any), memory::desc({op.out.c}, dt::f32, tag::x),
+                                        Md(op.out, n, ddt, f), {op.sh, op.sw}, {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
+      return dnnl::convolution_forward::primitive_desc(d, attr, Eng());
+    };
+    dnnl::convolution_forward::primitive_desc pd;
+    try {
+      pd = make(tag::nhwc);
+    } catch (const dnnl::error&) {
+    }
+    if (!pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
+      auto alt = make(tag::any);
+      if (!pd || std::strncmp(alt.impl_info_str(), "ref", 3) != 0) pd = alt;
+    }
+    Impl(op.name, n, pd.impl_info_str());
+    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
+    memory wei = Ready(op, memory::desc(wd, dt::s8, grouped ? tag::goihw : tag::oihw), pd.weights_desc());
+    memory bias = Bias(op, op.out.c);
+    memory src = Need(p, op.src, pd.src_desc(), op.name + ".src", n);
+    memory dst;
+    if (op.sum) {
+      // The shortcut in the dst's layout and its own int8 type; the conv then writes over it.
+      dnnl_memory_desc_t c = pd.dst_desc().data;
+      c.data_type = memory::convert_to_c(sum_dt);
+      memory sc = Need(p, op.dst, memory::desc(c), op.name + ".shortcut", n);
+      dst = memory(pd.dst_desc(), Eng(), sc.get_data_handle());
+      val_[op.dst] = dst;
+      copies_[op.dst].clear();
+    } else {
+      dst = Out(op.dst, pd.dst_desc());
+    }
+    scale_[op.dst] = ds;
+    signed_[op.dst] = op.qsigned;
+    p.steps.push_back([=]() {
+      prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+    });
+  }
+
   void AddConv(Program& p, OpDesc& op, int64_t n) {
+    if (int8 && !op.keep) return AddConvInt8(p, op, n);
     if (Narrow(op)) return AddNarrowGroupedConv(p, op, n);
     const bool grouped = op.groups > 1;
     dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
@@ -396,7 +523,9 @@ class Plan {
   // average pooling on whatever layout its input has (dst `any` follows the src). Ceil mode arrives
   // as an output size that needs more right padding than `ph`/`pw`, which oneDNN also excludes.
   void AddPool(Program& p, OpDesc& op, int64_t n, bool global) {
-    memory src = Act(p, op.src, op.in, n, op.name + ".src");
+    // An int8 value is pooled as it is (same scale), except by the global pool, which feeds the f32 head.
+    const bool q = !global && val_[op.src] && IsInt8(DtOf(val_[op.src]));
+    memory src = q ? val_[op.src] : Act(p, op.src, op.in, n, op.name + ".src");
     int64_t kh = global ? op.in.h : op.kh, kw = global ? op.in.w : op.kw;
     int64_t sh = global ? op.in.h : op.sh, sw = global ? op.in.w : op.sw;
     int64_t ph = global ? 0 : op.ph, pw = global ? 0 : op.pw;
@@ -404,11 +533,12 @@ class Plan {
     int64_t prw = std::max(pw, (op.out.w - 1) * sw + kw - op.in.w - pw);
     const bool avg = global || op.kind == OpKind::AvgPool;
     dnnl::pooling_forward::desc d(prop_kind::forward_inference, avg ? algorithm::pooling_avg_exclude_padding : algorithm::pooling_max,
-                                  src.get_desc(), Md(op.out, n, act, tag::any), {sh, sw}, {kh, kw}, {ph, pw}, {prh, prw});
+                                  src.get_desc(), Md(op.out, n, DtOf(src), tag::any), {sh, sw}, {kh, kw}, {ph, pw}, {prh, prw});
     dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
     Impl(op.name, n, pd.impl_info_str());
     auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
     memory dst = Out(op.dst, pd.dst_desc());
+    if (q) scale_[op.dst] = scale_[op.src], signed_[op.dst] = signed_[op.src];
     p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
   }
 
@@ -440,15 +570,18 @@ class Plan {
   void AddShortcutA(Program& p, OpDesc& op, int64_t n) {
     const bool blocked = layout == ActLayout::Blocked && op.in.c % 16 == 0 && op.out.c % 16 == 0;
     const tag f = blocked ? tag::nChw16c : tag::nhwc;
-    memory src = Need(p, op.src, Md(op.in, n, act, f), op.name + ".src", n);
-    memory dst = Out(op.dst, Md(op.out, n, act, f));
+    const bool q = val_[op.src] && IsInt8(DtOf(val_[op.src]));  // an int8 value is copied as it is
+    const dt t = q ? DtOf(val_[op.src]) : act;
+    memory src = Need(p, op.src, Md(op.in, n, t, f), op.name + ".src", n);
+    memory dst = Out(op.dst, Md(op.out, n, t, f));
+    if (q) scale_[op.dst] = scale_[op.src], signed_[op.dst] = signed_[op.src];
     const char* in = static_cast<const char*>(src.get_data_handle());
     char* out = static_cast<char*>(dst.get_data_handle());
     Shape3 a = op.in, b = op.out;
-    int64_t s = op.sh, before = (b.c - a.c) / 2, e = static_cast<int64_t>(esize);
+    int64_t s = op.sh, before = (b.c - a.c) / 2, e = static_cast<int64_t>(q ? 1 : esize);
     p.steps.push_back([=]() {
       (void)src, (void)dst;
-      std::memset(out, 0, static_cast<size_t>(n * b.Size() * e));  // zero bits are 0.0 in f32 and bf16
+      std::memset(out, 0, static_cast<size_t>(n * b.Size() * e));  // zero bits are 0.0 in f32, bf16 and int8
       if (!blocked) {
         for (int64_t k = 0; k < n; ++k)
           for (int64_t i = 0; i < b.h; ++i)
@@ -475,6 +608,8 @@ class Plan {
     p.user_in = memory(Md(input, n, dt::f32, tag::nchw), Eng(), nullptr);
     val_.assign(bufs.size(), memory());
     copies_.assign(bufs.size(), {});
+    scale_.assign(bufs.size(), 0.f);
+    signed_.assign(bufs.size(), 1);
     val_[input_buf] = p.user_in;  // the caller's array; the first step that wants another format reorders it
     for (OpDesc& op : ops) {
       try {
@@ -487,13 +622,18 @@ class Plan {
           case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
         }
       } catch (const dnnl::error& e) {
-        throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (act == dt::bf16 ? "bf16" : "f32") + ", " +
-                      LayoutName(layout) + " layout): oneDNN error: " + e.what());
+        throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (int8 ? "int8" : act == dt::bf16 ? "bf16" : "f32") +
+                      ", " + LayoutName(layout) + " layout): oneDNN error: " + e.what());
       }
+      // A float value's int8 form, should a later step want one, uses its op's calibrated range.
+      if (!IsInt8(DtOf(val_[op.dst]))) scale_[op.dst] = op.qscale, signed_[op.dst] = op.qsigned;
+      p.marks.emplace_back(p.steps.size(), val_[op.dst]);
     }
     AddOutput(p, n);
     val_.clear();
     copies_.clear();
+    scale_.clear();
+    signed_.clear();
     return p;
   }
 
@@ -514,7 +654,9 @@ class Plan {
       return;
     }
     p.user_out = memory(Md(output, n, dt::f32, tag::nchw), Eng(), nullptr);
-    dnnl::reorder::primitive_desc rpd(have, p.user_out);
+    dnnl::primitive_attr attr;
+    if (IsInt8(d.data_type())) attr.set_output_scales(0, {scale_[output_buf]});  // dequantized
+    dnnl::reorder::primitive_desc rpd(have, p.user_out, attr);
     Impl("output:reorder", n, rpd.impl_info_str());
     auto re = std::make_shared<dnnl::reorder>(rpd);
     memory out = p.user_out;
@@ -573,7 +715,14 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
   plan->input_buf = static_cast<int>(Int(d, "inputBuffer"));
   if (d.Has("dtype")) {
     std::string t = d.Get("dtype").ToString().Utf8Value();
-    Require(t == "f32" || t == "bf16", "dtype must be \"f32\" or \"bf16\", got \"" + t + "\"");
+    Require(t == "f32" || t == "bf16" || t == "int8", "dtype must be \"f32\", \"bf16\" or \"int8\", got \"" + t + "\"");
+    if (t == "int8") {
+      // Without VNNI, oneDNN's int8 kernels emulate the u8 x s8 dot products (and saturate them).
+      const int vnni = static_cast<int>(dnnl::cpu_isa::avx512_core_vnni);
+      Require((static_cast<int>(dnnl::get_effective_cpu_isa()) & vnni) == vnni,
+              "int8 needs a CPU with AVX512-VNNI (or AMX); this one does not have them (use f32 or bf16)");
+      plan->int8 = true;
+    }
     if (t == "bf16") {
       // oneDNN runs bf16 convolutions fast only with AVX512-BF16 (or AMX); elsewhere it would emulate.
       const int bf16 = static_cast<int>(dnnl::cpu_isa::avx512_core_bf16);  // ISA values are nested bit sets
@@ -623,6 +772,7 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
       op.groups = Int(o, "groups");
       op.relu = Bool(o, "relu");
       op.sum = Bool(o, "sum");
+      op.keep = Bool(o, "keep");
       Require(op.groups >= 1 && op.in.c % op.groups == 0 && op.out.c % op.groups == 0, op.name + ": channels must divide by groups");
       Require(op.sh >= 1 && op.sw >= 1 && op.dh >= 1 && op.dw >= 1 && op.kh >= 1 && op.kw >= 1, op.name + ": bad kernel, stride or dilation");
       Require(op.out.h == (op.in.h + 2 * op.ph - op.dh * (op.kh - 1) - 1) / op.sh + 1 &&
@@ -653,6 +803,13 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
       throw OpError("unknown plan op type \"" + type + "\"");
     }
     Require(op.src != op.dst || op.kind == OpKind::Conv, op.name + ": src and dst must differ");
+    if (o.Has("qscale")) {  // int8 plans: the calibrated scale of this op's output
+      Napi::Value q = o.Get("qscale");
+      Require(q.IsNumber(), op.name + ": qscale must be a number");
+      op.qscale = q.As<Napi::Number>().FloatValue();
+      Require(std::isfinite(op.qscale) && op.qscale > 0, op.name + ": qscale must be a positive finite number");
+      op.qsigned = Bool(o, "qsigned");
+    }
     use(op.src, op.in);
     use(op.dst, op.out);
     plan->ops.push_back(std::move(op));
@@ -709,6 +866,39 @@ void RunPlan(Plan& plan, const float* x, int64_t n, float* out) {
   for (auto& step : p.steps) step();
   Strm().wait();
   if (p.result) std::memcpy(out, p.result.get_data_handle(), static_cast<size_t>(n * plan.output.Size()) * sizeof(float));
+}
+
+// planCalibrate(handle, x: Float32Array NCHW, n) -> Float32Array [ops x 2]: each op's output range
+// (min, max) over this batch, for an f32 plan whose ops an int8 plan will repeat with scales.
+Napi::Value PlanCalibrate(const Napi::CallbackInfo& info) {
+  Plan* plan = PlanOf(info);
+  Require(plan->act == dt::f32 && !plan->int8, "calibration runs an f32 plan");
+  int64_t n = 0;
+  Napi::Float32Array x = RunInput(info, *plan, &n);
+  Program& p = plan->Get(n);
+  p.user_in.set_data_handle(const_cast<float*>(x.Data()));
+  std::vector<float> scratch(static_cast<size_t>(n * plan->output.Size()));
+  if (p.user_out) p.user_out.set_data_handle(scratch.data());
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), p.marks.size() * 2);
+  size_t done = 0;
+  for (size_t k = 0; k < p.marks.size(); ++k) {
+    for (; done < p.marks[k].first; ++done) p.steps[done]();
+    Strm().wait();
+    const memory& m = p.marks[k].second;
+    Require(m.get_desc().data_type() == dt::f32, "calibration: an op's output is not f32");
+    // Blocked layouts pad channels with zeros: harmless, a range always includes 0 here (ReLU, sums).
+    const float* v = static_cast<const float*>(m.get_data_handle());
+    const size_t count = m.get_desc().get_size() / sizeof(float);
+    float lo = 0, hi = 0;
+    bool nan = false;
+    for (size_t i = 0; i < count; ++i) lo = std::min(lo, v[i]), hi = std::max(hi, v[i]), nan = nan || v[i] != v[i];
+    if (nan) lo = hi = std::numeric_limits<float>::quiet_NaN();  // reported, not skipped: calibration refuses it
+    out[2 * k] = lo;
+    out[2 * k + 1] = hi;
+  }
+  for (; done < p.steps.size(); ++done) p.steps[done]();
+  Strm().wait();
+  return out;
 }
 
 // planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, ...output] (the logits [n, classes], or features)
@@ -828,6 +1018,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 void RegisterInference(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "planCreate", PlanCreate);
   Export(env, exports, "planRun", PlanRun);
+  Export(env, exports, "planCalibrate", PlanCalibrate);
   Export(env, exports, "planRunAsync", PlanRunAsync);
   Export(env, exports, "planDispose", PlanDispose);
   Export(env, exports, "planInfo", PlanInfo);

@@ -18,6 +18,7 @@ export {
   compileForInference, loadClassifier, compareLogits, type LogitAgreement, type CompileOptions, type CompiledModel, type Classifier, type ClassifierOptions, type Classification,
 } from './infer/index.js';
 export { loadFeatureExtractor, type FeatureExtractor, type FeatureExtractorOptions, type CompileOutput } from './infer/index.js';
+export { calibrate, readCalibration, writeCalibration, type Calibration } from './infer/index.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxFileOptions } from './onnx/index.js';
 export {
   pretrainedEntries, parsePretrainedSpec, isPretrainedSpec, fetchPretrained, checkWeightsArgument,

@@ -62,10 +62,21 @@ describe('residual bench', () => {
     assert.match(r.stderr, /bf16 training needs a CPU with AVX512-BF16 \(or AMX\), and oneDNN reports this one as avx512_core .*DNNL_MAX_CPU_ISA caps it.*train with dtype f32/);
   });
 
+  it('times an int8 plan (calibrated on its own input) where the CPU has VNNI', () => {
+    const r = residual(['bench', '--model', 'resnet20', '--batch', '2', '--dtype', 'int8', '--input', '3x16x16', '--warmup', '0', '--runs', '1', '--threads', '1', '--json']);
+    if (r.status !== 0) return assert.match(r.stderr, /int8 needs a CPU with AVX512-VNNI/);
+    const j = lastJson(r.stdout);
+    assert.equal(j.dtype, 'int8');
+    assert.ok(Number(j.ms_per_image) > 0);
+  });
+
   it('refuses bad options with reasons', () => {
     let r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--dtype', 'f16']);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /--dtype must be f32 or bf16/);
+    assert.match(r.stderr, /--dtype must be f32, bf16 or int8/);
+    r = residual(['bench', '--model', 'resnet20', '--batch', '1', '--mode', 'train', '--dtype', 'int8']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /int8 is for inference/);
     r = residual(['bench', '--model', 'resnet20']);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /missing --batch/);

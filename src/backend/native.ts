@@ -91,6 +91,7 @@ interface Addon {
   planCreate(desc: PlanDescription): PlanHandle;
   planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
   planRunAsync(plan: PlanHandle, x: Float32Array, n: number): Promise<Float32Array>;
+  planCalibrate(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
   planDispose(plan: PlanHandle): void;
   planInfo(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] };
   setNumThreads(n: number): void;
@@ -372,6 +373,9 @@ export class NativeBackend implements Backend<NativeTensor> {
   }
   private asyncTail: Promise<void> = Promise.resolve();
   private asyncRuns = 0;
+  planCalibrate(plan: PlanHandle, x: Float32Array, n: number): Float32Array {
+    return this.a.planCalibrate(plan, x, n);
+  }
   planDispose(plan: PlanHandle): void {
     this.a.planDispose(plan);
   }

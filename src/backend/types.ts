@@ -159,6 +159,8 @@ export interface Backend<T extends BackendTensor = BackendTensor> {
   /** Compiled inference plans (src/infer/compile.ts): BN folded, fusions, weights reordered once. */
   planCreate?(desc: PlanDescription): PlanHandle;
   planRun?(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
+  /** Runs an f32 plan and returns each op's output range over the batch: [min0, max0, min1, max1, ...]. */
+  planCalibrate?(plan: PlanHandle, x: Float32Array, n: number): Float32Array;
   planRunAsync?(plan: PlanHandle, x: Float32Array, n: number): Promise<Float32Array>;
   planDispose?(plan: PlanHandle): void;
   planInfo?(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] };
@@ -167,11 +169,15 @@ export interface Backend<T extends BackendTensor = BackendTensor> {
 /** An inference plan owned by the addon (native/inference.cc); opaque to TypeScript. */
 export type PlanHandle = { readonly __plan: unique symbol };
 
-/** One step of an inference plan. Shapes are per sample [C, H, W]; src/dst are buffer indices. */
-export type PlanOp = { name: string; src: number; dst: number; in: number[]; out: number[] } & (
+/**
+ * One step of an inference plan. Shapes are per sample [C, H, W]; src/dst are buffer indices. In an
+ * int8 plan, `qscale` is the calibrated scale of the op's output (x = qscale * q, q in u8, or s8 when
+ * `qsigned`), and a conv with `keep` stays f32.
+ */
+export type PlanOp = { name: string; src: number; dst: number; in: number[]; out: number[]; qscale?: number; qsigned?: boolean } & (
   | {
     type: 'conv'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
-    groups: number; relu: boolean; sum: boolean; weight: Float32Array; bias: Float32Array;
+    groups: number; relu: boolean; sum: boolean; weight: Float32Array; bias: Float32Array; keep?: boolean;
   }
   /** Max pool, or average over the pixels inside the input (PyTorch's count_include_pad=False); ceil mode shows in `out`. */
   | { type: 'maxpool' | 'avgpool'; kh: number; kw: number; sh: number; sw: number; ph: number; pw: number }
@@ -182,8 +188,11 @@ export type PlanOp = { name: string; src: number; dst: number; in: number[]; out
 /** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
 export interface PlanDescription {
   input: number[];
-  /** Activations and weights in f32 (default) or bf16; bias, accumulation and logits stay f32. */
-  dtype?: 'f32' | 'bf16';
+  /**
+   * Activations and weights in f32 (default) or bf16 (bias, accumulation and logits stay f32), or
+   * int8: the convs in u8/s8 x s8 with the ops' calibrated scales (the head and global pool in f32).
+   */
+  dtype?: 'f32' | 'bf16' | 'int8';
   /** Winograd for eligible 3x3 convs: 'auto' (default: the plan decides, or RESIDUAL_PLAN_WINOGRAD), 'on', 'off'. */
   winograd?: 'auto' | 'on' | 'off';
   maxBatch: number;
@@ -193,9 +202,9 @@ export interface PlanDescription {
 }
 
 /** A backend that compiles inference plans. */
-export type PlanBackend = Backend & Required<Pick<Backend, 'planCreate' | 'planRun' | 'planRunAsync' | 'planDispose' | 'planInfo'>>;
+export type PlanBackend = Backend & Required<Pick<Backend, 'planCreate' | 'planRun' | 'planRunAsync' | 'planDispose' | 'planInfo' | 'planCalibrate'>>;
 
 export function supportsPlans(b: Backend): b is PlanBackend {
   return typeof b.planCreate === 'function' && typeof b.planRun === 'function' && typeof b.planRunAsync === 'function' &&
-    typeof b.planDispose === 'function' && typeof b.planInfo === 'function';
+    typeof b.planDispose === 'function' && typeof b.planInfo === 'function' && typeof b.planCalibrate === 'function';
 }

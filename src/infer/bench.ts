@@ -8,10 +8,10 @@ import { manualSeed } from '../nn/index.js';
 import { Tensor, autocast, crossEntropy, tidy } from '../tensor/index.js';
 import { checkComputeDtype } from '../backend/index.js';
 import { SGD } from '../train/sgd.js';
-import { compileForInference } from './compile.js';
+import { calibrate, compileForInference } from './compile.js';
 
 export type BenchMode = 'infer' | 'train';
-export type BenchDtype = 'f32' | 'bf16';
+export type BenchDtype = 'f32' | 'bf16' | 'int8';
 
 export interface BenchOptions {
   model: string;
@@ -66,8 +66,10 @@ export function benchmark(o: BenchOptions): BenchResult {
   const mode = o.mode ?? 'infer';
   const dtype = o.dtype ?? 'f32';
   if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: mode must be "infer" or "train", got "${String(mode)}"`);
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`bench: dtype must be "f32" or "bf16", got "${String(dtype)}"`);
-  if (mode === 'train') checkComputeDtype('bench', defaultBackend(), dtype);
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`bench: dtype must be "f32", "bf16" or "int8", got "${String(dtype)}"`);
+  if (mode === 'train' && dtype === 'int8') throw new Error('bench: int8 is for inference (post-training quantization); train in f32 or bf16');
+  const trainDtype = dtype === 'int8' ? 'f32' : dtype; // (int8 is refused for training above)
+  if (mode === 'train') checkComputeDtype('bench', defaultBackend(), trainDtype);
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`bench: batch must be a positive integer, got ${o.batch}`);
   const entry = getModel(o.model);
   const input = o.input ? [...o.input] : [...entry.defaultInput];
@@ -90,7 +92,9 @@ export function benchmark(o: BenchOptions): BenchResult {
     let cleanup = () => {};
     if (mode === 'infer') {
       model.eval();
-      const plan = compileForInference(model, { input, maxBatch: n, dtype });
+      // int8: calibrated on the benchmark's own input (random weights and images: the timing does not depend on them)
+      const calibration = dtype === 'int8' ? calibrate(model, x, n, { input }) : undefined;
+      const plan = compileForInference(model, { input, maxBatch: n, dtype, calibration });
       step = () => { plan.run(x, n); };
       cleanup = () => plan.dispose();
     } else {
@@ -100,7 +104,7 @@ export function benchmark(o: BenchOptions): BenchResult {
       const opt = new SGD(model.parameters(), { lr: 1e-3, momentum: 0.9 });
       step = () => {
         // bf16: mixed precision as `residual train --dtype bf16` runs it (convolutions in bf16, the rest f32)
-        autocast(dtype, () => tidy(() => {
+        autocast(trainDtype, () => tidy(() => {
           const loss = crossEntropy(model.forward(xt), labels);
           loss.backward();
           loss.item(); // waits for the result, as a training loop reading its loss does

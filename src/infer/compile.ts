@@ -13,12 +13,13 @@
 // The plan computes the eval-mode network whatever mode the model is in (running statistics).
 // Buffers are taken back once no read of their value is due: a ResNet needs at most five.
 import { defaultBackend } from '../backend/index.js';
-import { supportsPlans, type PlanHandle, type PlanOp } from '../backend/types.js';
+import { supportsPlans, type PlanBackend, type PlanHandle, type PlanOp } from '../backend/types.js';
 import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
 import { foldConv, foldConvBn } from '../models/fold.js';
 import { inputsOf, moduleAt, shapeOf, type ConvSpec, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
 import { ResNet, featureNames, inputChannels } from '../models/net.js';
 import { conv2dParams } from '../tensor/index.js';
+import { checkCalibration, mergeRanges, quantizeOps, type Calibration } from './quantize.js';
 
 export interface CompileOptions {
   /** Per-sample input shape [C, H, W]. */
@@ -29,8 +30,12 @@ export interface CompileOptions {
    * 'f32' (default) or 'bf16': activations and weights in bfloat16 (bias, accumulation and logits stay
    * f32), about twice as fast where the CPU has AVX512-BF16 or AMX, refused elsewhere. Outputs then
    * differ from f32 by bf16 rounding (about 3 significant digits), not within 1e-4.
+   * 'int8': post-training static quantization (needs `calibration`, from calibrate()): the convs in
+   * u8/s8 x s8 on AVX512-VNNI (refused without it), the stem conv, global pool and head in f32.
    */
-  dtype?: 'f32' | 'bf16';
+  dtype?: 'f32' | 'bf16' | 'int8';
+  /** int8: the ranges calibrate() recorded for this model at this input shape. */
+  calibration?: Calibration;
   /**
    * Winograd for the wide 3x3 stride-1 f32 convs (the ResNets; ResNeXt's grouped convs cannot use
    * it). Unset: the plan decides (on where they carry enough of the work: 10-20% faster ResNet-50).
@@ -53,7 +58,7 @@ export type CompileOutput = 'logits' | 'pool' | 'stem' | `layer${number}`;
 export interface CompiledModel {
   readonly input: readonly [number, number, number];
   readonly maxBatch: number;
-  readonly dtype: 'f32' | 'bf16';
+  readonly dtype: 'f32' | 'bf16' | 'int8';
   /** The model's outputs (its classes; the pooled width when its fc is an Identity), whatever the plan stops at. */
   readonly numClasses: number;
   /** What run() returns per sample ('pool' when the model's fc is an Identity, though 'logits' was asked). */
@@ -271,7 +276,7 @@ function lowerForPlan(model: ResNet, input: Shape3): Graph {
 
 function checkOptions(
   model: ResNet, opts: CompileOptions,
-): { input: Shape3; maxBatch: number; dtype: 'f32' | 'bf16'; winograd: 'auto' | 'on' | 'off'; output: CompileOutput } {
+): { input: Shape3; maxBatch: number; dtype: 'f32' | 'bf16' | 'int8'; winograd: 'auto' | 'on' | 'off'; output: CompileOutput } {
   const input = opts.input;
   if (!Array.isArray(input) || input.length !== 3 || input.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new Error(`compileForInference: input must be [C, H, W] of positive integers, got ${JSON.stringify(input)}`);
@@ -281,7 +286,13 @@ function checkOptions(
   const maxBatch = opts.maxBatch ?? 1;
   if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new Error(`compileForInference: maxBatch must be a positive integer, got ${maxBatch}`);
   const dtype = opts.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`compileForInference: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') {
+    throw new Error(`compileForInference: dtype must be 'f32', 'bf16' or 'int8', got ${JSON.stringify(dtype)}`);
+  }
+  if (dtype === 'int8' && !opts.calibration) {
+    throw new Error('compileForInference: int8 needs a calibration (calibrate(model, images, n, { input }) on a few hundred ' +
+      'representative images), so every value gets its scale');
+  }
   const w = opts.winograd;
   if (w !== undefined && typeof w !== 'boolean') throw new Error(`compileForInference: winograd must be true, false or unset, got ${JSON.stringify(w)}`);
   const output = opts.output ?? 'logits';
@@ -300,24 +311,72 @@ function checkOptions(
  * Needs the native backend (call initBackend() first). The plan copies the weights: later changes
  * to the model are not seen by it.
  */
+function planBackend(what: string): PlanBackend {
+  const backend = defaultBackend();
+  if (!supportsPlans(backend)) {
+    throw new Error(`${what} needs the native backend, and the current one is the reference backend ` +
+      '(call `await initBackend()` first; if the addon does not load, build it with `npm run build:native`). ' +
+      'Without it, run the model directly: model.eval() and a forward inside noGrad().');
+  }
+  return backend;
+}
+
+/** The plan ops that compute `output` of `model` at `input`, and their buffer count. */
+function readPlan(model: ResNet, input: Shape3, output: CompileOutput): { ops: PlanOp[]; shape: Shape3; buffers: number } {
+  const graph = lowerForPlan(model, input);
+  const b = new PlanReader(graph, model);
+  const { ops, shape } = b.read(graph.features[output]!);
+  return { ops, shape, buffers: b.bufs.count };
+}
+
+/**
+ * Calibration for an int8 plan: runs `n` images (NCHW float32, preprocessed as for inference) through
+ * an f32 plan of the whole network, in batches, and records the range of every op's output. A few
+ * hundred images of the data the model will see are enough; the result is small JSON
+ * (writeCalibration) to keep with the weights.
+ */
+export function calibrate(model: ResNet, images: Float32Array, n: number, opts: { input: readonly number[]; batch?: number }): Calibration {
+  if (!(model instanceof ResNet)) throw new Error('calibrate: expected a ResNet/ResNeXt model (from createModel or loadModel)');
+  const nb = planBackend('calibrate');
+  const batch = opts.batch ?? 32;
+  if (!Number.isInteger(batch) || batch < 1) throw new Error(`calibrate: batch must be a positive integer, got ${batch}`);
+  const { input } = checkOptions(model, { input: opts.input });
+  const per = input[0] * input[1] * input[2];
+  if (!Number.isInteger(n) || n < 1) throw new Error(`calibrate: needs at least one image, got ${n}`);
+  if (!(images instanceof Float32Array) || images.length !== n * per) {
+    throw new Error(`calibrate: images must be a Float32Array of ${n} x [${input.join(', ')}] = ${n * per} values, got ${images?.length}`);
+  }
+  // A NaN would pass a fused ReLU as 0 and leave the ranges quietly wrong: refuse it here, by image.
+  for (let i = 0; i < images.length; i++) {
+    if (!Number.isFinite(images[i])) throw new Error(`calibrate: image ${Math.floor(i / per)} has a non-finite value (NaN or infinity) at offset ${i % per}`);
+  }
+  const { ops, buffers } = readPlan(model, input, model.head instanceof Identity ? 'pool' : 'logits');
+  const handle = nb.planCreate({ input, dtype: 'f32', winograd: 'off', maxBatch: Math.min(batch, n), buffers, inputBuffer: 0, ops });
+  const table: Calibration['ops'] = {};
+  try {
+    for (let i = 0; i < n; i += batch) {
+      const m = Math.min(batch, n - i);
+      mergeRanges(table, ops, nb.planCalibrate(handle, images.subarray(i * per, (i + m) * per), m));
+    }
+  } finally {
+    nb.planDispose(handle);
+  }
+  return { format: 'residual-calibration', version: 1, model: model.spec.name, input, images: n, ops: table };
+}
+
 export function compileForInference(model: ResNet, opts: CompileOptions): CompiledModel {
   if (!(model instanceof ResNet)) {
     throw new Error('compileForInference: expected a ResNet/ResNeXt model (from createModel or loadModel)');
   }
-  const backend = defaultBackend();
-  if (!supportsPlans(backend)) {
-    throw new Error('compileForInference needs the native backend, and the current one is the reference backend ' +
-      '(call `await initBackend()` first; if the addon does not load, build it with `npm run build:native`). ' +
-      'Without it, run the model directly: model.eval() and a forward inside noGrad().');
-  }
-  const nb = backend;
+  const nb = planBackend('compileForInference');
   const { input, maxBatch, dtype, winograd, output: asked } = checkOptions(model, opts);
   const output: CompileOutput = asked === 'logits' && model.head instanceof Identity ? 'pool' : asked;
-  const graph = lowerForPlan(model, input);
-  const b = new PlanReader(graph, model);
-  const { ops, shape } = b.read(graph.features[output]!);
+  const { ops: f32ops, shape, buffers } = readPlan(model, input, output);
+  const ops = dtype === 'int8'
+    ? quantizeOps(f32ops, checkCalibration(opts.calibration, model.spec.name, input, 'compileForInference: calibration'), 0)
+    : f32ops;
   const outputShape = shape[1] === 1 && shape[2] === 1 && (output === 'pool' || output === 'logits') ? [shape[0]] : [...shape];
-  const handle: PlanHandle = nb.planCreate({ input, dtype, winograd, maxBatch, buffers: b.bufs.count, inputBuffer: 0, ops });
+  const handle: PlanHandle = nb.planCreate({ input, dtype, winograd, maxBatch, buffers, inputBuffer: 0, ops });
   const info = nb.planInfo(handle);
   const numClasses = model.numClasses;
   const perSample = input[0] * input[1] * input[2];

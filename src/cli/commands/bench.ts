@@ -7,7 +7,7 @@ import { fixThreads, intOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'time a model: compiled inference or a training step (median of several runs)';
 
-const usage = `usage: residual bench --model M --batch B [--mode infer|train] [--dtype f32|bf16] [--input CxHxW]
+const usage = `usage: residual bench --model M --batch B [--mode infer|train] [--dtype f32|bf16|int8] [--input CxHxW]
                       [--threads N] [--warmup N] [--runs N] [--json]
 
   --model M      a name from \`residual models\` (random weights: timing does not depend on them)
@@ -17,7 +17,8 @@ const usage = `usage: residual bench --model M --batch B [--mode infer|train] [-
   --dtype        f32 (default) or bf16: infer runs bfloat16 activations and weights with f32 accumulation;
                  train runs the step in mixed precision as \`residual train --dtype bf16\` (convolutions in
                  bf16 with f32 accumulation, f32 master weights, BatchNorm and loss; no loss scaling needed).
-                 Needs AVX512-BF16 or AMX, refused elsewhere
+                 Needs AVX512-BF16 or AMX, refused elsewhere.
+                 int8 (infer only): the convs in u8/s8 x s8 on AVX512-VNNI, calibrated on the benchmark's input
   --input CxHxW  input shape (default: the model's own, 3x224x224 ImageNet, 3x32x32 CIFAR)
   --threads N    oneDNN (OpenMP) threads (default: OMP_NUM_THREADS, else every core)
   --warmup N     untimed runs first (default 3 infer, 2 train)
@@ -42,7 +43,7 @@ export async function run(argv: string[]): Promise<number> {
   const mode = values.mode ?? 'infer';
   if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: --mode must be infer or train, got "${mode}"`);
   const dtype = values.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`bench: --dtype must be f32 or bf16, got "${dtype}"`);
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`bench: --dtype must be f32, bf16 or int8, got "${dtype}"`);
   getModel(values.model!); // an unknown name fails before any work, listing the known ones
   const batch = intOption('bench', 'batch', values.batch, 1);
   const input = values.input ? shapeOption('bench', 'input', values.input) : undefined;

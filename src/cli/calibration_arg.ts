@@ -1,0 +1,64 @@
+// Where an int8 command (eval, serve, infer, bench of a trained model) gets its calibration:
+// --calibration FILE.json, or --calibration DATA (a data spec, or an image folder) to calibrate on
+// now; by default the calibration saved beside the weights, else one made from the training images
+// of the model's own data and saved there, so the next start does not recalibrate.
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join, basename } from 'node:path';
+import { DataLoader } from '../data/index.js';
+import { calibrate } from '../infer/compile.js';
+import { readCalibration, writeCalibration, type Calibration } from '../infer/quantize.js';
+import type { ResNet } from '../models/net.js';
+import { openData, type DataSpec } from '../train/data_spec.js';
+
+/** Images calibrate() sees by default: a few hundred, drawn at random (a seeded shuffle) from the training split. */
+export const CALIBRATION_IMAGES = 512;
+
+/** The calibration file that belongs to a weights path: calibration.json in a run folder, else NAME.calibration.json beside the file. */
+export function calibrationPathFor(weightsPath: string): string {
+  if (existsSync(weightsPath) && statSync(weightsPath).isDirectory()) return join(weightsPath, 'calibration.json');
+  return join(dirname(weightsPath), `${basename(weightsPath).replace(/\.[^.]*$/, '')}.calibration.json`);
+}
+
+/** `count` images of `data`'s training split, transformed as for evaluation, checked against the model's input. */
+async function calibrationImages(data: DataSpec, input: readonly number[], count: number, what: string): Promise<{ x: Float32Array; n: number }> {
+  if (data.train.length === 0) throw new Error(`${what}: ${data.name} has no training images to calibrate on`);
+  const [c, h, w] = data.input;
+  if (c !== input[0]) {
+    throw new Error(`${what}: ${data.name} has ${c}-channel images but the model takes ${input[0]} channels; calibrate on the data the model was trained for`);
+  }
+  if (h !== input[1] || w !== input[2]) {
+    throw new Error(`${what}: ${data.name} gives ${c}x${h}x${w} images but the model runs at ${input.join('x')}; calibrate at the model's input size`);
+  }
+  const n = Math.min(count, data.train.length);
+  const loader = new DataLoader(data.train, { batchSize: n, shuffle: true, seed: 0, transforms: data.testTransforms, worker: false });
+  for await (const b of loader.epoch(0)) return { x: b.x, n: b.n };
+  throw new Error(`${what}: ${data.name} gave no batch`);
+}
+
+export async function resolveCalibration(
+  command: string, model: ResNet, weightsPath: string, input: readonly number[],
+  o: { calibration?: string; data?: DataSpec; images?: number; log?: (m: string) => void },
+): Promise<Calibration> {
+  const what = `${command} --calibration`;
+  const count = o.images ?? CALIBRATION_IMAGES;
+  if (!Number.isInteger(count) || count < 1) throw new Error(`${command}: --calibration-images must be a positive integer, got ${count}`);
+  const spec = o.calibration;
+  if (spec?.toLowerCase().endsWith('.json')) return readCalibration(spec, model.spec.name, input);
+  const saved = calibrationPathFor(weightsPath);
+  if (!spec && existsSync(saved)) return readCalibration(saved, model.spec.name, input);
+  let data = o.data;
+  if (spec) {
+    const isDir = existsSync(spec) && statSync(spec).isDirectory();
+    data = await openData(isDir ? `folder:${spec}` : spec, { imageSize: input[1] });
+  }
+  if (!data) throw new Error(`${command}: int8 needs a calibration: --calibration FILE.json, or --calibration DATA (a data spec or an image folder)`);
+  const { x, n } = await calibrationImages(data, input, count, what);
+  const cal = calibrate(model, x, n, { input });
+  try {
+    writeCalibration(saved, cal);
+    o.log?.(`calibrated int8 on ${n} ${data.name} training images; saved ${saved}`);
+  } catch (e) {
+    o.log?.(`calibrated int8 on ${n} ${data.name} training images (could not save ${saved}: ${(e as Error).message})`);
+  }
+  return cal;
+}
