@@ -36,17 +36,17 @@ async function calibrationImages(data: DataSpec, input: readonly number[], count
 }
 
 export async function resolveCalibration(
-  command: string, model: ResNet, weightsPath: string, input: readonly number[],
-  o: { calibration?: string; data?: DataSpec; images?: number; log?: (m: string) => void },
+  command: string, model: ResNet, weightsPath: string | null, input: readonly number[],
+  o: { calibration?: string; data?: DataSpec | (() => Promise<DataSpec | undefined>); images?: number; log?: (m: string) => void },
 ): Promise<Calibration> {
   const what = `${command} --calibration`;
   const count = o.images ?? CALIBRATION_IMAGES;
   if (!Number.isInteger(count) || count < 1) throw new Error(`${command}: --calibration-images must be a positive integer, got ${count}`);
   const spec = o.calibration;
   if (spec?.toLowerCase().endsWith('.json')) return readCalibration(spec, model.spec.name, input);
-  const saved = calibrationPathFor(weightsPath);
-  if (!spec && existsSync(saved)) return readCalibration(saved, model.spec.name, input);
-  let data = o.data;
+  const saved = weightsPath ? calibrationPathFor(weightsPath) : null;
+  if (!spec && saved && existsSync(saved)) return readCalibration(saved, model.spec.name, input);
+  let data = typeof o.data === 'function' ? await o.data() : o.data;
   if (spec) {
     const isDir = existsSync(spec) && statSync(spec).isDirectory();
     data = await openData(isDir ? `folder:${spec}` : spec, { imageSize: input[1] });
@@ -54,6 +54,7 @@ export async function resolveCalibration(
   if (!data) throw new Error(`${command}: int8 needs a calibration: --calibration FILE.json, or --calibration DATA (a data spec or an image folder)`);
   const { x, n } = await calibrationImages(data, input, count, what);
   const cal = calibrate(model, x, n, { input });
+  if (!saved) return cal;
   try {
     writeCalibration(saved, cal);
     o.log?.(`calibrated int8 on ${n} ${data.name} training images; saved ${saved}`);
