@@ -7,8 +7,10 @@ import { dirname, join, basename } from 'node:path';
 import { DataLoader } from '../data/index.js';
 import { calibrate } from '../infer/compile.js';
 import { readCalibration, writeCalibration, type Calibration } from '../infer/quantize.js';
+import { readCard } from '../models/card.js';
 import type { ResNet } from '../models/net.js';
 import { openData, type DataSpec } from '../train/data_spec.js';
+import { resolveWeightsArgument } from './weights_arg.js';
 
 /** Images calibrate() sees by default: a few hundred, drawn at random (a seeded shuffle) from the training split. */
 export const CALIBRATION_IMAGES = 512;
@@ -62,4 +64,20 @@ export async function resolveCalibration(
     o.log?.(`calibrated int8 on ${n} ${data.name} training images (could not save ${saved}: ${(e as Error).message})`);
   }
   return cal;
+}
+
+/**
+ * For loadClassifier/loadFeatureExtractor (serve, predict, embed): once the model is loaded, its
+ * calibration from --calibration, the file beside --weights, or the training images of the dataset
+ * the weights' model card names (saved beside them).
+ */
+export function calibrationFromArgs(command: string, a: { weights?: string; model?: string; calibration?: string }) {
+  return async (model: ResNet, input: [number, number, number]): Promise<Calibration> => {
+    const weights = a.weights ? (await resolveWeightsArgument(command, a.weights, a.model)).path : null;
+    const dataset = weights ? readCard(weights)?.dataset : undefined;
+    return resolveCalibration(command, model, weights, input, {
+      calibration: a.calibration, data: async () => (dataset ? openData(dataset, { imageSize: input[1] }) : undefined),
+      log: (m) => console.error(`${command}: ${m}`),
+    });
+  };
 }

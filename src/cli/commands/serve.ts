@@ -3,10 +3,7 @@ import { loadClassifier } from '../../infer/classifier.js';
 import { downloadProgress } from '../progress.js';
 import { parseBytes, startServer } from '../../serve/index.js';
 import { intOption, numberOption, parse, shapeOption } from '../args.js';
-import { resolveCalibration } from '../calibration_arg.js';
-import { resolveWeightsArgument } from '../weights_arg.js';
-import { readCard } from '../../models/index.js';
-import { openData } from '../../train/data_spec.js';
+import { calibrationFromArgs } from '../calibration_arg.js';
 
 export const summary = 'serve a model over HTTP: POST an image, get its top classes (batched), with a page to try it';
 
@@ -102,13 +99,7 @@ export async function run(argv: string[]): Promise<number> {
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, download: { onProgress: downloadProgress('serve') }, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,
     dtype: v.dtype as 'f32' | 'bf16' | 'int8' | undefined, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
-    calibration: async (model, input) => {
-      const weights = v.weights ? (await resolveWeightsArgument('serve', v.weights, v.model)).path : null;
-      const dataset = weights ? readCard(weights)?.dataset : undefined;
-      return resolveCalibration('serve', model, weights, input, {
-        calibration: v.calibration, data: async () => (dataset ? openData(dataset, { imageSize: input[1] }) : undefined), log: (m) => console.error(`serve: ${m}`),
-      });
-    },
+    calibration: calibrationFromArgs('serve', v),
     winograd: v.winograd === undefined ? undefined : v.winograd === 'on',
   });
   if (!v.weights) console.error('serve: no --weights: the model has random weights, so the classes are meaningless');
