@@ -3,9 +3,10 @@
 // exporter writes, for ResNet-50 and ResNeXt-50 32x4d at batch 1 and 16, in ms per image.
 //
 //   node dist/bench/infer.js [--threads 2] [--rounds 2] [--runs 10] [--models resnet50,resnext50_32x4d] [--batches 1,16]
-//                            [--no-bf16] [--torch-layout nchw|nhwc]
+//                            [--no-bf16] [--no-int8] [--torch-layout nchw|nhwc]
 //
-// Our bf16 plan is timed too (ours_bf16_ms_per_image) unless --no-bf16.
+// Our bf16 plan is timed too (ours_bf16_ms_per_image) unless --no-bf16, and our int8 plan
+// (ours_int8_ms_per_image, calibrated on the benchmark's input) unless --no-int8.
 // Every measurement runs in a fresh child process pinned to the same thread count (OMP_NUM_THREADS
 // for us and PyTorch, intraOpNumThreads for ONNX Runtime), and the engines alternate (ours, PyTorch,
 // ORT, ours, ...) because this machine is shared; each engine keeps its fastest median across
@@ -67,7 +68,7 @@ async function runOrt(c: Case, dir: string): Promise<EngineResult> {
   return { engine: `onnxruntime-node ${ort.env.versions.common} (our ONNX export, BN folded)`, threads: c.threads, ms_per_image: ms / c.batch };
 }
 
-function ours(c: Case, env: NodeJS.ProcessEnv, dtype: 'f32' | 'bf16'): EngineResult {
+function ours(c: Case, env: NodeJS.ProcessEnv, dtype: 'f32' | 'bf16' | 'int8'): EngineResult {
   const cli = join(root, 'dist', 'src', 'cli', 'main.js');
   const out = runChild([process.execPath, cli, 'bench', '--model', c.model, '--batch', String(c.batch), '--mode', 'infer',
     '--input', c.input.join('x'), '--threads', String(c.threads), '--warmup', String(c.warmup), '--runs', String(c.runs), '--dtype', dtype, '--json'], env, 'residual bench');
@@ -94,6 +95,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '3' }, models: { type: 'string', default: 'resnet50,resnext50_32x4d' },
       batches: { type: 'string', default: '1,16' }, input: { type: 'string', default: '3x224x224' },
       'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' }, 'no-bf16': { type: 'boolean' },
+      'no-int8': { type: 'boolean' },
     },
   });
   if (values['ort-only']) {
@@ -101,7 +103,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(await runOrt(c, dir)));
     return;
   }
-  const bf16 = !values['no-bf16'];
+  const bf16 = !values['no-bf16'], int8 = !values['no-int8'];
   const threads = Number(values.threads);
   const input = values.input!.split('x').map(Number) as [number, number, number];
   const env = { ...process.env, OMP_NUM_THREADS: String(threads) };
@@ -112,13 +114,14 @@ async function main(): Promise<void> {
     for (const model of values.models!.split(',')) {
       for (const batch of values.batches!.split(',').map(Number)) {
         const c: Case = { model, batch, input, threads, warmup: Number(values.warmup), runs: Number(values.runs) };
-        const best = { ours: Infinity, ours_bf16: Infinity, torch: Infinity, ort: Infinity };
+        const best = { ours: Infinity, ours_bf16: Infinity, ours_int8: Infinity, torch: Infinity, ort: Infinity };
         const loadBefore = loadavg()[0]!;
         for (let round = 0; round < Number(values.rounds); round++) {
           const results: Partial<Record<keyof typeof best, EngineResult>> = {
             ours: ours(c, env, 'f32'), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp),
           };
           if (bf16) results.ours_bf16 = ours(c, env, 'bf16');
+          if (int8) results.ours_int8 = ours(c, env, 'int8');
           for (const [k, r] of Object.entries(results) as [keyof typeof best, EngineResult][]) {
             engines[k] = `${r.engine}, ${r.threads} threads`;
             best[k] = Math.min(best[k], r.ms_per_image);
@@ -129,6 +132,7 @@ async function main(): Promise<void> {
           ort_ms_per_image: +best.ort.toFixed(2), ratio_vs_ort: +(best.ours / best.ort).toFixed(3),
           ratio_vs_torch: +(best.ours / best.torch).toFixed(3),
           ...(bf16 ? { ours_bf16_ms_per_image: +best.ours_bf16.toFixed(2), ratio_bf16_vs_ort: +(best.ours_bf16 / best.ort).toFixed(3) } : {}),
+          ...(int8 ? { ours_int8_ms_per_image: +best.ours_int8.toFixed(2), ratio_int8_vs_ort: +(best.ours_int8 / best.ort).toFixed(3) } : {}),
           load_1min: [+loadBefore.toFixed(2), +loadavg()[0]!.toFixed(2)], // before and after this case: other work on the machine
         });
         console.error(JSON.stringify(rows[rows.length - 1]));

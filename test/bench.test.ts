@@ -1,22 +1,8 @@
 // `residual bench`: the JSON line scripts read, both modes, bf16 inference, and the clear refusals
 // (bf16 on a CPU without it, bad options), on CIFAR ResNet-20 with few runs so that the test stays fast.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { repoRoot } from './helpers.js';
-
-const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
-
-function residual(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', ...env } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function lastJson(stdout: string): Record<string, unknown> {
-  const lines = stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
-}
+import { lastJson, residual } from './helpers.js';
 
 describe('residual bench', () => {
   for (const mode of ['infer', 'train']) {

@@ -1,5 +1,6 @@
 // Shared test helpers: the backends to run against, and tolerant comparisons.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,20 @@ import type { Backend } from '../src/backend/types.js';
 
 /** The repository root (tests run from dist/test). */
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Runs the CLI (dist) at one OpenMP thread unless `env` says otherwise. */
+export function residual(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'main.js'), ...args], {
+    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', ...env },
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The last line of a command's output, as the JSON object `--json` prints there. */
+export function lastJson(stdout: string): Record<string, unknown> {
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
 
 export function fixture(name: string): string {
   return join(repoRoot, 'test', 'fixtures', name);

@@ -7,7 +7,7 @@
 // share of the largest logit. Bad calibration input and a CPU without VNNI are refused with the reason.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -17,7 +17,7 @@ import { argmax, calibrate, compileForInference, readCalibration, writeCalibrati
 import { createModel, loadModel, type ResNet } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad } from '../src/tensor/index.js';
-import { repoRoot } from './helpers.js';
+import { lastJson, repoRoot, residual } from './helpers.js';
 
 const refOnly = !!process.env.RESIDUAL_TEST_REFERENCE_ONLY;
 const TRAINED = join(repoRoot, 'experiments', 'degradation-12e', 'models', 'resnet20', 'checkpoints', 'epoch-0012', 'model.safetensors');
@@ -187,6 +187,32 @@ describe('int8 inference', { skip: refOnly && 'native only' }, () => {
       assert.throws(() => readCalibration(file, 'resnet20', [3, 32, 32]), /not JSON/);
       writeFileSync(file, '{"format": "something else"}');
       assert.throws(() => readCalibration(file, 'resnet20', [3, 32, 32]), /not a Residual calibration/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('residual eval --dtype int8: the issue\'s goals on all 10,000 test images, and the calibration saved once', (t) => {
+    if (!vnni) return t.skip('this CPU has no AVX512-VNNI');
+    const dir = mkdtempSync(join(tmpdir(), 'residual-int8-eval-'));
+    try {
+      const weights = join(dir, 'r20.safetensors');
+      copyFileSync(TRAINED, weights);
+      const args = ['eval', '--model', 'resnet20', '--weights', weights, '--dtype', 'int8', '--batch', '500', '--json'];
+      let r = residual(args, { OMP_NUM_THREADS: '2' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /calibrated int8 on 512 fashion-mnist training images; saved .*r20\.calibration\.json/);
+      const j = lastJson(r.stdout) as unknown as { samples: number; acc: number; agreement: { rate: number; f32Acc: number } };
+      t.diagnostic(`int8 ${j.acc}, f32 ${j.agreement.f32Acc}, same top-1 ${j.agreement.rate}`);
+      assert.equal(j.samples, 10000);
+      assert.ok(j.agreement.rate >= 0.99, `agreement ${j.agreement.rate}`);
+      assert.ok(j.acc >= j.agreement.f32Acc - 0.005, `int8 ${j.acc} vs f32 ${j.agreement.f32Acc}`);
+      r = residual(args, { OMP_NUM_THREADS: '2' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /calibrated/, 'the saved calibration is used');
+      r = residual(['eval', '--model', 'resnet20', '--weights', weights, '--calibration', 'fashion-mnist']);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /--calibration and --calibration-images are for --dtype int8/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -7,8 +7,10 @@ import { dirname, join, basename } from 'node:path';
 import { DataLoader } from '../data/index.js';
 import { calibrate } from '../infer/compile.js';
 import { readCalibration, writeCalibration, type Calibration } from '../infer/quantize.js';
+import { readCard } from '../models/card.js';
 import type { ResNet } from '../models/net.js';
 import { openData, type DataSpec } from '../train/data_spec.js';
+import { resolveWeightsArgument } from './weights_arg.js';
 
 /** Images calibrate() sees by default: a few hundred, drawn at random (a seeded shuffle) from the training split. */
 export const CALIBRATION_IMAGES = 512;
@@ -36,17 +38,17 @@ async function calibrationImages(data: DataSpec, input: readonly number[], count
 }
 
 export async function resolveCalibration(
-  command: string, model: ResNet, weightsPath: string, input: readonly number[],
-  o: { calibration?: string; data?: DataSpec; images?: number; log?: (m: string) => void },
+  command: string, model: ResNet, weightsPath: string | null, input: readonly number[],
+  o: { calibration?: string; data?: DataSpec | (() => Promise<DataSpec | undefined>); images?: number; log?: (m: string) => void },
 ): Promise<Calibration> {
   const what = `${command} --calibration`;
   const count = o.images ?? CALIBRATION_IMAGES;
   if (!Number.isInteger(count) || count < 1) throw new Error(`${command}: --calibration-images must be a positive integer, got ${count}`);
   const spec = o.calibration;
   if (spec?.toLowerCase().endsWith('.json')) return readCalibration(spec, model.spec.name, input);
-  const saved = calibrationPathFor(weightsPath);
-  if (!spec && existsSync(saved)) return readCalibration(saved, model.spec.name, input);
-  let data = o.data;
+  const saved = weightsPath ? calibrationPathFor(weightsPath) : null;
+  if (!spec && saved && existsSync(saved)) return readCalibration(saved, model.spec.name, input);
+  let data = typeof o.data === 'function' ? await o.data() : o.data;
   if (spec) {
     const isDir = existsSync(spec) && statSync(spec).isDirectory();
     data = await openData(isDir ? `folder:${spec}` : spec, { imageSize: input[1] });
@@ -54,6 +56,7 @@ export async function resolveCalibration(
   if (!data) throw new Error(`${command}: int8 needs a calibration: --calibration FILE.json, or --calibration DATA (a data spec or an image folder)`);
   const { x, n } = await calibrationImages(data, input, count, what);
   const cal = calibrate(model, x, n, { input });
+  if (!saved) return cal;
   try {
     writeCalibration(saved, cal);
     o.log?.(`calibrated int8 on ${n} ${data.name} training images; saved ${saved}`);
@@ -61,4 +64,20 @@ export async function resolveCalibration(
     o.log?.(`calibrated int8 on ${n} ${data.name} training images (could not save ${saved}: ${(e as Error).message})`);
   }
   return cal;
+}
+
+/**
+ * For loadClassifier/loadFeatureExtractor (serve, predict, embed): once the model is loaded, its
+ * calibration from --calibration, the file beside --weights, or the training images of the dataset
+ * the weights' model card names (saved beside them).
+ */
+export function calibrationFromArgs(command: string, a: { weights?: string; model?: string; calibration?: string }) {
+  return async (model: ResNet, input: [number, number, number]): Promise<Calibration> => {
+    const weights = a.weights ? (await resolveWeightsArgument(command, a.weights, a.model)).path : null;
+    const dataset = weights ? readCard(weights)?.dataset : undefined;
+    return resolveCalibration(command, model, weights, input, {
+      calibration: a.calibration, data: async () => (dataset ? openData(dataset, { imageSize: input[1] }) : undefined),
+      log: (m) => console.error(`${command}: ${m}`),
+    });
+  };
 }

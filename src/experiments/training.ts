@@ -309,7 +309,7 @@ export function scaleSection(data: ExperimentData, plan: Plan, recipe: Recipe, o
     `- recipe: ${recipe.name}${o.full ? '' : ', scaled to this length'}: SGD momentum ${recipe.momentum}${recipe.nesterov ? ' (Nesterov)' : ''}, weight decay ${recipe.weightDecay}, ${lr}; ` +
       `augmentation ${data.spec.trainTransforms.map((t) => (typeof t === 'function' ? 'custom' : t.type)).join(', ')}`,
     `- measured: test error every ${plan.segment} iterations, training error (running, train mode) every ${plan.curveEvery}`,
-    `- time: ${runs.map((r) => `${r.name} ${(r.seconds / 60).toFixed(1)} min`).join(', ')}; ${(wallSeconds / 60).toFixed(1)} min in all (seed ${o.seed}, ${backendLine()})`,
+    `- time: ${runs.map((r) => `${r.name} ${(r.seconds / 60).toFixed(1)} min`).join(', ')}; ${(wallSeconds / 60).toFixed(1)} min ${o.resume ? 'for this resumed invocation (what earlier ones ran is in the per-model times)' : 'in all'} (seed ${o.seed}, ${backendLine()})`,
   ];
   const stopped = runs.filter((r) => r.stopped !== 'done');
   if (stopped.length) lines.push(`- NOTE: ${stopped.map((r) => `${r.name} stopped early (${r.stopped})`).join(', ')}`);

@@ -11,6 +11,7 @@ import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, positiveInt, preprocessImage, type Preprocessing } from './preprocess.js';
+import type { Calibration } from './quantize.js';
 
 export interface ClassifierOptions {
   /**
@@ -29,8 +30,10 @@ export interface ClassifierOptions {
   labels?: string | readonly string[];
   /** Input [C, H, W] (default: the run's dataset, else the model's own). */
   input?: readonly number[];
-  /** 'f32' (default) or 'bf16' (needs AVX512-BF16 or AMX; see compileForInference). */
-  dtype?: 'f32' | 'bf16';
+  /** 'f32' (default), 'bf16' (needs AVX512-BF16 or AMX) or 'int8' (needs AVX512-VNNI and `calibration`); see compileForInference. */
+  dtype?: 'f32' | 'bf16' | 'int8';
+  /** int8: the calibration (calibrate()), or a function that makes or finds it once the model is loaded. */
+  calibration?: Calibration | ((model: ResNet, input: [number, number, number]) => Promise<Calibration>);
   /** Largest batch one kernel run takes (default 8); predict() splits larger batches. */
   maxBatch?: number;
   /** Winograd convs in the compiled plan: unset lets it decide, false saves memory (see compileForInference). */
@@ -57,7 +60,7 @@ export interface Classifier {
   readonly input: readonly [number, number, number];
   /** One name per class. */
   readonly labels: readonly string[];
-  readonly dtype: 'f32' | 'bf16';
+  readonly dtype: 'f32' | 'bf16' | 'int8';
   readonly maxBatch: number;
   /** Default classes per image. */
   readonly top: number;
@@ -137,7 +140,9 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
       throw new Error(`${what}: ${labels.length} class names, but the model has ${numClasses} outputs; pass labels with ${numClasses} names`);
     }
 
-    const runner = native ? compiledRunner(model, { input, maxBatch, dtype, winograd: opts.winograd }) : eagerRunner(model, input);
+    let calibration = typeof opts.calibration === 'function' ? undefined : opts.calibration;
+    if (dtype === 'int8' && typeof opts.calibration === 'function') calibration = await opts.calibration(model, input);
+    const runner = native ? compiledRunner(model, { input, maxBatch, dtype, winograd: opts.winograd, calibration }) : eagerRunner(model, input);
     if (native && ownsModel) {
       modelDisposed = true;
       model.dispose(); // the plan holds its own copy of the weights
@@ -152,7 +157,7 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
 }
 
 function makeClassifier(c: {
-  name: string; input: [number, number, number]; labels: readonly string[]; dtype: 'f32' | 'bf16'; maxBatch: number; top: number;
+  name: string; input: [number, number, number]; labels: readonly string[]; dtype: 'f32' | 'bf16' | 'int8'; maxBatch: number; top: number;
   maxPixels: number | undefined; pre: Preprocessing; runner: Runner; engine: 'compiled' | 'eager'; model: ResNet | null;
 }): Classifier {
   const { input, labels, maxBatch, runner } = c;

@@ -11,6 +11,7 @@ import type { FetchPretrainedOptions } from '../pretrained/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
 import { compileForInference } from './compile.js';
+import type { Calibration } from './quantize.js';
 
 export interface FeatureExtractorOptions {
   /**
@@ -28,7 +29,9 @@ export interface FeatureExtractorOptions {
   /** Input [C, H, W] (default: the weights' model card, else the run's dataset, else the model's own, e.g. [3, 224, 224]). */
   input?: readonly number[];
   /** 'f32' (default) or 'bf16' (needs AVX512-BF16 or AMX; features then carry bf16 rounding). */
-  dtype?: 'f32' | 'bf16';
+  dtype?: 'f32' | 'bf16' | 'int8';
+  /** int8: the calibration (calibrate()), or a function that makes or finds it once the model is loaded. */
+  calibration?: Calibration | ((model: ResNet, input: [number, number, number]) => Promise<Calibration>);
   /** Largest batch one kernel run takes (default 16); embed() splits larger batches. */
   maxBatch?: number;
   /** Winograd convs in the compiled plan: unset lets it decide, false saves memory (see compileForInference). */
@@ -46,7 +49,7 @@ export interface FeatureExtractor {
   readonly input: readonly [number, number, number];
   /** Features per sample: the channels of the last stage (2048 for ResNet-50). */
   readonly dim: number;
-  readonly dtype: 'f32' | 'bf16';
+  readonly dtype: 'f32' | 'bf16' | 'int8';
   readonly maxBatch: number;
   /** 'compiled' (the native plan) or 'eager' (reference backend). */
   readonly engine: 'compiled' | 'eager';
@@ -82,7 +85,8 @@ export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promi
   let runner: Runner;
   try {
     if (native) {
-      const plan = compileForInference(model, { input, maxBatch, dtype, winograd: opts.winograd, output: 'pool' });
+      const calibration = typeof opts.calibration === 'function' ? dtype === 'int8' ? await opts.calibration(model, input) : undefined : opts.calibration;
+      const plan = compileForInference(model, { input, maxBatch, dtype, winograd: opts.winograd, output: 'pool', calibration });
       runner = { run: (x, n) => plan.run(x, n), runAsync: (x, n) => plan.runAsync(x, n), dispose: () => plan.dispose() };
       if (ownsModel) model.dispose(); // the plan holds its own copy of the weights
     } else {
@@ -99,7 +103,7 @@ export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promi
 }
 
 function makeExtractor(c: {
-  name: string; input: [number, number, number]; dim: number; dtype: 'f32' | 'bf16'; maxBatch: number;
+  name: string; input: [number, number, number]; dim: number; dtype: 'f32' | 'bf16' | 'int8'; maxBatch: number;
   maxPixels: number | undefined; pre: Preprocessing; runner: Runner; engine: 'compiled' | 'eager';
 }): FeatureExtractor {
   const { input, dim, maxBatch, runner } = c;

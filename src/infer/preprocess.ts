@@ -138,14 +138,14 @@ export function positiveInt(caller: string, what: string, v: unknown, fallback: 
  * The options loadClassifier and loadFeatureExtractor share, checked the same way, and the engine
  * chosen (initBackend() when none is yet; bf16 needs the native one).
  */
-export async function checkRunnerOptions(caller: string, o: ModelSource & { dtype?: 'f32' | 'bf16'; maxBatch?: number; maxPixels?: number }, defaultMaxBatch: number):
-  Promise<{ dtype: 'f32' | 'bf16'; maxBatch: number; maxPixels: number | undefined; native: boolean }> {
+export async function checkRunnerOptions(caller: string, o: ModelSource & { dtype?: 'f32' | 'bf16' | 'int8'; maxBatch?: number; maxPixels?: number }, defaultMaxBatch: number):
+  Promise<{ dtype: 'f32' | 'bf16' | 'int8'; maxBatch: number; maxPixels: number | undefined; native: boolean }> {
   if (!o || (o.model !== undefined && typeof o.model !== 'string' && !(o.model instanceof ResNet))) {
     throw new Error(`${caller}: \`model\` must be a model name (see \`residual models\`) or a ResNet`);
   }
   if (o.model === undefined && !o.weights) throw new Error(`${caller}: give \`model\` (a name, see \`residual models\`), or \`weights\` whose model card names it`);
   const dtype = o.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`${caller}: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`${caller}: dtype must be 'f32', 'bf16' or 'int8', got ${JSON.stringify(dtype)}`);
   const maxBatch = positiveInt(caller, 'maxBatch', o.maxBatch, defaultMaxBatch);
   const maxPixels = o.maxPixels === undefined ? undefined : positiveInt(caller, 'maxPixels', o.maxPixels, 0);
   if (o.input !== undefined && (!Array.isArray(o.input) || o.input.length !== 3 || o.input.some((d) => !Number.isInteger(d) || d < 1))) {
@@ -153,8 +153,8 @@ export async function checkRunnerOptions(caller: string, o: ModelSource & { dtyp
   }
   if (defaultBackend().name !== 'native') await initBackend();
   const native = defaultBackend().name === 'native';
-  if (!native && dtype === 'bf16') {
-    throw new Error(`${caller}: dtype bf16 needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)`);
+  if (!native && dtype !== 'f32') {
+    throw new Error(`${caller}: dtype ${dtype} needs the native backend, which did not load; use dtype f32 or build the addon (npm run build:native)`);
   }
   return { dtype, maxBatch, maxPixels, native };
 }

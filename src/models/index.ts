@@ -1,5 +1,6 @@
 export * from './trace.js';
 export * from './graph.js';
+export * from './graph_run.js';
 export * from './blocks.js';
 export * from './net.js';
 export * from './resnet.js';

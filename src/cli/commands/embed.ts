@@ -11,11 +11,12 @@ import { getModel } from '../../models/index.js';
 import { fixThreads, intOption, parse, shapeOption } from '../args.js';
 import { downloadProgress } from '../progress.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
+import { calibrationFromArgs } from '../calibration_arg.js';
 
 export const summary = 'embeddings: the pooled features of images or a preprocessed batch, as safetensors';
 
 const usage = `usage: residual embed [--model M] --weights W --out F.safetensors (--input X.safetensors | IMAGE... | DIR...)
-                      [--size CxHxW] [--batch 16] [--dtype f32|bf16] [--threads N] [--json]
+                      [--size CxHxW] [--batch 16] [--dtype f32|bf16|int8] [--calibration FILE.json|DATA] [--threads N] [--json]
 
   --model M        a name from \`residual models\`; may be left out when the weights' model card names it
   --weights W      torchvision:MODEL[.ENTRY] (downloaded once), a .pth/.safetensors, or a run folder from
@@ -31,7 +32,11 @@ const usage = `usage: residual embed [--model M] --weights W --out F.safetensors
                    (3x224x224: resize 256, center crop 224, ImageNet mean/std)
   --size CxHxW     the input size images are preprocessed to (default: the run's dataset, else the model's)
   --batch N        samples per kernel run (default 16)
-  --dtype          f32 (default) or bf16 (needs AVX512-BF16 or AMX; features carry bf16 rounding)
+  --dtype          f32 (default), bf16 (needs AVX512-BF16 or AMX; features carry bf16 rounding) or int8
+                   (needs AVX512-VNNI; features carry int8 rounding)
+  --calibration    int8: a calibration .json, or DATA (a data spec or an image folder) to calibrate on. Default:
+                   the one saved beside the weights, else one made from the training images of the dataset their
+                   model card names (saved beside them)
   --threads N      oneDNN (OpenMP) threads (default: OMP_NUM_THREADS, else every core)
   --json           print the result (shape, timing) as one JSON object on the last line`;
 
@@ -106,7 +111,7 @@ function progress(total: number): (done: number, final?: boolean) => void {
 export async function run(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse('embed', argv, {
     model: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, input: { type: 'string' },
-    size: { type: 'string' }, batch: { type: 'string' }, dtype: { type: 'string' }, threads: { type: 'string' },
+    size: { type: 'string' }, batch: { type: 'string' }, dtype: { type: 'string' }, threads: { type: 'string' }, calibration: { type: 'string' },
     json: { type: 'boolean' },
   }, true);
   if (v.help) {
@@ -127,7 +132,8 @@ export async function run(argv: string[]): Promise<number> {
   checkOutputPath(v.out!);
   const batch = intOption('embed', 'batch', v.batch, 16);
   const dtype = v.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`embed: --dtype must be f32 or bf16, got "${dtype}"`);
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`embed: --dtype must be f32, bf16 or int8, got "${dtype}"`);
+  if (v.calibration && dtype !== 'int8') throw new Error('embed: --calibration is for --dtype int8');
   const threads = v.threads === undefined ? undefined : intOption('embed', 'threads', v.threads, 1);
   const size = v.size ? shapeOption('embed', 'size', v.size) : undefined;
 
@@ -153,7 +159,8 @@ export async function run(argv: string[]): Promise<number> {
   try {
     extractor = await loadFeatureExtractor({
       // The argument itself, not the resolved file: a spec's table entry carries its eval transform.
-      model: v.model, weights: v.weights, download: { onProgress: downloadProgress('embed') }, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16',
+      model: v.model, weights: v.weights, download: { onProgress: downloadProgress('embed') }, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16' | 'int8',
+      calibration: calibrationFromArgs('embed', v),
       maxBatch: Math.min(batch, total), warn: (m) => console.error(`embed: ${m}`),
     });
   } catch (e) {

@@ -1,11 +1,12 @@
 import { loadClassifier, type Classification } from '../../infer/classifier.js';
+import { calibrationFromArgs } from '../calibration_arg.js';
 import { downloadProgress } from '../progress.js';
 import { parse, shapeOption } from '../args.js';
 
 export const summary = 'classify images: top-5 classes with probabilities';
 
 const usage = `usage: residual predict [--model M] --weights W [--labels imagenet|fashion-mnist|cifar10|FILE] [--input CxHxW] [--top 5]
-                        [--dtype f32|bf16] [--json] IMAGE...
+                        [--dtype f32|bf16|int8 [--calibration FILE.json|DATA]] [--json] IMAGE...
 
   --weights W   torchvision:MODEL[.ENTRY] (downloaded once), a .pth/.safetensors, or a run folder from
                 \`residual train\` (or weights exported from one): their model card, or the pretrained
@@ -14,7 +15,10 @@ const usage = `usage: residual predict [--model M] --weights W [--labels imagene
   exit code is 1 at the end.
   --input       the model's input size; 3x224x224 uses torchvision's ImageNet eval transform
                 (resize 256, center crop 224, ImageNet mean/std)
-  --dtype       f32 (default) or bf16 (needs AVX512-BF16 or AMX)`;
+  --dtype       f32 (default), bf16 (needs AVX512-BF16 or AMX) or int8 (needs AVX512-VNNI)
+  --calibration int8: a calibration .json, or DATA (a data spec or an image folder) to calibrate on. Default:
+                the one saved beside the weights, else one made from the training images of the dataset their
+                model card names (saved beside them)`;
 
 /** Images per kernel run. */
 const BATCH = 8;
@@ -22,7 +26,7 @@ const BATCH = 8;
 export async function run(argv: string[]): Promise<number> {
   const { values: v, positionals: images } = parse('predict', argv, {
     model: { type: 'string' }, weights: { type: 'string' }, labels: { type: 'string' }, input: { type: 'string' },
-    top: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' },
+    top: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, calibration: { type: 'string' },
   }, true);
   if (v.help) {
     console.log(usage);
@@ -32,11 +36,13 @@ export async function run(argv: string[]): Promise<number> {
   if (!v.weights) console.error('predict: no --weights: the model has random weights, so the classes are meaningless');
   const top = v.top ? Number(v.top) : 5;
   if (!Number.isInteger(top) || top < 1) throw new Error(`predict: --top must be a positive integer, got "${v.top}"`);
-  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`predict: --dtype must be f32 or bf16, got "${v.dtype}"`);
+  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16' && v.dtype !== 'int8') throw new Error(`predict: --dtype must be f32, bf16 or int8, got "${v.dtype}"`);
+  if (v.calibration && v.dtype !== 'int8') throw new Error('predict: --calibration is for --dtype int8');
 
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, download: { onProgress: downloadProgress('predict') }, labels: v.labels, input: v.input ? shapeOption('predict', 'input', v.input) : undefined,
-    dtype: v.dtype as 'f32' | 'bf16' | undefined, maxBatch: Math.min(BATCH, images.length), top, warn: (m) => console.error(`predict: ${m}`),
+    dtype: v.dtype as 'f32' | 'bf16' | 'int8' | undefined, maxBatch: Math.min(BATCH, images.length), top, warn: (m) => console.error(`predict: ${m}`),
+    calibration: calibrationFromArgs('predict', v),
   });
   // Each image is read on its own: one bad file is reported and the rest are still classified.
   const results: ({ image: string; top: Classification[] } | { image: string; error: string })[] = [];

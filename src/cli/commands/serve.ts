@@ -3,10 +3,11 @@ import { loadClassifier } from '../../infer/classifier.js';
 import { downloadProgress } from '../progress.js';
 import { parseBytes, startServer } from '../../serve/index.js';
 import { intOption, numberOption, parse, shapeOption } from '../args.js';
+import { calibrationFromArgs } from '../calibration_arg.js';
 
 export const summary = 'serve a model over HTTP: POST an image, get its top classes (batched), with a page to try it';
 
-const usage = `usage: residual serve [--model M] [--weights W] [--port 8080] [--host 127.0.0.1] [--dtype f32|bf16]
+const usage = `usage: residual serve [--model M] [--weights W] [--port 8080] [--host 127.0.0.1] [--dtype f32|bf16|int8]
                       [--max-batch 8] [--max-wait-ms 5] [--max-bytes 10MB] [--max-queue 64] [--max-pixels 50000000]
                       [--max-image-memory 256MB] [--max-decode-memory 1GB]
                       [--labels imagenet|fashion-mnist|cifar10|FILE] [--input CxHxW] [--threads N] [--winograd on|off] [--json]
@@ -16,7 +17,10 @@ const usage = `usage: residual serve [--model M] [--weights W] [--port 8080] [--
                    class names come with it); without, random weights (the classes are then meaningless)
   --port P         TCP port (default 8080; 0 picks a free one, printed at start)
   --host H         address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)
-  --dtype          f32 (default) or bf16 (needs AVX512-BF16 or AMX)
+  --dtype          f32 (default), bf16 (needs AVX512-BF16 or AMX) or int8 (needs AVX512-VNNI and a calibration)
+  --calibration    int8: a calibration .json, or DATA (a data spec or an image folder) to calibrate on at start.
+                   Default: the one saved beside the weights, else one made from the training images of the
+                   dataset their model card names, and saved there (so the next start does not recalibrate)
   --max-batch N    most images per model run (default 8)
   --max-wait-ms T  how long the first image of a batch waits for others (default 5)
   --max-bytes S    largest request body, e.g. 10MB (default), 512KB; larger ones get 413
@@ -49,7 +53,7 @@ export async function run(argv: string[]): Promise<number> {
     dtype: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, 'max-batch': { type: 'string' },
     'max-wait-ms': { type: 'string' }, 'max-bytes': { type: 'string' }, 'max-queue': { type: 'string' }, 'max-pixels': { type: 'string' },
     'max-image-memory': { type: 'string' }, 'max-decode-memory': { type: 'string' },
-    threads: { type: 'string' }, winograd: { type: 'string' }, json: { type: 'boolean' },
+    threads: { type: 'string' }, winograd: { type: 'string' }, json: { type: 'boolean' }, calibration: { type: 'string' },
   });
   if (v.help) {
     console.log(usage);
@@ -59,7 +63,8 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`serve: --model is required, unless --weights name their model (torchvision:MODEL, or a run folder)\n${usage}`);
     return 2;
   }
-  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`serve: --dtype must be f32 or bf16, got "${v.dtype}"`);
+  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16' && v.dtype !== 'int8') throw new Error(`serve: --dtype must be f32, bf16 or int8, got "${v.dtype}"`);
+  if (v.calibration && v.dtype !== 'int8') throw new Error('serve: --calibration is for --dtype int8');
   if (v.winograd !== undefined && v.winograd !== 'on' && v.winograd !== 'off') throw new Error(`serve: --winograd must be on or off, got "${v.winograd}"`);
   const port = v.port === undefined ? 8080 : Number(v.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`serve: --port must be an integer from 0 to 65535, got "${v.port}"`);
@@ -93,7 +98,8 @@ export async function run(argv: string[]): Promise<number> {
 
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, download: { onProgress: downloadProgress('serve') }, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,
-    dtype: v.dtype as 'f32' | 'bf16' | undefined, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
+    dtype: v.dtype as 'f32' | 'bf16' | 'int8' | undefined, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
+    calibration: calibrationFromArgs('serve', v),
     winograd: v.winograd === undefined ? undefined : v.winograd === 'on',
   });
   if (!v.weights) console.error('serve: no --weights: the model has random weights, so the classes are meaningless');
