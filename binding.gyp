@@ -8,7 +8,11 @@
       "target_name": "residual_native",
       "sources": [
         "native/addon.cc",
+        "native/engine.cc",
+        "native/allocator.cc",
         "native/tensor.cc",
+        "native/napi_args.cc",
+        "native/tensor_ops.cc",
         "native/conv.cc",
         "native/batchnorm.cc",
         "native/pooling.cc",
@@ -16,7 +20,8 @@
         "native/linear_loss.cc",
         "native/channels.cc",
         "native/optimizer.cc",
-        "native/inference.cc",
+        "native/plan.cc",
+        "native/plan_binding.cc",
         "native/grouped_conv.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

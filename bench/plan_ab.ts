@@ -1,7 +1,7 @@
 // A/B of compiled-plan variants (activation layout, Winograd, ...) in ONE process, interleaved:
 // every variant is compiled from the same model, then the rounds alternate A x k, B x k, ... so that
-// a co-tenant slows all variants alike. A variant is a set of RESIDUAL_PLAN_* switches, read by the
-// native plan when it is created (native/README.md):
+// a co-tenant slows all variants alike. A variant is a set of plan switches (the engine
+// configuration's `plan`, src/backend/config.ts), applied with initBackend before its compile:
 //
 //   node dist/bench/plan_ab.js --model resnet50 --batch 1 [--dtype f32|bf16] [--input 3x224x224]
 //        [--rounds 10] [--per 3] [--variants nhwc,default]
@@ -14,20 +14,19 @@
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../src/backend/index.js';
+import type { PlanConfig } from '../src/backend/config.js';
 import { compileForInference, type CompiledModel } from '../src/infer/index.js';
 import { getModel } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 
-const SWITCHES = ['RESIDUAL_PLAN_LAYOUT', 'RESIDUAL_PLAN_WINOGRAD', 'RESIDUAL_PLAN_STRIDED', 'RESIDUAL_PLAN_GROUPED'];
-
-function setVariant(v: string): void {
-  for (const k of SWITCHES) delete process.env[k];
+function variantConfig(v: string): Partial<PlanConfig> {
   const [layout, ...opts] = v.split('+');
-  if (layout !== 'default') process.env.RESIDUAL_PLAN_LAYOUT = layout;
-  if (opts.includes('wino')) process.env.RESIDUAL_PLAN_WINOGRAD = '1';
-  if (opts.includes('nowino')) process.env.RESIDUAL_PLAN_WINOGRAD = '0';
-  if (opts.includes('sn')) process.env.RESIDUAL_PLAN_STRIDED = 'nhwc';
-  if (opts.includes('gonednn')) process.env.RESIDUAL_PLAN_GROUPED = 'onednn';
+  return {
+    layout: layout === 'default' ? '' : (layout as PlanConfig['layout']),
+    winograd: opts.includes('wino') ? 'on' : opts.includes('nowino') ? 'off' : 'auto',
+    strided: opts.includes('sn') ? 'nhwc' : '',
+    grouped: opts.includes('gonednn') ? 'onednn' : '',
+  };
 }
 
 function median(xs: number[]): number {
@@ -57,10 +56,9 @@ async function main(): Promise<void> {
   const plans: CompiledModel[] = [];
   try {
     for (const v of variants) {
-      setVariant(v);
+      await initBackend('native', { plan: variantConfig(v) });
       plans.push(compileForInference(model, { input, maxBatch: batch, dtype }));
     }
-    for (const k of SWITCHES) delete process.env[k];
     const outs = plans.map((p) => p.run(x, batch)); // also the warm-up run
     const ref = outs[0]!;
     const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);

@@ -167,10 +167,9 @@ memory::desc WeightView(Tensor* w, const ConvShape& s) {
 // ResNeXt's 3x3 convs with 4 or 8 channels per group run our own kernel (grouped_conv.cc; oneDNN's
 // NHWC kernels for them run at a third of its rate): the forward, and the stride-1 backward-data,
 // which is the same convolution of dy with each group's weights transposed and flipped.
-// RESIDUAL_NATIVE_GROUPED=onednn keeps oneDNN's for A/B.
+// Config().grouped_onednn (RESIDUAL_NATIVE_GROUPED=onednn) keeps oneDNN's for A/B.
 bool Narrow(const ConvShape& s) {
-  static const bool off = EnvKnob("RESIDUAL_NATIVE_GROUPED") == "onednn";
-  return !off && !g_any_layout && GroupedConv3x3::Covers(s.c, s.o, s.g, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw);
+  return !Config().grouped_onednn && !g_any_layout && GroupedConv3x3::Covers(s.c, s.o, s.g, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw);
 }
 
 // f32 values rounded to the nearest bf16 (ties to even), kept as f32: the weights a bf16 conv reads.

@@ -116,23 +116,21 @@ const CASES: Case[] = [
 
 describe('narrow grouped 3x3 convs in the compiled plan', () => {
   let nb: NativeBackend;
-  const saved = { layout: process.env.RESIDUAL_PLAN_LAYOUT, grouped: process.env.RESIDUAL_PLAN_GROUPED };
+  // The plan's switches come from the engine configuration, set by initBackend (src/backend/config.ts).
+  const configure = (plan: { layout?: '' | 'nhwc' | 'blocked'; grouped?: '' | 'onednn' }) =>
+    initBackend('native', { plan: { layout: '', grouped: '', ...plan } });
   before(async () => {
-    nb = (await initBackend('native')) as unknown as NativeBackend;
+    nb = (await configure({})) as unknown as NativeBackend;
   });
-  after(() => {
-    for (const [k, v] of [['RESIDUAL_PLAN_LAYOUT', saved.layout], ['RESIDUAL_PLAN_GROUPED', saved.grouped]] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+  after(async () => {
+    await initBackend('native', {});
   });
 
-  for (const layout of ['nhwc', 'blocked']) {
+  for (const layout of ['nhwc', 'blocked'] as const) {
     for (const c of CASES) {
       for (const dtype of ['f32', 'bf16'] as const) {
-        it(`${c.name}: ${layout} ${dtype} matches a direct float64 convolution`, (t) => {
-          process.env.RESIDUAL_PLAN_LAYOUT = layout;
-          delete process.env.RESIDUAL_PLAN_GROUPED;
+        it(`${c.name}: ${layout} ${dtype} matches a direct float64 convolution`, async (t) => {
+          await configure({ layout });
           const per = c.input[0] * c.input[1] * c.input[2];
           let x = random(3 * per, 11);
           if (dtype === 'bf16') {
@@ -165,15 +163,14 @@ describe('narrow grouped 3x3 convs in the compiled plan', () => {
     }
   }
 
-  it('ResNeXt-50 32x4d: stages 1 and 2 run it with no reorder around them, and agree with oneDNN\'s kernels', () => {
-    delete process.env.RESIDUAL_PLAN_LAYOUT;
+  it('ResNeXt-50 32x4d: stages 1 and 2 run it with no reorder around them, and agree with oneDNN\'s kernels', async () => {
+    await configure({});
     manualSeed(2);
     const model = createModel('resnext50_32x4d');
     const input: Shape = [3, 64, 64];
     const x = random(2 * 3 * 64 * 64, 13);
-    delete process.env.RESIDUAL_PLAN_GROUPED;
     const ours = compileForInference(model, { input, maxBatch: 2 });
-    process.env.RESIDUAL_PLAN_GROUPED = 'onednn';
+    await configure({ grouped: 'onednn' });
     const theirs = compileForInference(model, { input, maxBatch: 2 });
     try {
       const impls = ours.implementations();
@@ -188,18 +185,18 @@ describe('narrow grouped 3x3 convs in the compiled plan', () => {
       ours.dispose();
       theirs.dispose();
       model.dispose();
-      delete process.env.RESIDUAL_PLAN_GROUPED;
+      await configure({});
     }
   });
 
-  it('a bad RESIDUAL_PLAN_GROUPED value is refused with the accepted ones', () => {
+  it('a bad RESIDUAL_PLAN_GROUPED value is refused at initBackend with the accepted ones', async () => {
+    const saved = process.env.RESIDUAL_PLAN_GROUPED;
     process.env.RESIDUAL_PLAN_GROUPED = 'fast';
     try {
-      const c = CASES[0]!;
-      assert.throws(() => nb.planCreate({ input: c.input, maxBatch: 1, buffers: 3, inputBuffer: 0, ops: c.ops }),
-        /RESIDUAL_PLAN_GROUPED must be own or onednn, got "fast"/);
+      await assert.rejects(initBackend('native', {}), /RESIDUAL_PLAN_GROUPED must be own or onednn, got "fast"/);
     } finally {
-      delete process.env.RESIDUAL_PLAN_GROUPED;
+      if (saved === undefined) delete process.env.RESIDUAL_PLAN_GROUPED;
+      else process.env.RESIDUAL_PLAN_GROUPED = saved;
     }
   });
 });

@@ -1,13 +1,14 @@
 // Picks the backend tensors are made on: the native oneDNN addon when it loads, the reference
 // TypeScript backend otherwise (with one warning that says why, never silently).
 import type { Backend } from './types.js';
+import { readEngineConfig, type EngineOptions } from './config.js';
 import { NativeBackend } from './native.js';
 import { ReferenceBackend } from './reference.js';
 
 export type BackendName = 'native' | 'reference';
 
 let reference: Backend | null = null;
-let native: Backend | null | undefined; // undefined: not tried yet; null: failed
+let native: NativeBackend | null | undefined; // undefined: not tried yet; null: failed
 let nativeError: Error | null = null;
 let current: Backend | null = null;
 let warned = false;
@@ -19,16 +20,19 @@ export function referenceBackend(): Backend {
 
 // Importing native.js loads nothing: the addon is loaded by the first NativeBackend, so a machine
 // without it can still import this module and fall back.
-function tryNativeSync(): Backend | null {
+function tryNativeSync(options?: EngineOptions): Backend | null {
+  const config = options && readEngineConfig(options); // a bad setting is an error, not a reason to fall back
   if (native === undefined) {
     try {
-      native = new NativeBackend() as unknown as Backend;
+      native = new NativeBackend(config);
     } catch (e) {
       native = null;
       nativeError = e instanceof Error ? e : new Error(String(e));
     }
+  } else if (native && config) {
+    native.configure(config);
   }
-  return native;
+  return native as unknown as Backend | null;
 }
 
 /** The native backend, or null when the addon cannot load (see nativeLoadError()). */
@@ -49,13 +53,15 @@ export function nativeLoadError(): Error | null {
 /**
  * Chooses the default backend once, at start-up. RESIDUAL_BACKEND=reference forces the reference
  * backend; RESIDUAL_BACKEND=native makes a failed addon load an error instead of a fallback.
+ * The native engine's configuration (src/backend/config.ts) is read here too, from the environment
+ * and `options`; calling initBackend again with options reconfigures it (in-process A/B runs).
  */
-export async function initBackend(name?: BackendName): Promise<Backend> {
-  return initBackendSync(name);
+export async function initBackend(name?: BackendName, options?: EngineOptions): Promise<Backend> {
+  return initBackendSync(name, options);
 }
 
 /** initBackend() without the promise: what the first tensor made without a chosen backend calls. */
-export function initBackendSync(name?: BackendName): Backend {
+export function initBackendSync(name?: BackendName, options?: EngineOptions): Backend {
   const wanted = name ?? (process.env.RESIDUAL_BACKEND as BackendName | undefined);
   if (wanted !== undefined && wanted !== 'native' && wanted !== 'reference') {
     throw new Error(`RESIDUAL_BACKEND must be "native" or "reference", got "${wanted}"`);
@@ -64,7 +70,7 @@ export function initBackendSync(name?: BackendName): Backend {
     current = referenceBackend();
     return current;
   }
-  const nb = tryNativeSync();
+  const nb = tryNativeSync(options ?? {});
   if (nb) {
     current = nb;
   } else if (wanted === 'native') {

@@ -17,6 +17,7 @@ import type {
   Shape,
   PlanDescription, PlanHandle,
 } from './types.js';
+import { readEngineConfig, type EngineConfig, type PlanConfig } from './config.js';
 
 /** A tensor of the native backend: a handle to native memory. */
 export interface NativeTensor extends BackendTensor {
@@ -95,6 +96,7 @@ interface Addon {
   planDispose(plan: PlanHandle): void;
   planInfo(plan: PlanHandle): { bytes: number; implementations: { op: string; impl: string }[] };
   setNumThreads(n: number): void;
+  configure(config: { poolBytes: number; refuseRef: boolean; groupedOnednn: boolean }): void;
 }
 
 export type { PlanDescription, PlanHandle, PlanOp } from './types.js';
@@ -106,7 +108,7 @@ export interface NativeStats {
   primitivesCreated: number;
   scratchpadBytes: number;
   /**
-   * Freed tensor buffers kept for reuse: at most max(RESIDUAL_NATIVE_POOL_MB (default 1024), the peak
+   * Freed tensor buffers kept for reuse: at most max(the configured poolBytes (default 1024 MB), the peak
    * of live tensor bytes), so a training loop stops allocating after its first step. releasePool() empties it.
    */
   pooledBytes: number;
@@ -115,20 +117,6 @@ export interface NativeStats {
    * buffers, scratchpad). This is what the garbage collector is told via napi_adjust_external_memory.
    */
   footprintBytes: number;
-}
-
-/**
- * The plan's A/B switches, read from the environment at each planCreate (native/ reads none itself):
- * RESIDUAL_PLAN_LAYOUT (nhwc, blocked, any), RESIDUAL_PLAN_WINOGRAD (1 or 0; the caller's winograd
- * option beats it), RESIDUAL_PLAN_STRIDED (nhwc), RESIDUAL_PLAN_GROUPED (own, onednn).
- */
-function planSwitches(desc: PlanDescription): { layout: string; winograd: 'auto' | 'on' | 'off'; strided: string; grouped: string } {
-  const env = (k: string) => process.env[k] ?? '';
-  const layout = env('RESIDUAL_PLAN_LAYOUT'), grouped = env('RESIDUAL_PLAN_GROUPED'), wino = env('RESIDUAL_PLAN_WINOGRAD');
-  if (!['', 'nhwc', 'blocked', 'any'].includes(layout)) throw new Error(`RESIDUAL_PLAN_LAYOUT must be nhwc, blocked or any, got "${layout}"`);
-  if (!['', 'own', 'onednn'].includes(grouped)) throw new Error(`RESIDUAL_PLAN_GROUPED must be own or onednn, got "${grouped}"`);
-  const winograd = desc.winograd && desc.winograd !== 'auto' ? desc.winograd : wino === '' ? 'auto' : wino === '1' ? 'on' : 'off';
-  return { layout, winograd, strided: env('RESIDUAL_PLAN_STRIDED'), grouped };
 }
 
 /** The folder with the package's package.json, found by walking up from this file. */
@@ -186,9 +174,18 @@ export function nativeAvailable(): boolean {
 export class NativeBackend implements Backend<NativeTensor> {
   readonly name = 'native' as const;
   private readonly a: Addon;
+  private plan: PlanConfig;
 
-  constructor() {
+  constructor(config: EngineConfig = readEngineConfig()) {
     this.a = loadAddon();
+    this.plan = config.plan;
+    this.configure(config);
+  }
+
+  /** Applies an engine configuration (initBackend reads it once: src/backend/config.ts). */
+  configure(config: EngineConfig): void {
+    this.a.configure({ poolBytes: config.poolBytes, refuseRef: config.refuseRef, groupedOnednn: config.groupedOnednn });
+    this.plan = config.plan;
   }
 
   info(): BackendInfo {
@@ -343,9 +340,11 @@ export class NativeBackend implements Backend<NativeTensor> {
     return this.a.shortcutABackward(dy, inputShape, stride);
   }
 
-  // ---- compiled inference (native/inference.cc) ----
+  // ---- compiled inference (native/plan.cc) ----
   planCreate(desc: PlanDescription): PlanHandle {
-    return this.a.planCreate({ ...desc, ...planSwitches(desc) });
+    // The plan's own winograd option beats the configured one.
+    const winograd = desc.winograd && desc.winograd !== 'auto' ? desc.winograd : this.plan.winograd;
+    return this.a.planCreate({ ...desc, ...this.plan, winograd });
   }
   planRun(plan: PlanHandle, x: Float32Array, n: number): Float32Array {
     return this.a.planRun(plan, x, n);

@@ -193,7 +193,7 @@ export interface PlanDescription {
    * int8: the convs in u8/s8 x s8 with the ops' calibrated scales (the head and global pool in f32).
    */
   dtype?: 'f32' | 'bf16' | 'int8';
-  /** Winograd for eligible 3x3 convs: 'auto' (default: the plan decides, or RESIDUAL_PLAN_WINOGRAD), 'on', 'off'. */
+  /** Winograd for eligible 3x3 convs: 'auto' (default: the engine configuration's, see config.ts), 'on', 'off'. */
   winograd?: 'auto' | 'on' | 'off';
   maxBatch: number;
   buffers: number;

@@ -30,41 +30,13 @@
 #include <limits>
 #include <map>
 
-#include "common.h"
-#include "grouped_conv.h"
+#include "allocator.h"
+#include "plan.h"
 
 namespace residual {
-namespace {
 
 using dnnl::algorithm;
 using dnnl::prop_kind;
-
-struct Shape3 {
-  int64_t c = 0, h = 0, w = 0;
-  int64_t Size() const { return c * h * w; }
-};
-
-enum class OpKind { Conv, MaxPool, AvgPool, ShortcutA, GlobalAvgPool, Linear };
-
-struct OpDesc {
-  OpKind kind;
-  int src = -1, dst = -1;
-  Shape3 in, out;
-  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
-  bool relu = false, sum = false;
-  // int8 plans: the calibrated scale of this op's output (x = qscale * q; 0: none), whether it needs
-  // a sign (s8) or not (u8), and `keep` for an op that stays f32 (the stem conv, say).
-  float qscale = 0;
-  bool qsigned = false, keep = false;
-  std::vector<float> weight, bias;  // plain OIHW / [out, in]; emptied once reordered
-  std::vector<int8_t> qweight;      // int8 plans: the weights quantized per output channel (scales in wscale)
-  std::vector<float> wscale;
-  memory wei;                       // weights in the format of the first primitive built
-  std::vector<memory> wei_other;    // copies in the other formats later batch sizes chose
-  memory bia;
-  std::shared_ptr<GroupedConv3x3> narrow;  // our kernel for 4/8-channel groups (weights packed once)
-  std::string name;
-};
 
 // Activation layouts (RESIDUAL_PLAN_LAYOUT): NHWC for every step (brgconv kernels), nChw16c for
 // every step (jit kernels; the first conv reads the caller's NCHW array itself), or whatever each
@@ -95,10 +67,9 @@ class Plan {
   size_t esize = 4;
   Shape3 output;  // per sample: the last op's output ([classes, 1, 1] for the head)
   int input_buf = 0, output_buf = 0;
-  // Overrides from the environment for A/B runs (see native/README.md); unset: the measured defaults
-  // of Choose(). RESIDUAL_PLAN_LAYOUT=nhwc|blocked|any, RESIDUAL_PLAN_WINOGRAD=0|1 (or the plan
-  // description's "winograd": on|off, which wins), RESIDUAL_PLAN_STRIDED=nhwc, RESIDUAL_PLAN_GROUPED=onednn.
-  std::string env_layout, env_winograd, env_strided, env_grouped;
+  // The caller's decisions for A/B runs (PlanSpec; see native/README.md); empty: the measured defaults
+  // of Choose().
+  std::string want_layout, want_winograd, want_strided, want_grouped;
   std::vector<OpDesc> ops;
   std::vector<float*> bufs;
   std::vector<std::pair<void*, size_t>> spares;  // extra buffers: reordered copies, oversized values (Temp)
@@ -131,11 +102,11 @@ class Plan {
     const bool wino = act == dt::f32 && !int8 && eligible >= 0.2 * all;
     // int8: oneDNN's VNNI kernels (brgconv and jit x8s8s32x) all take NHWC.
     layout = (widest >= 256 || wino) && !int8 ? ActLayout::Blocked : ActLayout::Nhwc;
-    if (env_layout == "nhwc") layout = ActLayout::Nhwc;
-    if (env_layout == "blocked") layout = ActLayout::Blocked;
-    if (env_layout == "any") layout = ActLayout::Any;
-    winograd = layout == ActLayout::Blocked && (env_winograd.empty() ? wino : env_winograd == "1");
-    strided_nhwc = env_strided == "nhwc";
+    if (want_layout == "nhwc") layout = ActLayout::Nhwc;
+    if (want_layout == "blocked") layout = ActLayout::Blocked;
+    if (want_layout == "any") layout = ActLayout::Any;
+    winograd = layout == ActLayout::Blocked && (want_winograd.empty() ? wino : want_winograd == "1");
+    strided_nhwc = want_strided == "nhwc";
   }
 
   Program& Get(int64_t n) {
@@ -309,7 +280,7 @@ class Plan {
   // layouts (it would pick nChw4c/nChw8c, reorder on each side and run at a third of the rate), so
   // they run GroupedConv3x3 on the plan's nChw16c or NHWC buffers.
   bool Narrow(const OpDesc& op) const {
-    return layout != ActLayout::Any && env_grouped != "onednn" &&
+    return layout != ActLayout::Any && want_grouped != "onednn" &&
            GroupedConv3x3::Covers(op.in.c, op.out.c, op.groups, op.kh, op.kw, op.sh, op.sw, op.ph, op.pw, op.dh, op.dw);
   }
 
@@ -664,156 +635,43 @@ class Plan {
   }
 };
 
-// The JS handle: an External that owns the plan until dispose() or garbage collection.
-struct PlanBox {
-  Plan* plan = nullptr;
-  ~PlanBox() { delete plan; }
-};
+void PlanDeleter::operator()(Plan* p) const { delete p; }
 
-int64_t Int(const Napi::Object& o, const char* k) {
-  Napi::Value v = o.Get(k);
-  Require(v.IsNumber(), std::string("plan op field \"") + k + "\" must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  Require(d == static_cast<double>(static_cast<int64_t>(d)) && d >= 0, std::string("plan op field \"") + k + "\" must be a non-negative integer");
-  return static_cast<int64_t>(d);
-}
-bool Bool(const Napi::Object& o, const char* k) {
-  Napi::Value v = o.Get(k);
-  return v.IsBoolean() && v.As<Napi::Boolean>().Value();
-}
-Shape3 Shape(const Napi::Object& o, const char* k) {
-  Napi::Value v = o.Get(k);
-  Require(v.IsArray() && v.As<Napi::Array>().Length() == 3, std::string("plan op field \"") + k + "\" must be [C, H, W]");
-  Napi::Array a = v.As<Napi::Array>();
-  Shape3 s;
-  s.c = a.Get(0u).As<Napi::Number>().Int64Value();
-  s.h = a.Get(1u).As<Napi::Number>().Int64Value();
-  s.w = a.Get(2u).As<Napi::Number>().Int64Value();
-  Require(s.c >= 1 && s.h >= 1 && s.w >= 1, std::string("plan op field \"") + k + "\" must be positive");
-  return s;
-}
-std::vector<float> Floats(const Napi::Object& o, const char* k, size_t expect) {
-  Napi::Value v = o.Get(k);
-  Require(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
-          std::string("plan op field \"") + k + "\" must be a Float32Array");
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  Require(a.ElementLength() == expect, std::string("plan op field \"") + k + "\" has " + std::to_string(a.ElementLength()) +
-                                           " values, expected " + std::to_string(expect));
-  return std::vector<float>(a.Data(), a.Data() + expect);
-}
-
-// planCreate({ input: [C,H,W], maxBatch, buffers, inputBuffer, ops: [...] }) -> handle
-Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
-  Require(info.Length() >= 1 && info[0].IsObject(), "expected a plan description object");
-  Napi::Object d = info[0].As<Napi::Object>();
-  auto plan = std::make_unique<Plan>();
-  plan->input = Shape(d, "input");
-  plan->max_batch = Int(d, "maxBatch");
-  Require(plan->max_batch >= 1, "maxBatch must be at least 1");
-  int64_t nbuf = Int(d, "buffers");
-  Require(nbuf >= 1 && nbuf < 1024, "bad buffer count");
-  plan->input_buf = static_cast<int>(Int(d, "inputBuffer"));
-  if (d.Has("dtype")) {
-    std::string t = d.Get("dtype").ToString().Utf8Value();
-    Require(t == "f32" || t == "bf16" || t == "int8", "dtype must be \"f32\", \"bf16\" or \"int8\", got \"" + t + "\"");
-    if (t == "int8") {
-      // Without VNNI, oneDNN's int8 kernels emulate the u8 x s8 dot products (and saturate them).
-      const int vnni = static_cast<int>(dnnl::cpu_isa::avx512_core_vnni);
-      Require((static_cast<int>(dnnl::get_effective_cpu_isa()) & vnni) == vnni,
-              "int8 needs a CPU with AVX512-VNNI (or AMX); this one does not have them (use f32 or bf16)");
-      plan->int8 = true;
-    }
-    if (t == "bf16") {
-      // oneDNN runs bf16 convolutions fast only with AVX512-BF16 (or AMX); elsewhere it would emulate.
-      const int bf16 = static_cast<int>(dnnl::cpu_isa::avx512_core_bf16);  // ISA values are nested bit sets
-      Require((static_cast<int>(dnnl::get_effective_cpu_isa()) & bf16) == bf16,
-              "bf16 needs a CPU with AVX512-BF16 or AMX; this one does not have them (use f32)");
-      plan->act = dt::bf16;
-      plan->esize = 2;
-    }
+PlanPtr BuildPlan(PlanSpec spec) {
+  Require(spec.max_batch >= 1, "maxBatch must be at least 1");
+  Require(spec.buffers >= 1 && spec.buffers < 1024, "bad buffer count");
+  Require(!spec.ops.empty(), "a plan needs at least one op");
+  if (spec.dtype == PlanDtype::Int8) {
+    // Without VNNI, oneDNN's int8 kernels emulate the u8 x s8 dot products (and saturate them).
+    const int vnni = static_cast<int>(dnnl::cpu_isa::avx512_core_vnni);
+    Require((static_cast<int>(dnnl::get_effective_cpu_isa()) & vnni) == vnni,
+            "int8 needs a CPU with AVX512-VNNI (or AMX); this one does not have them (use f32 or bf16)");
   }
-  // The layout, Winograd, strided and grouped-kernel decisions come as data (src/infer/compile.ts reads
-  // the RESIDUAL_PLAN_* switches and the caller's winograd option); empty means "the plan decides".
-  auto str = [&](const char* k) { return d.Has(k) && d.Get(k).IsString() ? d.Get(k).ToString().Utf8Value() : std::string(); };
-  plan->env_layout = str("layout");
-  std::string w = str("winograd");
-  Require(w.empty() || w == "auto" || w == "on" || w == "off", "winograd must be \"auto\", \"on\" or \"off\", got \"" + w + "\"");
-  plan->env_winograd = w == "on" ? "1" : w == "off" ? "0" : "";
-  plan->env_strided = str("strided");
-  plan->env_grouped = str("grouped");
-  Require(plan->env_grouped.empty() || plan->env_grouped == "onednn" || plan->env_grouped == "own",
-          "grouped must be own or onednn, got \"" + plan->env_grouped + "\"");
-  Require(plan->env_layout.empty() || plan->env_layout == "nhwc" || plan->env_layout == "blocked" || plan->env_layout == "any",
-          "layout must be nhwc, blocked or any, got \"" + plan->env_layout + "\"");
+  if (spec.dtype == PlanDtype::Bf16) {
+    // oneDNN runs bf16 convolutions fast only with AVX512-BF16 (or AMX); elsewhere it would emulate.
+    const int bf16 = static_cast<int>(dnnl::cpu_isa::avx512_core_bf16);  // ISA values are nested bit sets
+    Require((static_cast<int>(dnnl::get_effective_cpu_isa()) & bf16) == bf16,
+            "bf16 needs a CPU with AVX512-BF16 or AMX; this one does not have them (use f32)");
+  }
+  PlanPtr plan(new Plan());
+  plan->input = spec.input;
+  plan->max_batch = spec.max_batch;
+  plan->input_buf = spec.input_buf;
+  plan->int8 = spec.dtype == PlanDtype::Int8;
+  if (spec.dtype == PlanDtype::Bf16) plan->act = dt::bf16, plan->esize = 2;
+  plan->want_layout = spec.layout;
+  plan->want_winograd = spec.winograd;
+  plan->want_strided = spec.strided;
+  plan->want_grouped = spec.grouped;
+  const int64_t nbuf = spec.buffers;
   plan->buf_floats.assign(nbuf, 0);
   auto use = [&](int b, const Shape3& s) {
     Require(b >= 0 && b < nbuf, "buffer index out of range");
     plan->buf_floats[b] = std::max(plan->buf_floats[b], (s.c + 15) / 16 * 16 * s.h * s.w);  // room for nChw16c padding
   };
   use(plan->input_buf, plan->input);
-  Napi::Value opsv = d.Get("ops");
-  Require(opsv.IsArray(), "ops must be an array");
-  Napi::Array arr = opsv.As<Napi::Array>();
-  Require(arr.Length() >= 1, "a plan needs at least one op");
-  for (uint32_t i = 0; i < arr.Length(); ++i) {
-    Require(arr.Get(i).IsObject(), "every op must be an object");
-    Napi::Object o = arr.Get(i).As<Napi::Object>();
-    std::string type = o.Get("type").ToString().Utf8Value();
-    OpDesc op;
-    op.name = o.Has("name") ? o.Get("name").ToString().Utf8Value() : type + std::to_string(i);
-    op.src = static_cast<int>(Int(o, "src"));
-    op.dst = static_cast<int>(Int(o, "dst"));
-    op.in = Shape(o, "in");
-    op.out = Shape(o, "out");
-    if (type == "conv") {
-      op.kind = OpKind::Conv;
-      op.kh = Int(o, "kh"); op.kw = Int(o, "kw"); op.sh = Int(o, "sh"); op.sw = Int(o, "sw");
-      op.ph = Int(o, "ph"); op.pw = Int(o, "pw"); op.dh = Int(o, "dh"); op.dw = Int(o, "dw");
-      op.groups = Int(o, "groups");
-      op.relu = Bool(o, "relu");
-      op.sum = Bool(o, "sum");
-      op.keep = Bool(o, "keep");
-      Require(op.groups >= 1 && op.in.c % op.groups == 0 && op.out.c % op.groups == 0, op.name + ": channels must divide by groups");
-      Require(op.sh >= 1 && op.sw >= 1 && op.dh >= 1 && op.dw >= 1 && op.kh >= 1 && op.kw >= 1, op.name + ": bad kernel, stride or dilation");
-      Require(op.out.h == (op.in.h + 2 * op.ph - op.dh * (op.kh - 1) - 1) / op.sh + 1 &&
-                  op.out.w == (op.in.w + 2 * op.pw - op.dw * (op.kw - 1) - 1) / op.sw + 1,
-              op.name + ": output size does not match the convolution");
-      Require(!op.sum || op.src != op.dst, op.name + ": a summing conv cannot read its own dst");
-      op.weight = Floats(o, "weight", static_cast<size_t>(op.out.c * (op.in.c / op.groups) * op.kh * op.kw));
-      op.bias = Floats(o, "bias", static_cast<size_t>(op.out.c));
-    } else if (type == "maxpool" || type == "avgpool") {
-      op.kind = type == "maxpool" ? OpKind::MaxPool : OpKind::AvgPool;
-      op.kh = Int(o, "kh"); op.kw = Int(o, "kw"); op.sh = Int(o, "sh"); op.sw = Int(o, "sw");
-      op.ph = Int(o, "ph"); op.pw = Int(o, "pw");
-      Require(op.in.c == op.out.c && op.sh >= 1 && op.sw >= 1 && op.ph * 2 <= op.kh && op.pw * 2 <= op.kw, op.name + ": bad pooling window");
-    } else if (type == "shortcutA") {
-      op.kind = OpKind::ShortcutA;
-      op.sh = op.sw = Int(o, "stride");
-      Require(op.sh >= 1 && op.out.c >= op.in.c && op.out.h == (op.in.h + op.sh - 1) / op.sh &&
-                  op.out.w == (op.in.w + op.sw - 1) / op.sw, op.name + ": bad option-A shortcut");
-    } else if (type == "gap") {
-      op.kind = OpKind::GlobalAvgPool;
-      Require(op.out.c == op.in.c && op.out.h == 1 && op.out.w == 1, op.name + ": global pool output must be [C, 1, 1]");
-    } else if (type == "linear") {
-      op.kind = OpKind::Linear;
-      Require(op.out.h == 1 && op.out.w == 1, op.name + ": linear output must be [classes, 1, 1]");
-      op.weight = Floats(o, "weight", static_cast<size_t>(op.out.c * op.in.Size()));
-      op.bias = Floats(o, "bias", static_cast<size_t>(op.out.c));
-    } else {
-      throw OpError("unknown plan op type \"" + type + "\"");
-    }
-    Require(op.src != op.dst || op.kind == OpKind::Conv, op.name + ": src and dst must differ");
-    if (o.Has("qscale")) {  // int8 plans: the calibrated scale of this op's output
-      Napi::Value q = o.Get("qscale");
-      Require(q.IsNumber(), op.name + ": qscale must be a number");
-      op.qscale = q.As<Napi::Number>().FloatValue();
-      Require(std::isfinite(op.qscale) && op.qscale > 0, op.name + ": qscale must be a positive finite number");
-      op.qsigned = Bool(o, "qsigned");
-    }
-    use(op.src, op.in);
-    use(op.dst, op.out);
-    plan->ops.push_back(std::move(op));
-  }
+  for (const OpDesc& op : spec.ops) use(op.src, op.in), use(op.dst, op.out);
+  plan->ops = std::move(spec.ops);
   // The last op's value is the output: the linear head's logits, or the features a plan stops at.
   const OpDesc& last = plan->ops.back();
   plan->output_buf = last.dst;
@@ -828,37 +686,13 @@ Napi::Value PlanCreate(const Napi::CallbackInfo& info) {
     ReportExternal(static_cast<int64_t>(n));
   }
   plan->Get(plan->max_batch);  // build everything (weights reordered once) for the full batch now
-  auto* box = new PlanBox{plan.release()};
-  return Napi::External<PlanBox>::New(info.Env(), box, [](Napi::Env env, PlanBox* b) {
-    RunWhenEngineFree(env, [b]() { delete b; });
-  });
+  return plan;
 }
 
-Plan* PlanOf(const Napi::CallbackInfo& info) {
-  Require(info.Length() >= 1 && info[0].IsExternal(), "argument 0 is not an inference plan");
-  PlanBox* box = info[0].As<Napi::External<PlanBox>>().Data();
-  Require(box != nullptr && box->plan != nullptr, "the inference plan has been disposed");
-  return box->plan;
+PlanFacts FactsOf(const Plan& plan) {
+  return {plan.input, plan.output, plan.max_batch, plan.act == dt::f32 && !plan.int8, plan.bytes, &plan.impls};
 }
 
-// Checks planRun's arguments: the input array and its batch size `n`.
-Napi::Float32Array RunInput(const Napi::CallbackInfo& info, const Plan& plan, int64_t* n) {
-  Require(info.Length() >= 3 && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
-          "input must be a Float32Array");
-  Napi::Float32Array x = info[1].As<Napi::Float32Array>();
-  *n = ArgInt(info, 2);
-  Require(*n >= 1 && *n <= plan.max_batch,
-          "batch " + std::to_string(*n) + " is outside 1.." + std::to_string(plan.max_batch) + " (the plan's maxBatch)");
-  int64_t per = plan.input.Size();
-  Require(static_cast<int64_t>(x.ElementLength()) == *n * per,
-          "input has " + std::to_string(x.ElementLength()) + " values; " + std::to_string(*n) + " x [" +
-              std::to_string(plan.input.c) + ", " + std::to_string(plan.input.h) + ", " + std::to_string(plan.input.w) +
-              "] needs " + std::to_string(*n * per));
-  return x;
-}
-
-// Runs the plan on `n` NCHW samples at `x` and writes its output (n x plan.output, f32 NCHW) to
-// `out`. Caller holds GlobalLock.
 void RunPlan(Plan& plan, const float* x, int64_t n, float* out) {
   Program& p = plan.Get(n);
   p.user_in.set_data_handle(const_cast<float*>(x));
@@ -868,18 +702,13 @@ void RunPlan(Plan& plan, const float* x, int64_t n, float* out) {
   if (p.result) std::memcpy(out, p.result.get_data_handle(), static_cast<size_t>(n * plan.output.Size()) * sizeof(float));
 }
 
-// planCalibrate(handle, x: Float32Array NCHW, n) -> Float32Array [ops x 2]: each op's output range
-// (min, max) over this batch, for an f32 plan whose ops an int8 plan will repeat with scales.
-Napi::Value PlanCalibrate(const Napi::CallbackInfo& info) {
-  Plan* plan = PlanOf(info);
-  Require(plan->act == dt::f32 && !plan->int8, "calibration runs an f32 plan");
-  int64_t n = 0;
-  Napi::Float32Array x = RunInput(info, *plan, &n);
-  Program& p = plan->Get(n);
-  p.user_in.set_data_handle(const_cast<float*>(x.Data()));
-  std::vector<float> scratch(static_cast<size_t>(n * plan->output.Size()));
+std::vector<float> CalibratePlan(Plan& plan, const float* x, int64_t n) {
+  Require(plan.act == dt::f32 && !plan.int8, "calibration runs an f32 plan");
+  Program& p = plan.Get(n);
+  p.user_in.set_data_handle(const_cast<float*>(x));
+  std::vector<float> scratch(static_cast<size_t>(n * plan.output.Size()));
   if (p.user_out) p.user_out.set_data_handle(scratch.data());
-  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), p.marks.size() * 2);
+  std::vector<float> ranges(p.marks.size() * 2);
   size_t done = 0;
   for (size_t k = 0; k < p.marks.size(); ++k) {
     for (; done < p.marks[k].first; ++done) p.steps[done]();
@@ -893,136 +722,12 @@ Napi::Value PlanCalibrate(const Napi::CallbackInfo& info) {
     bool nan = false;
     for (size_t i = 0; i < count; ++i) lo = std::min(lo, v[i]), hi = std::max(hi, v[i]), nan = nan || v[i] != v[i];
     if (nan) lo = hi = std::numeric_limits<float>::quiet_NaN();  // reported, not skipped: calibration refuses it
-    out[2 * k] = lo;
-    out[2 * k + 1] = hi;
+    ranges[2 * k] = lo;
+    ranges[2 * k + 1] = hi;
   }
   for (; done < p.steps.size(); ++done) p.steps[done]();
   Strm().wait();
-  return out;
-}
-
-// planRun(handle, x: Float32Array NCHW, n) -> Float32Array [n, ...output] (the logits [n, classes], or features)
-Napi::Value PlanRun(const Napi::CallbackInfo& info) {
-  Plan* plan = PlanOf(info);
-  int64_t n = 0;
-  Napi::Float32Array x = RunInput(info, *plan, &n);
-  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n * plan->output.Size()));
-  RunPlan(*plan, x.Data(), n, out.Data());
-  return out;
-}
-
-// The asynchronous run: the kernels execute on a libuv pool thread, so the JS thread keeps serving
-// its event loop. The input is copied first (the caller may reuse or transfer its array at once);
-// the External is referenced so the plan outlives a dropped handle; GlobalLock serializes the run
-// with every other native call, and a plan disposed before the run starts rejects the promise.
-class PlanRunWorker : public Napi::AsyncWorker {
- public:
-  PlanRunWorker(Napi::Env env, Napi::External<PlanBox> handle, const float* x, int64_t n, int64_t out_per_sample)
-      : Napi::AsyncWorker(env, "residual:planRunAsync"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        handle_(Napi::Persistent(handle)),
-        box_(handle.Data()),
-        in_(x, x + n * box_->plan->input.Size()),
-        out_(static_cast<size_t>(n * out_per_sample)),
-        n_(n),
-        threads_(omp_get_max_threads()) {}  // the caller's setting (setNumThreads / OMP_NUM_THREADS)
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-    if (box_->plan == nullptr) return SetError("native planRunAsync: the inference plan was disposed before the run started");
-    omp_set_num_threads(threads_);
-    try {
-      RunPlan(*box_->plan, in_.data(), n_, out_.data());
-    } catch (const dnnl::error& e) {
-      SetError(std::string("native planRunAsync: oneDNN error: ") + e.what());
-    } catch (const std::bad_alloc&) {
-      SetError("native planRunAsync: out of memory");
-    } catch (const std::exception& e) {
-      SetError(std::string("native planRunAsync: ") + e.what());
-    }
-  }
-  void OnOK() override {
-    Drain();
-    Napi::Float32Array out = Napi::Float32Array::New(Env(), out_.size());
-    std::memcpy(out.Data(), out_.data(), out_.size() * sizeof(float));
-    deferred_.Resolve(out);
-  }
-  void OnError(const Napi::Error& e) override {
-    Drain();
-    deferred_.Reject(e.Value());
-  }
-  // What GC finalizers queued while this run held the engine (RunWhenEngineFree).
-  void Drain() {
-    std::lock_guard<std::recursive_mutex> lock(GlobalLock());
-    RunDeferred(Env());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::External<PlanBox>> handle_;
-  PlanBox* box_;
-  std::vector<float> in_, out_;
-  int64_t n_;
-  int threads_;
-};
-
-// planRunAsync(handle, x: Float32Array NCHW, n) -> Promise<Float32Array [n, ...output]>
-Napi::Value PlanRunAsync(const Napi::CallbackInfo& info) {
-  Plan* plan = PlanOf(info);
-  int64_t n = 0;
-  Napi::Float32Array x = RunInput(info, *plan, &n);
-  auto* worker = new PlanRunWorker(info.Env(), info[0].As<Napi::External<PlanBox>>(), x.Data(), n, plan->output.Size());
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();  // owned and deleted by node-addon-api after OnOK/OnError
-  return promise;
-}
-
-Napi::Value PlanDispose(const Napi::CallbackInfo& info) {
-  Require(info.Length() >= 1 && info[0].IsExternal(), "argument 0 is not an inference plan");
-  PlanBox* box = info[0].As<Napi::External<PlanBox>>().Data();
-  delete box->plan;
-  box->plan = nullptr;
-  return info.Env().Undefined();
-}
-
-// planInfo(handle) -> { bytes, implementations: [{op, impl}] } (the full-batch primitives)
-Napi::Value PlanInfo(const Napi::CallbackInfo& info) {
-  Plan* plan = PlanOf(info);
-  Napi::Env env = info.Env();
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("bytes", static_cast<double>(plan->bytes));
-  Napi::Array a = Napi::Array::New(env, plan->impls.size());
-  for (size_t i = 0; i < plan->impls.size(); ++i) {
-    Napi::Object e = Napi::Object::New(env);
-    e.Set("op", plan->impls[i].first);
-    e.Set("impl", plan->impls[i].second);
-    a.Set(static_cast<uint32_t>(i), e);
-  }
-  o.Set("implementations", a);
-  return o;
-}
-
-// setNumThreads(n): OpenMP threads for the calling (JS) thread's parallel regions.
-Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  int64_t n = ArgInt(info, 0);
-  Require(n >= 1 && n <= 1024, "threads must be between 1 and 1024");
-  omp_set_num_threads(static_cast<int>(n));
-  return info.Env().Undefined();
-}
-
-}  // namespace
-
-void RegisterInference(Napi::Env env, Napi::Object exports) {
-  Export(env, exports, "planCreate", PlanCreate);
-  Export(env, exports, "planRun", PlanRun);
-  Export(env, exports, "planCalibrate", PlanCalibrate);
-  Export(env, exports, "planRunAsync", PlanRunAsync);
-  Export(env, exports, "planDispose", PlanDispose);
-  Export(env, exports, "planInfo", PlanInfo);
-  Export(env, exports, "setNumThreads", SetNumThreads);
+  return ranges;
 }
 
 }  // namespace residual
