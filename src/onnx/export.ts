@@ -288,7 +288,7 @@ class OnnxReader {
       const v = i + 1;
       if (!needed.has(v)) return;
       const y = this.node(n, v === end ? outputName : undefined);
-      const q = this.qdq?.get(v);
+      const q = v === end ? undefined : this.qdq?.get(v); // the graph's output leaves in float32 as it is
       this.names.set(v, q ? this.quantized(n.path, y, q) : y);
     });
     if (this.name(end) !== outputName) this.out.node('Identity', 'output', [this.name(end)], [], undefined, outputName);
