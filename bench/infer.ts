@@ -3,10 +3,12 @@
 // exporter writes, for ResNet-50 and ResNeXt-50 32x4d at batch 1 and 16, in ms per image.
 //
 //   node dist/bench/infer.js [--threads 2] [--rounds 2] [--runs 10] [--models resnet50,resnext50_32x4d] [--batches 1,16]
-//                            [--no-bf16] [--no-int8] [--torch-layout nchw|nhwc]
+//                            [--no-bf16] [--no-int8] [--no-torch] [--torch-layout nchw|nhwc]
 //
-// Our bf16 plan is timed too (ours_bf16_ms_per_image) unless --no-bf16, and our int8 plan
-// (ours_int8_ms_per_image, calibrated on the benchmark's input) unless --no-int8.
+// Our bf16 plan is timed too (ours_bf16_ms_per_image) unless --no-bf16, and unless --no-int8 our int8
+// plan (ours_int8_ms_per_image, calibrated on the benchmark's input) beside ONNX Runtime on our QDQ
+// export of the same network (ort_int8_ms_per_image: `exportOnnx(..., { dtype: 'int8' })`, which ONNX
+// Runtime fuses into its own QLinearConv/QLinearAdd int8 kernels): the fair int8 comparison.
 // Every measurement runs in a fresh child process pinned to the same thread count (OMP_NUM_THREADS
 // for us and PyTorch, intraOpNumThreads for ONNX Runtime), and the engines alternate (ours, PyTorch,
 // ORT, ours, ...) because this machine is shared; each engine keeps its fastest median across
@@ -36,19 +38,25 @@ interface EngineResult {
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 
-/** ONNX Runtime side, in a child: export with our exporter, run with the same thread count. */
-async function runOrt(c: Case, dir: string): Promise<EngineResult> {
+/** ONNX Runtime side, in a child: export with our exporter (f32, or the int8 QDQ model), run with the same thread count. */
+async function runOrt(c: Case, dir: string, dtype: 'f32' | 'int8'): Promise<EngineResult> {
   const ort = await import('onnxruntime-node');
   const { initBackend } = await import('../src/backend/index.js');
   const { createModel } = await import('../src/models/index.js');
   const { manualSeed } = await import('../src/nn/index.js');
   const { exportOnnx } = await import('../src/onnx/index.js');
+  const { calibrate } = await import('../src/infer/index.js');
   await initBackend();
   manualSeed(0);
   const model = createModel(c.model);
   model.eval();
-  const file = join(dir, `${c.model}.onnx`);
-  exportOnnx(model, { file, input: c.input });
+  const file = join(dir, `${c.model}-${dtype}.onnx`);
+  // int8: calibrated on random images, as our int8 bench is (random weights: the timing does not depend on the scales)
+  const per = c.input[0] * c.input[1] * c.input[2];
+  const calibration = dtype === 'int8'
+    ? calibrate(model, Float32Array.from({ length: 2 * per }, () => Math.random()), 2, { input: c.input, values: true })
+    : undefined;
+  exportOnnx(model, { file, input: c.input, dtype, calibration });
   model.dispose();
   const session = await ort.InferenceSession.create(file, {
     intraOpNumThreads: c.threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
@@ -65,7 +73,8 @@ async function runOrt(c: Case, dir: string): Promise<EngineResult> {
   times.sort((a, b) => a - b);
   const m = times.length >> 1;
   const ms = times.length % 2 ? times[m]! : (times[m - 1]! + times[m]!) / 2;
-  return { engine: `onnxruntime-node ${ort.env.versions.common} (our ONNX export, BN folded)`, threads: c.threads, ms_per_image: ms / c.batch };
+  const what = dtype === 'int8' ? 'our int8 QDQ export, fused into QLinearConv/QLinearAdd' : 'our ONNX export, BN folded';
+  return { engine: `onnxruntime-node ${ort.env.versions.common} (${what})`, threads: c.threads, ms_per_image: ms / c.batch };
 }
 
 function ours(c: Case, env: NodeJS.ProcessEnv, dtype: 'f32' | 'bf16' | 'int8'): EngineResult {
@@ -82,9 +91,9 @@ function torch(c: Case, env: NodeJS.ProcessEnv, dir: string, layout: string): En
   return lastJson<EngineResult>(runChild(['/usr/bin/python3', join(root, 'bench', 'torch_infer.py'), spec], env, 'PyTorch'));
 }
 
-function ortChild(c: Case, env: NodeJS.ProcessEnv, dir: string): EngineResult {
-  const spec = join(dir, `ort-${c.model}-${c.batch}.json`);
-  writeFileSync(spec, JSON.stringify({ case: c, dir }));
+function ortChild(c: Case, env: NodeJS.ProcessEnv, dir: string, dtype: 'f32' | 'int8' = 'f32'): EngineResult {
+  const spec = join(dir, `ort-${c.model}-${c.batch}-${dtype}.json`);
+  writeFileSync(spec, JSON.stringify({ case: c, dir, dtype }));
   return lastJson<EngineResult>(runChild([process.execPath, join(here, 'infer.js'), '--ort-only', spec], env, 'onnxruntime'));
 }
 
@@ -95,15 +104,15 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '3' }, models: { type: 'string', default: 'resnet50,resnext50_32x4d' },
       batches: { type: 'string', default: '1,16' }, input: { type: 'string', default: '3x224x224' },
       'torch-layout': { type: 'string', default: 'nchw' }, 'ort-only': { type: 'string' }, 'no-bf16': { type: 'boolean' },
-      'no-int8': { type: 'boolean' },
+      'no-int8': { type: 'boolean' }, 'no-torch': { type: 'boolean' },
     },
   });
   if (values['ort-only']) {
-    const { case: c, dir } = JSON.parse(readFileSync(values['ort-only'], 'utf8')) as { case: Case; dir: string };
-    console.log(JSON.stringify(await runOrt(c, dir)));
+    const { case: c, dir, dtype } = JSON.parse(readFileSync(values['ort-only'], 'utf8')) as { case: Case; dir: string; dtype: 'f32' | 'int8' };
+    console.log(JSON.stringify(await runOrt(c, dir, dtype)));
     return;
   }
-  const bf16 = !values['no-bf16'], int8 = !values['no-int8'];
+  const bf16 = !values['no-bf16'], int8 = !values['no-int8'], withTorch = !values['no-torch'];
   const threads = Number(values.threads);
   const input = values.input!.split('x').map(Number) as [number, number, number];
   const env = { ...process.env, OMP_NUM_THREADS: String(threads) };
@@ -114,25 +123,31 @@ async function main(): Promise<void> {
     for (const model of values.models!.split(',')) {
       for (const batch of values.batches!.split(',').map(Number)) {
         const c: Case = { model, batch, input, threads, warmup: Number(values.warmup), runs: Number(values.runs) };
-        const best = { ours: Infinity, ours_bf16: Infinity, ours_int8: Infinity, torch: Infinity, ort: Infinity };
+        const best = { ours: Infinity, ours_bf16: Infinity, ours_int8: Infinity, torch: Infinity, ort: Infinity, ort_int8: Infinity };
         const loadBefore = loadavg()[0]!;
         for (let round = 0; round < Number(values.rounds); round++) {
-          const results: Partial<Record<keyof typeof best, EngineResult>> = {
-            ours: ours(c, env, 'f32'), torch: torch(c, env, tmp, values['torch-layout']!), ort: ortChild(c, env, tmp),
-          };
+          const results: Partial<Record<keyof typeof best, EngineResult>> = { ours: ours(c, env, 'f32') };
+          if (withTorch) results.torch = torch(c, env, tmp, values['torch-layout']!);
+          results.ort = ortChild(c, env, tmp);
           if (bf16) results.ours_bf16 = ours(c, env, 'bf16');
-          if (int8) results.ours_int8 = ours(c, env, 'int8');
+          if (int8) {
+            results.ours_int8 = ours(c, env, 'int8');
+            results.ort_int8 = ortChild(c, env, tmp, 'int8');
+          }
           for (const [k, r] of Object.entries(results) as [keyof typeof best, EngineResult][]) {
             engines[k] = `${r.engine}, ${r.threads} threads`;
             best[k] = Math.min(best[k], r.ms_per_image);
           }
         }
         rows.push({
-          model, batch, ours_ms_per_image: +best.ours.toFixed(2), torch_ms_per_image: +best.torch.toFixed(2),
+          model, batch, ours_ms_per_image: +best.ours.toFixed(2),
           ort_ms_per_image: +best.ort.toFixed(2), ratio_vs_ort: +(best.ours / best.ort).toFixed(3),
-          ratio_vs_torch: +(best.ours / best.torch).toFixed(3),
+          ...(withTorch ? { torch_ms_per_image: +best.torch.toFixed(2), ratio_vs_torch: +(best.ours / best.torch).toFixed(3) } : {}),
           ...(bf16 ? { ours_bf16_ms_per_image: +best.ours_bf16.toFixed(2), ratio_bf16_vs_ort: +(best.ours_bf16 / best.ort).toFixed(3) } : {}),
-          ...(int8 ? { ours_int8_ms_per_image: +best.ours_int8.toFixed(2), ratio_int8_vs_ort: +(best.ours_int8 / best.ort).toFixed(3) } : {}),
+          ...(int8 ? {
+            ours_int8_ms_per_image: +best.ours_int8.toFixed(2), ratio_int8_vs_ort: +(best.ours_int8 / best.ort).toFixed(3),
+            ort_int8_ms_per_image: +best.ort_int8.toFixed(2), ratio_int8_vs_ort_int8: +(best.ours_int8 / best.ort_int8).toFixed(3),
+          } : {}),
           load_1min: [+loadBefore.toFixed(2), +loadavg()[0]!.toFixed(2)], // before and after this case: other work on the machine
         });
         console.error(JSON.stringify(rows[rows.length - 1]));

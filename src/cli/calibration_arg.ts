@@ -1,7 +1,9 @@
 // Where an int8 command (eval, serve, infer, bench of a trained model) gets its calibration:
 // --calibration FILE.json, or --calibration DATA (a data spec, or an image folder) to calibrate on
 // now; by default the calibration saved beside the weights, else one made from the training images
-// of the model's own data and saved there, so the next start does not recalibrate.
+// of the model's own data and saved there, so the next start does not recalibrate. A QDQ ONNX export
+// (values: true) needs the range of every graph value too: a saved calibration without them is made
+// again, with them, and saved in its place.
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { DataLoader } from '../data/index.js';
@@ -39,23 +41,39 @@ async function calibrationImages(data: DataSpec, input: readonly number[], count
 
 export async function resolveCalibration(
   command: string, model: ResNet, weightsPath: string | null, input: readonly number[],
-  o: { calibration?: string; data?: DataSpec | (() => Promise<DataSpec | undefined>); images?: number; log?: (m: string) => void },
+  o: { calibration?: string; data?: DataSpec | (() => Promise<DataSpec | undefined>); images?: number; values?: boolean; log?: (m: string) => void },
 ): Promise<Calibration> {
   const what = `${command} --calibration`;
   const count = o.images ?? CALIBRATION_IMAGES;
   if (!Number.isInteger(count) || count < 1) throw new Error(`${command}: --calibration-images must be a positive integer, got ${count}`);
   const spec = o.calibration;
-  if (spec?.toLowerCase().endsWith('.json')) return readCalibration(spec, model.spec.name, input);
+  if (spec?.toLowerCase().endsWith('.json')) {
+    const cal = readCalibration(spec, model.spec.name, input);
+    if (o.values && !cal.values) {
+      throw new Error(`${what}: ${spec} has the int8 plan's ranges only, and an int8 ONNX export needs the range of every graph value; ` +
+        'give --calibration DATA (a data spec or an image folder) to calibrate now');
+    }
+    return cal;
+  }
   const saved = weightsPath ? calibrationPathFor(weightsPath) : null;
-  if (!spec && saved && existsSync(saved)) return readCalibration(saved, model.spec.name, input);
+  let stale: string | null = null; // a saved calibration without the graph values asked for
+  if (!spec && saved && existsSync(saved)) {
+    const cal = readCalibration(saved, model.spec.name, input);
+    if (!o.values || cal.values) return cal;
+    stale = saved;
+  }
   let data = typeof o.data === 'function' ? await o.data() : o.data;
   if (spec) {
     const isDir = existsSync(spec) && statSync(spec).isDirectory();
     data = await openData(isDir ? `folder:${spec}` : spec, { imageSize: input[1] });
   }
-  if (!data) throw new Error(`${command}: int8 needs a calibration: --calibration FILE.json, or --calibration DATA (a data spec or an image folder)`);
+  if (!data) {
+    throw new Error(`${command}: int8 needs a calibration${stale ? ` with graph-value ranges (${stale} has the int8 plan's only)` : ''}: ` +
+      '--calibration FILE.json, or --calibration DATA (a data spec or an image folder)');
+  }
+  if (stale) o.log?.(`${stale} has no graph-value ranges (an int8 ONNX export needs them): calibrating again`);
   const { x, n } = await calibrationImages(data, input, count, what);
-  const cal = calibrate(model, x, n, { input });
+  const cal = calibrate(model, x, n, { input, values: o.values });
   if (!saved) return cal;
   try {
     writeCalibration(saved, cal);

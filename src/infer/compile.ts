@@ -20,6 +20,7 @@ import { inputsOf, moduleAt, shapeOf, type ConvSpec, type Graph, type GraphNode,
 import { ResNet, featureNames, inputChannels } from '../models/net.js';
 import { conv2dParams } from '../tensor/index.js';
 import { checkCalibration, mergeRanges, quantizeOps, type Calibration } from './quantize.js';
+import { recordValueRanges } from './value_ranges.js';
 
 export interface CompileOptions {
   /** Per-sample input shape [C, H, W]. */
@@ -333,9 +334,12 @@ function readPlan(model: ResNet, input: Shape3, output: CompileOutput): { ops: P
  * Calibration for an int8 plan: runs `n` images (NCHW float32, preprocessed as for inference) through
  * an f32 plan of the whole network, in batches, and records the range of every op's output. A few
  * hundred images of the data the model will see are enough; the result is small JSON
- * (writeCalibration) to keep with the weights.
+ * (writeCalibration) to keep with the weights. `values: true` also records the range of every value
+ * of the lowered graph (run eagerly, so slower), which a QDQ ONNX export needs.
  */
-export function calibrate(model: ResNet, images: Float32Array, n: number, opts: { input: readonly number[]; batch?: number }): Calibration {
+export function calibrate(
+  model: ResNet, images: Float32Array, n: number, opts: { input: readonly number[]; batch?: number; values?: boolean },
+): Calibration {
   if (!(model instanceof ResNet)) throw new Error('calibrate: expected a ResNet/ResNeXt model (from createModel or loadModel)');
   const nb = planBackend('calibrate');
   const batch = opts.batch ?? 32;
@@ -361,7 +365,9 @@ export function calibrate(model: ResNet, images: Float32Array, n: number, opts: 
   } finally {
     nb.planDispose(handle);
   }
-  return { format: 'residual-calibration', version: 1, model: model.spec.name, input, images: n, ops: table };
+  const cal: Calibration = { format: 'residual-calibration', version: 1, model: model.spec.name, input, images: n, ops: table };
+  if (opts.values) cal.values = recordValueRanges(lowerForPlan(model, input), model, images, n, batch);
+  return cal;
 }
 
 export function compileForInference(model: ResNet, opts: CompileOptions): CompiledModel {

@@ -17,6 +17,12 @@ export interface Calibration {
   /** How many images it ran. */
   images: number;
   ops: Record<string, { min: number; max: number }>;
+  /**
+   * The range of every value of the lowered graph, by valueNames() name (value_ranges.ts): what a
+   * QDQ ONNX export quantizes with. Made on request (calibrate(..., { values: true })), from the
+   * same images as `ops`.
+   */
+  values?: Record<string, { min: number; max: number }>;
 }
 
 /** Merges per-batch ranges [min0, max0, min1, max1, ...] (plan op order) into the calibration's table. */
@@ -68,7 +74,8 @@ export function checkCalibration(value: unknown, model: string, input: readonly 
     throw new Error(`${where}: calibrated for ${c.model} at [${c.input.join(', ')}], but the model is ${model} at [${input.join(', ')}]; ` +
       'calibrate again (residual calibrate, or --calibration DIR|data-spec)');
   }
-  for (const [name, r] of Object.entries(c.ops)) {
+  if (c.values !== undefined && (!c.values || typeof c.values !== 'object')) throw new Error(`${where}: values must be an object of ranges`);
+  for (const [name, r] of [...Object.entries(c.ops), ...Object.entries(c.values ?? {})]) {
     if (!r || typeof r.min !== 'number' || typeof r.max !== 'number' || !Number.isFinite(r.min) || !Number.isFinite(r.max) || r.min > r.max) {
       throw new Error(`${where}: the range of ${name} is not a finite [min, max]`);
     }

@@ -229,3 +229,17 @@ export class GraphBuilder {
     return { name: this.name, input: this.input, nodes: this.nodes, output, features: this.features, containers: this.containers };
   }
 }
+
+/**
+ * A stable name for every value (index = ValueId): "input" for 0, else the path of the node that
+ * makes it, with "#2", "#3"... for a path's later nodes (a block's one ReLU runs two or three times).
+ * Calibrations key value ranges by these names, so they read the same across processes.
+ */
+export function valueNames(g: Graph): string[] {
+  const seen = new Map<string, number>();
+  return ['input', ...g.nodes.map((n) => {
+    const k = (seen.get(n.path) ?? 0) + 1;
+    seen.set(n.path, k);
+    return k === 1 ? n.path : `${n.path}#${k}`;
+  })];
+}

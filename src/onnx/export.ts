@@ -21,6 +21,12 @@
 // a single block is exported). A feature extractor (output: 'pool', or a net whose fc is an
 // Identity) ends at the flattened pooled features instead, output "features" [batch, D]. It is
 // written atomically: a temp file renamed into place.
+//
+// dtype 'int8' writes a QDQ model instead (qdq.ts has the scheme): QuantizeLinear/DequantizeLinear
+// pairs on the activations with scales from a calibration of every graph value, the conv weights
+// and biases stored as int8/int32 behind a DequantizeLinear, stem and head in float32. A runtime
+// (onnxruntime: QLinearConv, QLinearAdd) fuses the pairs into its own int8 kernels; any other runs
+// it as the float32 model it describes, rounded where the pairs are.
 import { endianness } from 'node:os';
 import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
 import { ResNet } from '../models/net.js';
@@ -29,6 +35,8 @@ import { inputsOf, isLowerable, moduleAt, readerCounts, shapeOf, type ConvSpec, 
 import { checkOutputPath, writeAtomic } from '../io/index.js';
 import { conv2dParams } from '../tensor/index.js';
 import { PROTO_MAX_BYTES, ProtoWriter } from './proto.js';
+import { checkCalibration, type Calibration } from '../infer/quantize.js';
+import { planQdq, quantizeBias, quantizeWeights, type QParams } from './qdq.js';
 
 export interface OnnxExportOptions {
   /** Per-sample input shape [C, H, W]. */
@@ -46,6 +54,12 @@ export interface OnnxExportOptions {
    * ends at the flattened pooled features, graph output "features" [batch, D] (no head in the file).
    */
   output?: 'logits' | 'pool';
+  /**
+   * 'f32' (default), or 'int8': a QDQ model (ResNet/ResNeXt networks; opset 13 or later) quantized with
+   * `calibration`, which must hold the range of every graph value (calibrate(..., { values: true })).
+   */
+  dtype?: 'f32' | 'int8';
+  calibration?: Calibration;
 }
 
 export interface OnnxFileOptions extends OnnxExportOptions {
@@ -73,6 +87,9 @@ const IR_FOR_OPSET: Record<number, number> = { 13: 7, 14: 7, 15: 8, 16: 8, 17: 8
 
 // ONNX enums (onnx.proto).
 const DT_FLOAT = 1;
+const DT_UINT8 = 2;
+const DT_INT8 = 3;
+const DT_INT32 = 6;
 const DT_INT64 = 7;
 const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
@@ -89,6 +106,14 @@ function floatBytes(data: Float32Array): Uint8Array {
   const out = new Uint8Array(data.length * 4);
   const view = new DataView(out.buffer);
   data.forEach((v, i) => view.setFloat32(i * 4, v, true));
+  return out;
+}
+
+function int32Bytes(data: Int32Array): Uint8Array {
+  if (littleEndian) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Uint8Array(data.length * 4);
+  const view = new DataView(out.buffer);
+  data.forEach((v, i) => view.setInt32(i * 4, v, true));
   return out;
 }
 
@@ -110,6 +135,7 @@ class OnnxGraph {
   readonly ops: Record<string, number> = {};
   private readonly names = new Set<string>();
   private readonly int64Cache = new Map<string, string>();
+  private readonly qparamCache = new Map<string, [string, string]>();
 
   constructor(readonly fold: boolean) {}
 
@@ -132,6 +158,32 @@ class OnnxGraph {
     const name = this.unique(base);
     this.tensor(name, dims, DT_FLOAT, floatBytes(data));
     return name;
+  }
+
+  int8Init(base: string, dims: readonly number[], data: Int8Array): string {
+    const name = this.unique(base);
+    this.tensor(name, dims, DT_INT8, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    return name;
+  }
+
+  int32Init(base: string, dims: readonly number[], data: Int32Array): string {
+    const name = this.unique(base);
+    this.tensor(name, dims, DT_INT32, int32Bytes(data));
+    return name;
+  }
+
+  /** A scalar float32 scale and uint8 zero point (a per-tensor QuantizeLinear's), stored once per value pair. */
+  qparams(base: string, p: QParams): [string, string] {
+    const key = `${p.scale}/${p.zeroPoint}`;
+    const hit = this.qparamCache.get(key);
+    if (hit) return hit;
+    const scale = this.unique(`${base}.scale`);
+    this.tensor(scale, [], DT_FLOAT, floatBytes(Float32Array.of(p.scale)));
+    const zero = this.unique(`${base}.zero_point`);
+    this.tensor(zero, [], DT_UINT8, Uint8Array.of(p.zeroPoint));
+    const names: [string, string] = [scale, zero];
+    this.qparamCache.set(key, names);
+    return names;
   }
 
   /** An int64 vector; identical ones (Slice arguments) are stored once. */
@@ -179,8 +231,12 @@ class OnnxReader {
   private readonly sharedBn = new Map<GraphNode, { bn: string; shift: boolean }>();
   private readonly foldedAway = new Set<GraphNode>();
 
-  constructor(readonly out: OnnxGraph, readonly g: Graph, model: Module) {
+  /** int8: the values followed by a QuantizeLinear/DequantizeLinear pair, and its parameters (qdq.ts). */
+  private readonly qdq: Map<ValueId, QParams> | null;
+
+  constructor(readonly out: OnnxGraph, readonly g: Graph, model: Module, ranges: Record<string, { min: number; max: number }> | null = null) {
     this.modules = new Map(model.namedModules());
+    this.qdq = ranges ? planQdq(g, ranges, (path, problem) => this.fail(path, problem)) : null;
     if (out.fold) this.foldBnAfterSums();
   }
 
@@ -230,7 +286,10 @@ class OnnxReader {
     this.names.set(0, inputName);
     this.g.nodes.forEach((n, i) => {
       const v = i + 1;
-      if (needed.has(v)) this.names.set(v, this.node(n, v === end ? outputName : undefined));
+      if (!needed.has(v)) return;
+      const y = this.node(n, v === end ? outputName : undefined);
+      const q = v === end ? undefined : this.qdq?.get(v); // the graph's output leaves in float32 as it is
+      this.names.set(v, q ? this.quantized(n.path, y, q) : y);
     });
     if (this.name(end) !== outputName) this.out.node('Identity', 'output', [this.name(end)], [], undefined, outputName);
   }
@@ -270,6 +329,32 @@ class OnnxReader {
     }
   }
 
+  /** `x` rounded to uint8 and back: the pair a runtime fuses into the int8 kernels on either side. */
+  private quantized(path: string, x: string, p: QParams): string {
+    const [scale, zero] = this.out.qparams(path, p);
+    const q = this.out.node('QuantizeLinear', `${path}.quantize`, [x, scale, zero]);
+    return this.out.node('DequantizeLinear', `${path}.dequantize`, [q, scale, zero]);
+  }
+
+  /** An int8 conv's weight and bias: integers behind a per-output-channel DequantizeLinear (axis 0). */
+  private int8ConvInputs(path: string, c: ConvSpec, dims: readonly number[], weight: Float32Array, bias: Float32Array | null, inputScale: number): string[] {
+    const g = this.out;
+    const axis: Attr[] = [{ name: 'axis', i: 0 }];
+    const w = quantizeWeights(weight, c.outChannels);
+    const wq = g.int8Init(`${path}.weight_quantized`, dims, w.q);
+    const ws = g.floatInit(`${path}.weight_scale`, [c.outChannels], w.scales);
+    const wz = g.int8Init(`${path}.weight_zero_point`, [c.outChannels], new Int8Array(c.outChannels));
+    const inputs = [g.node('DequantizeLinear', `${path}.weight`, [wq, ws, wz], axis)];
+    if (bias) {
+      const b = quantizeBias(bias, inputScale, w.scales);
+      const bq = g.int32Init(`${path}.bias_quantized`, [c.outChannels], b.q);
+      const bs = g.floatInit(`${path}.bias_scale`, [c.outChannels], b.scales);
+      const bz = g.int32Init(`${path}.bias_zero_point`, [c.outChannels], new Int32Array(c.outChannels));
+      inputs.push(g.node('DequantizeLinear', `${path}.bias`, [bq, bs, bz], axis));
+    }
+    return inputs;
+  }
+
   /** A conv with its BN folded in (or shared, form (a)), or a conv then a BatchNormalization node. */
   private conv(n: Extract<GraphNode, { op: 'conv' }>, output: string | undefined): string {
     const g = this.out;
@@ -277,8 +362,14 @@ class OnnxReader {
     const conv = this.module(n.path, Conv2d, c);
     const share = this.sharedBn.get(n) ?? (n.bn && g.fold ? { bn: n.bn, shift: true } : null);
     const { weight, bias } = foldConv(conv, share ? bnAffine(this.module(share.bn, BatchNorm2d)) : null, share?.shift ?? true);
-    const inputs = [this.name(n.src), g.floatInit(`${n.path}.weight`, conv.weight.shape, weight)];
-    if (bias) inputs.push(g.floatInit(`${n.path}.bias`, [c.outChannels], bias));
+    // int8 where its input is quantized (every conv but those that read the network's input)
+    const inQ = this.qdq?.get(n.src);
+    const inputs = [this.name(n.src)];
+    if (inQ) inputs.push(...this.int8ConvInputs(n.path, c, conv.weight.shape, weight, bias, inQ.scale));
+    else {
+      inputs.push(g.floatInit(`${n.path}.weight`, conv.weight.shape, weight));
+      if (bias) inputs.push(g.floatInit(`${n.path}.bias`, [c.outChannels], bias));
+    }
     const keepBn = n.bn !== null && !g.fold;
     const y = g.node('Conv', n.path, inputs, [
       { name: 'dilations', ints: [c.dilation, c.dilation] },
@@ -341,6 +432,8 @@ function valueInfo(name: string, dims: readonly (number | string)[]): ProtoWrite
 /** Builds the ONNX ModelProto of `model` at `opts.input`; the encoding stays in chunks (see onnx_proto.ts). */
 export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: ProtoWriter; info: OnnxExportInfo } {
   const { input, opset, irVersion } = checkOptions(opts);
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'int8') throw new Error(`exportOnnx: dtype must be 'f32' or 'int8', got ${JSON.stringify(dtype)}`);
   const fold = opts.foldBatchNorm ?? true;
   const batch: number | string = (opts.dynamicBatch ?? true) ? 'batch' : 1;
   const out = new OnnxGraph(fold);
@@ -359,11 +452,25 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
   } catch (e) {
     throw new Error(`exportOnnx: ${(e as Error).message}`, { cause: e });
   }
+  let ranges: Calibration['values'] | null = null;
+  if (dtype === 'int8') {
+    if (!isNet) throw new Error(`exportOnnx: int8 export needs a ResNet/ResNeXt network, got a ${model.constructor.name}`);
+    if (!fold) throw new Error('exportOnnx: int8 export folds every BatchNorm into its conv (the int8 weights are the folded ones); leave foldBatchNorm on');
+    if (!opts.calibration) {
+      throw new Error('exportOnnx: int8 needs a calibration with the range of every graph value: calibrate(model, images, n, { input, values: true })');
+    }
+    const cal = checkCalibration(opts.calibration, model.spec.name, input, 'exportOnnx: calibration');
+    if (!cal.values) {
+      throw new Error('exportOnnx: the calibration has the int8 plan\'s ranges only; a QDQ export needs every graph value\'s: ' +
+        'calibrate(model, images, n, { input, values: true }) (the CLI recalibrates from --calibration DATA)');
+    }
+    ranges = cal.values;
+  }
   const features = isNet && (output === 'pool' || model.head instanceof Identity);
   const outputName = !isNet ? 'output' : features ? 'features' : 'logits';
   const end = isNet ? lowered.features[features ? 'pool' : 'logits']! : lowered.output;
   if (end === 0) throw new Error('exportOnnx: model: the model computes nothing (its output is its input)');
-  new OnnxReader(out, lowered, model).read(inputName, end, outputName);
+  new OnnxReader(out, lowered, model, ranges).read(inputName, end, outputName);
   const y = { shape: shapeOf(lowered, end) };
   const inputShape = [batch, ...input];
   const outputShape = [batch, ...y.shape];
@@ -379,11 +486,14 @@ export function buildOnnx(model: Module, opts: OnnxExportOptions): { proto: Prot
     .int(1, irVersion)
     .string(2, 'residual')
     .int(5, 1)
-    .string(6, `${isNet ? model.spec.name : model.constructor.name}, eval mode, BatchNorm ${fold ? 'folded into the convolutions' : 'as nodes'}`)
+    .string(6, `${isNet ? model.spec.name : model.constructor.name}, eval mode, BatchNorm ${fold ? 'folded into the convolutions' : 'as nodes'}` +
+      (ranges ? `; int8 QDQ (uint8 activations, int8 per-channel weights), calibrated on ${opts.calibration!.images} images` : ''))
     .message(7, graph)
     .message(8, new ProtoWriter().string(1, '').int(2, opset));
   const meta = {
-    ...(isNet ? { model: model.spec.name, output: features ? 'pool' : 'logits' } : {}), input: shapeText(input), batchnorm: fold ? 'folded' : 'nodes', ...opts.metadata,
+    ...(isNet ? { model: model.spec.name, output: features ? 'pool' : 'logits' } : {}), input: shapeText(input), batchnorm: fold ? 'folded' : 'nodes',
+    ...(ranges ? { dtype: 'int8', quantization: 'QDQ: uint8 asymmetric per-tensor activations, int8 symmetric per-channel weights, int32 biases; stem and head float32', calibration_images: String(opts.calibration!.images) } : {}),
+    ...opts.metadata,
   };
   for (const [k, v] of Object.entries(meta)) {
     if (typeof v !== 'string') throw new Error(`exportOnnx: metadata "${k}" must be a string`);
