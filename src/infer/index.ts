@@ -1,6 +1,5 @@
 // Inference paths: the compiled native plan.
 export { compileForInference, type CompileOptions, type CompileOutput, type CompiledModel } from './compile.js';
-export { benchmark, type BenchOptions, type BenchResult, type BenchMode, type BenchDtype } from './bench.js';
 export { loadClassifier, topK, type Classifier, type ClassifierOptions, type Classification } from './classifier.js';
 export { loadFeatureExtractor, type FeatureExtractor, type FeatureExtractorOptions } from './features.js';
 export { argmax, compareLogits, mergeAgreement, type LogitAgreement } from './compare.js';

@@ -1,7 +1,7 @@
 // `residual bench`: times a model on this machine, inference through the compiled plan or a full
 // training step, and prints the median; --json makes the last line one JSON object for scripts.
 import { initBackend } from '../../backend/index.js';
-import { benchmark, type BenchDtype, type BenchMode } from '../../infer/bench.js';
+import { benchmark, type BenchDtype, type BenchMode } from '../../benchmark/index.js';
 import { getModel } from '../../models/index.js';
 import { fixThreads, intOption, parse, shapeOption } from '../args.js';
 

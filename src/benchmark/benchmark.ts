@@ -1,14 +1,15 @@
 // Timing of a model on this machine: inference through the compiled plan, or a full training step
 // (forward, backward, SGD) through the tensor API. Warm-up runs first (primitive creation, weight
 // reorders, allocator growth), then the median of the timed runs, which shrugs off the odd slow run
-// on a shared machine.
+// on a shared machine. It sits above infer and train (it times both), so neither reaches into the
+// other for it.
 import { defaultBackend } from '../backend/index.js';
 import { checkBatchMemory, getModel } from '../models/index.js';
 import { manualSeed } from '../nn/index.js';
 import { Tensor, autocast, crossEntropy, tidy } from '../tensor/index.js';
 import { checkComputeDtype } from '../backend/index.js';
 import { SGD } from '../train/sgd.js';
-import { calibrate, compileForInference } from './compile.js';
+import { calibrate, compileForInference } from '../infer/compile.js';
 
 export type BenchMode = 'infer' | 'train';
 export type BenchDtype = 'f32' | 'bf16' | 'int8';

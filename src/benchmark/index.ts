@@ -1,0 +1,1 @@
+export { benchmark, type BenchOptions, type BenchResult, type BenchMode, type BenchDtype } from './benchmark.js';
