@@ -138,10 +138,14 @@ describe('residual experiment cardinality', () => {
     }
     assert.deepEqual([nb, nc], [res.claims[1].evidence.mcnemar_per_seed[0].b, res.claims[1].evidence.mcnemar_per_seed[0].c]);
   });
-  it('--resume on a finished run reuses its models and gives the same verdicts', () => {
+  it('--resume reuses finished models from their logs and predictions alone (no checkpoints), with the same verdicts', () => {
+    // What a later session has: the committed logs and predictions, not the checkpoints.
+    for (const m of result.models as { name: string }[]) rmSync(join(out, 'models', m.name, 'checkpoints'), { recursive: true, force: true });
     const again = experiment('cardinality', '--cardinalities', '1,2', '--width', '4', '--base', '4', '--depth', '11', ...tiny, '--budget', '1e',
       '--evals', '2', '--seeds', '2', '--out', out, '--resume');
     assert.deepEqual((again.claims as unknown[]), result.claims);
+    assert.deepEqual((again.models as { test_error: number }[]).map((m) => m.test_error), (result.models as { test_error: number }[]).map((m) => m.test_error));
+    for (const m of result.models as { name: string }[]) assert.ok(!existsSync(join(out, 'models', m.name, 'checkpoints')), `${m.name} was not trained again`);
   });
 });
 

@@ -258,6 +258,10 @@ function readCurve(file: string, upTo: number): CurvePoint[] {
 export async function trainContender(m: Contender, data: ExperimentData, plan: Plan, recipe: Recipe, dir: string,
   o: { seed: number; resume?: boolean; autoThreads?: boolean; predictions?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
   const started = Date.now();
+  if (o.resume && o.predictions) {
+    const done = await finishedRun(m, data, plan, dir);
+    if (done) return done;
+  }
   manualSeed(o.seed);
   const model = new ResNet(m.spec);
   const inner = new DataLoader(data.train, { batchSize: plan.batch, shuffle: true, seed: o.seed, dropLast: true, transforms: data.spec.trainTransforms });
@@ -340,6 +344,34 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
     finalTestError: tested.length ? 1 - tested[tested.length - 1].test_acc! : NaN,
     bestTestError: tested.length ? Math.min(...tested.map((r) => 1 - r.test_acc!)) : NaN,
     ...predicted,
+  };
+}
+
+/**
+ * A model run that finished earlier, read back from its folder without its checkpoints: metrics.jsonl
+ * up to the plan's last iteration, curve.jsonl, and predictions.u8 for every test image. A later
+ * session can --resume an experiment from committed logs alone (the checkpoints of finished models
+ * need not be kept). Null when anything is missing or from another plan.
+ */
+export async function finishedRun(m: Contender, data: ExperimentData, plan: Plan, dir: string): Promise<ModelRun | null> {
+  const metricsFile = join(dir, 'metrics.jsonl');
+  const predFile = join(dir, PREDICTIONS_FILE);
+  if (!existsSync(metricsFile) || !existsSync(predFile)) return null;
+  const history = readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
+  const last = history[history.length - 1];
+  const predictions = new Uint8Array(readFileSync(predFile));
+  if (!last || last.iteration !== plan.iterations || history.length !== plan.segments || predictions.length !== data.test.length) return null;
+  const labels = new Uint8Array(data.test.length);
+  let k = 0;
+  for await (const b of new DataLoader(data.test, { batchSize: 1000 }).epoch(0)) for (let i = 0; i < b.n; i++) labels[k++] = b.y[i];
+  const tested = history.filter((r) => r.test_acc !== null);
+  return {
+    name: m.name, label: m.label, params: m.params, macs: m.macs, dir, history, curve: readCurve(join(dir, 'curve.jsonl'), Infinity),
+    seconds: last.elapsed_s, stopped: 'done',
+    finalTrainError: 1 - last.train_acc,
+    finalTestError: tested.length ? 1 - tested[tested.length - 1].test_acc! : NaN,
+    bestTestError: tested.length ? Math.min(...tested.map((r) => 1 - r.test_acc!)) : NaN,
+    predictions, labels,
   };
 }
 
