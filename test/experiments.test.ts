@@ -87,24 +87,65 @@ describe('residual experiment degradation', () => {
 });
 
 describe('residual experiment cardinality', () => {
-  it('solves d for equal cost, trains each cardinality within a time budget, and writes the table and plot', () => {
-    const out = join(work, 'cardinality');
-    // A minutes budget: a few timed steps of each model fix the common iteration count.
-    const r = experiment('cardinality', '--cardinalities', '1,2,4', '--width', '8', '--base', '8', '--depth', '11', ...tiny, '--budget', '0.1m',
-      '--evals', '2', '--out', out);
+  const out = join(work, 'cardinality');
+  let result: Record<string, unknown>;
+  it('trains Table 3 and Table 4 at two seeds, paired, and writes result.json with the tests, the power and the predictions', () => {
+    result = experiment('cardinality', '--cardinalities', '1,2', '--width', '4', '--base', '4', '--depth', '11', ...tiny, '--budget', '1e',
+      '--evals', '2', '--seeds', '2', '--out', out);
     const report = readFileSync(join(out, 'report.md'), 'utf8');
-    const rows = tableRows(report, 'C');
-    assert.deepEqual(rows.map((x) => x[0]), ['1', '2', '4']);
-    const params = rows.map((x) => Number(x[4].replace(/,/g, '')));
-    for (const p of params) assert.ok(Math.abs(p / params[0] - 1) < 0.1, `params ${p} within 10% of the C=1 baseline's ${params[0]}`);
-    assert.match(report, /## The claim at this scale/);
+    assert.match(report, /## Design and power \(stated before the run\)/);
+    const t3 = tableRows(report, 'configuration');
+    assert.deepEqual(t3.map((x) => x[0]), ['1x4d', '2x2d']);
+    for (const r of t3) assert.match(r[9], /^\d+\.\d\d% ± \d+\.\d\d%$/, `mean ± SE for ${r[0]}`);
     assertPng(join(out, 'cardinality.png'));
-    const plan = r.plan as { iterations: number; basis: string };
-    assert.match(plan.basis, /0\.1 min budget shared by 3 models/);
-    assert.ok(plan.iterations >= 2);
-    const claims = (JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { claim: string; evidence: { test_samples: number } }[] }).claims;
-    assert.deepEqual(claims.map((c) => c.claim), ['at equal cost, C=2 has lower test error than C=1', 'at equal cost, C=4 has lower test error than C=2', 'at equal cost, C=4 has lower test error than C=1']);
-    assert.ok(claims.every((c) => c.evidence.test_samples > 0));
+    const res = JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as {
+      claims: { claim: string; held: unknown; evidence: Record<string, any> }[];
+      plan: { design: { power: { detectable: number; mcnemar_pooled: number; paired_across_seeds: number }; configs: { name: string }[]; estimated_seconds: number } };
+      models: { name: string; seed: number }[];
+    };
+    assert.deepEqual(res.claims.map((c) => c.claim), ['more cardinality beats the C=1 baseline at equal cost', 'more cardinality beats deeper at 2x cost', 'more cardinality beats wider at 2x cost']);
+    for (const c of res.claims) {
+      assert.ok([true, false, 'inconclusive'].includes(c.held as boolean | string));
+      const e = c.evidence;
+      assert.deepEqual(e.seeds, [0, 1]);
+      assert.equal(e.better.test_error_per_seed.length, 2);
+      assert.ok(Number.isFinite(e.better.test_error_se));
+      assert.equal(e.difference.per_seed.length, 2);
+      assert.ok(e.difference.p >= 0 && e.difference.p <= 1);
+      assert.ok(e.mcnemar_pooled.exact_p >= 0 && e.mcnemar_pooled.exact_p <= 1);
+      assert.equal(e.mcnemar_per_seed.length, 2);
+      assert.ok(e.detectable_difference_planned > 0);
+      // The verdict the report states.
+      const word = { true: 'HELD', false: 'DID NOT HOLD', inconclusive: 'INCONCLUSIVE' }[String(c.held)];
+      assert.ok(report.includes(`- ${word}: ${c.claim}`), `${c.claim}: report.md says ${word}`);
+    }
+    assert.deepEqual(res.plan.design.configs.map((c) => c.name), ['c1_d4', 'c2_d2', 'deeper_2-4-2_1x4d', 'wider_1x7d', 'card_2x5d']);
+    assert.ok(res.plan.design.power.detectable >= res.plan.design.power.mcnemar_pooled);
+    assert.ok(res.plan.design.estimated_seconds > 0);
+    assert.equal(res.models.length, 10, '5 configurations x 2 seeds');
+    // One byte per test image in each model's folder, and the labels beside them: McNemar recomputes from the files.
+    const labels = readFileSync(join(out, 'labels.u8'));
+    assert.equal(labels.length, 128);
+    const pred = (m: string) => readFileSync(join(out, 'models', m, 'predictions.u8'));
+    for (const m of res.models) assert.equal(pred(m.name).length, 128);
+    const a = pred('card_2x5d_s0');
+    const b = pred('deeper_2-4-2_1x4d_s0');
+    let nb = 0;
+    let nc = 0;
+    for (let i = 0; i < 128; i++) {
+      if (a[i] === labels[i] && b[i] !== labels[i]) nb++;
+      if (a[i] !== labels[i] && b[i] === labels[i]) nc++;
+    }
+    assert.deepEqual([nb, nc], [res.claims[1].evidence.mcnemar_per_seed[0].b, res.claims[1].evidence.mcnemar_per_seed[0].c]);
+  });
+  it('--resume reuses finished models from their logs and predictions alone (no checkpoints), with the same verdicts', () => {
+    // What a later session has: the committed logs and predictions, not the checkpoints.
+    for (const m of result.models as { name: string }[]) rmSync(join(out, 'models', m.name, 'checkpoints'), { recursive: true, force: true });
+    const again = experiment('cardinality', '--cardinalities', '1,2', '--width', '4', '--base', '4', '--depth', '11', ...tiny, '--budget', '1e',
+      '--evals', '2', '--seeds', '2', '--out', out, '--resume');
+    assert.deepEqual((again.claims as unknown[]), result.claims);
+    assert.deepEqual((again.models as { test_error: number }[]).map((m) => m.test_error), (result.models as { test_error: number }[]).map((m) => m.test_error));
+    for (const m of result.models as { name: string }[]) assert.ok(!existsSync(join(out, 'models', m.name, 'checkpoints')), `${m.name} was not trained again`);
   });
 });
 

@@ -40,6 +40,10 @@ export interface ExperimentOptions {
   size?: number;
   /** forms: timed repetitions per measurement. */
   repeats?: number;
+  /** cardinality: seeds per configuration (--seed, --seed+1, ...; default 3). */
+  seeds?: number;
+  /** cardinality: include Table 4 (twice the cost: deeper vs wider vs cardinality); default true. */
+  tableFour?: boolean;
   /** Continue the model runs an interrupted experiment left in `out` (their checkpoints). */
   resume?: boolean;
   /** Each model's training picks its thread count from measured steps (ThreadGovernor; `--threads auto`). */
@@ -51,6 +55,8 @@ export interface ExperimentOptions {
 }
 
 export const DEFAULT_BUDGET: Budget = { kind: 'minutes', minutes: 30 };
+/** cardinality: 2 epochs per model; 7 configurations x 3 seeds is about 4.5 h at one thread on a 2-core machine (measured 0.39-1.15 s per iteration). */
+export const CARDINALITY_BUDGET: Budget = { kind: 'epochs', epochs: 2 };
 
 export function parseBudget(text: string): Budget {
   const m = /^(\d+(?:\.\d+)?)\s*(m|min|e|ep|epochs?|i|it|iterations?)?$/i.exec(text.trim());

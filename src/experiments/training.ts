@@ -6,12 +6,13 @@
 // one epoch (or span 180 of them), the experiment's "epochs" are segments of the iteration stream:
 // SegmentLoader cuts the real loader's shuffled epochs into segments of a fixed number of batches,
 // so the trainer's per-epoch evaluation, checkpoint and metrics.jsonl line fall every segment.
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataLoader, Subset, isSyncDataset, type AnyDataset, type Batch } from '../data/index.js';
 import type { NetSpec } from '../models/net.js';
 import { ResNet, traceNet } from '../models/net.js';
-import { manualSeed } from '../nn/index.js';
+import { manualSeed, type Module } from '../nn/index.js';
+import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { plotRun } from '../report/index.js';
 import { openData, type DataSpec } from '../train/data_spec.js';
 import { engineThreadGovernor } from '../train/threads.js';
@@ -208,6 +209,41 @@ export interface ModelRun {
   finalTrainError: number;
   finalTestError: number;
   bestTestError: number;
+  /** With `predictions`: the finished model's class for each test image, in order (also DIR/predictions.u8). */
+  predictions?: Uint8Array;
+  /** The test labels, in the same order. */
+  labels?: Uint8Array;
+}
+
+/** The file a finished model's per-image test predictions are kept in: one byte (the class) per image. */
+export const PREDICTIONS_FILE = 'predictions.u8';
+
+/** The model's class (argmax) and the label of every test image, in order, in eval mode. */
+export async function predictTest(model: Module, loader: DataLoader): Promise<{ predictions: Uint8Array; labels: Uint8Array }> {
+  const wasTraining = model.training;
+  model.eval();
+  const preds: number[] = [];
+  const labels: number[] = [];
+  const p = model.parameters()[0];
+  try {
+    for await (const b of loader.epoch(0)) {
+      noGrad(() => tidy(() => {
+        const logits = model.forward(Tensor.fromArray(b.x, b.shape, p ? { backend: p.backend } : {}));
+        const k = logits.shape[1];
+        const v = logits.toArray();
+        for (let i = 0; i < logits.shape[0]; i++) {
+          let best = 0;
+          for (let j = 1; j < k; j++) if (v[i * k + j] > v[i * k + best]) best = j;
+          preds.push(best);
+          labels.push(b.y[i]);
+        }
+      }));
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  if (preds.some((c) => c > 255)) throw new Error('predictTest: more than 256 classes do not fit a byte per image');
+  return { predictions: Uint8Array.from(preds), labels: Uint8Array.from(labels) };
 }
 
 function readCurve(file: string, upTo: number): CurvePoint[] {
@@ -220,8 +256,12 @@ function readCurve(file: string, upTo: number): CurvePoint[] {
  * curves.png). With `resume`, a run folder left by an interrupted run continues where it stopped.
  */
 export async function trainContender(m: Contender, data: ExperimentData, plan: Plan, recipe: Recipe, dir: string,
-  o: { seed: number; resume?: boolean; autoThreads?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
+  o: { seed: number; resume?: boolean; autoThreads?: boolean; predictions?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
   const started = Date.now();
+  if (o.resume && o.predictions) {
+    const done = await finishedRun(m, data, plan, dir);
+    if (done) return done;
+  }
   manualSeed(o.seed);
   const model = new ResNet(m.spec);
   const inner = new DataLoader(data.train, { batchSize: plan.batch, shuffle: true, seed: o.seed, dropLast: true, transforms: data.spec.trainTransforms });
@@ -284,6 +324,13 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
     onEpoch: (e) => o.log({ event: 'eval', model: m.name, iteration: e.iteration, train_error: 1 - e.train_acc, test_error: e.test_acc === null ? null : 1 - e.test_acc, elapsed_s: e.elapsed_s },
       `  ${m.name}: iteration ${e.iteration}/${plan.iterations}  train error ${(100 * (1 - e.train_acc)).toFixed(2)}%  test error ${e.test_acc === null ? '-' : (100 * (1 - e.test_acc)).toFixed(2) + '%'}  (${e.elapsed_s.toFixed(0)} s)`),
   });
+  // A finished model's predictions on every test image, so paired tests can be recomputed from the
+  // run folder (a resumed finished run reloads its last checkpoint, so they come out the same).
+  let predicted: { predictions: Uint8Array; labels: Uint8Array } | undefined;
+  if (o.predictions && result.stopped === 'done') {
+    predicted = await predictTest(model, test);
+    writeFileSync(join(dir, PREDICTIONS_FILE), predicted.predictions);
+  }
   model.dispose();
   if (resume && curve.length === 0) curve.push(...readCurve(curveFile, Infinity));
   if (result.history.length) await plotRun(dir, { title: `${m.label}: ${plan.iterations} iterations` });
@@ -296,6 +343,35 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
     finalTrainError: last ? 1 - last.train_acc : NaN,
     finalTestError: tested.length ? 1 - tested[tested.length - 1].test_acc! : NaN,
     bestTestError: tested.length ? Math.min(...tested.map((r) => 1 - r.test_acc!)) : NaN,
+    ...predicted,
+  };
+}
+
+/**
+ * A model run that finished earlier, read back from its folder without its checkpoints: metrics.jsonl
+ * up to the plan's last iteration, curve.jsonl, and predictions.u8 for every test image. A later
+ * session can --resume an experiment from committed logs alone (the checkpoints of finished models
+ * need not be kept). Null when anything is missing or from another plan.
+ */
+export async function finishedRun(m: Contender, data: ExperimentData, plan: Plan, dir: string): Promise<ModelRun | null> {
+  const metricsFile = join(dir, 'metrics.jsonl');
+  const predFile = join(dir, PREDICTIONS_FILE);
+  if (!existsSync(metricsFile) || !existsSync(predFile)) return null;
+  const history = readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
+  const last = history[history.length - 1];
+  const predictions = new Uint8Array(readFileSync(predFile));
+  if (!last || last.iteration !== plan.iterations || history.length !== plan.segments || predictions.length !== data.test.length) return null;
+  const labels = new Uint8Array(data.test.length);
+  let k = 0;
+  for await (const b of new DataLoader(data.test, { batchSize: 1000 }).epoch(0)) for (let i = 0; i < b.n; i++) labels[k++] = b.y[i];
+  const tested = history.filter((r) => r.test_acc !== null);
+  return {
+    name: m.name, label: m.label, params: m.params, macs: m.macs, dir, history, curve: readCurve(join(dir, 'curve.jsonl'), Infinity),
+    seconds: last.elapsed_s, stopped: 'done',
+    finalTrainError: 1 - last.train_acc,
+    finalTestError: tested.length ? 1 - tested[tested.length - 1].test_acc! : NaN,
+    bestTestError: tested.length ? Math.min(...tested.map((r) => 1 - r.test_acc!)) : NaN,
+    predictions, labels,
   };
 }
 

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { initBackend } from '../../backend/index.js';
 import {
-  DEFAULT_BUDGET, checkDataOption, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
+  CARDINALITY_BUDGET, DEFAULT_BUDGET, checkDataOption, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
 } from '../../experiments/index.js';
 import { fixThreads, intOption, parse, threadsOption } from '../args.js';
 
@@ -15,11 +15,11 @@ ${experimentNames().map((n) => `  ${n.padEnd(12)} ${experiments[n].summary}`).jo
 options:
   --data fashion-mnist|cifar10:DIR|cifar100:DIR   dataset (default fashion-mnist)
   --budget 30m|3e|500i  minutes of training shared by the experiment's models, or epochs or iterations
-                      per model (default 30m)
+                      per model (default 30m; cardinality: 2e)
   --full              the paper's recipe instead (degradation: 64k iterations of batch 128, lr 0.1 /10 at 32k
                       and 48k, wd 1e-4, momentum 0.9; cardinality: ResNeXt-29 at width 64, 300 epochs, wd 5e-4)
   --subset N          train on the first N training samples; --test-subset N: evaluate on the first N test samples
-                      (default 2000 without --full)
+                      (default 2000 without --full; cardinality: all of them)
   --batch N           mini-batch (default 128); --evals N: test evaluations along each run (default 10)
   --out DIR           run folder (default runs/experiment-<name>-<time>); --resume continues an interrupted one there
   --seed S            (default 0); --json prints progress and the result as JSON lines
@@ -28,6 +28,8 @@ options:
                       then do not repeat bit for bit)
   degradation:  --depths 20,56          plain and residual nets of these depths (6n+2)
   cardinality:  --cardinalities 1,2,4,8 --width D (d of C=1, default 16) --base B (stem width, default 16) --depth 20
+                --seeds N (default 3: seeds S..S+N-1, the same for every configuration) --no-table4 (Table 3 only);
+                default budget 2e per model, whole test set, --evals 4; per-image predictions in each model folder
                 (--full: ResNeXt-29, width 64, base 64: the paper's 1x64d .. 8x14d at equal cost)
   forms:        --cardinalities 2,4,8,32 --width 64 --channels 256 --size 28 --batch 8 --repeats 10
 
@@ -40,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
     json: { type: 'boolean' }, subset: { type: 'string' }, 'test-subset': { type: 'string' }, batch: { type: 'string' }, evals: { type: 'string' },
     depths: { type: 'string' }, cardinalities: { type: 'string' }, width: { type: 'string' }, base: { type: 'string' }, depth: { type: 'string' },
     channels: { type: 'string' }, size: { type: 'string' }, repeats: { type: 'string' }, resume: { type: 'boolean' },
-    threads: { type: 'string' },
+    threads: { type: 'string' }, seeds: { type: 'string' }, 'no-table4': { type: 'boolean' },
   }, true);
   if (v.help) {
     console.log(usage);
@@ -62,7 +64,8 @@ export async function run(argv: string[]): Promise<number> {
   const tty = !json && process.stdout.isTTY;
   const o: ExperimentOptions = {
     data: v.data ?? 'fashion-mnist',
-    budget: v.budget ? parseBudget(v.budget) : DEFAULT_BUDGET,
+    // cardinality's runs are per model (configurations x seeds): 2 epochs each is ~4.5 h at one thread on a 2-core machine.
+    budget: v.budget ? parseBudget(v.budget) : name === 'cardinality' ? CARDINALITY_BUDGET : DEFAULT_BUDGET,
     full: !!v.full,
     out: v.out ?? join('runs', `experiment-${name}-${new Date().toISOString().replace(/[:.]/g, '-')}`),
     seed,
@@ -75,6 +78,8 @@ export async function run(argv: string[]): Promise<number> {
     width: int('width'),
     base: int('base'),
     depth: int('depth'),
+    seeds: int('seeds'),
+    tableFour: !v['no-table4'],
     channels: int('channels'),
     size: int('size'),
     repeats: int('repeats'),
