@@ -21,6 +21,8 @@
         "native/channels.cc",
         "native/optimizer.cc",
         "native/plan.cc",
+        "native/plan_int8.cc",
+        "native/plan_grouped.cc",
         "native/plan_binding.cc",
         "native/grouped_conv.cc"
       ],
