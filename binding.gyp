@@ -20,6 +20,8 @@
         "native/linear_loss.cc",
         "native/channels.cc",
         "native/optimizer.cc",
+        "native/optimizer_binding.cc",
+        "native/elementwise_binding.cc",
         "native/plan.cc",
         "native/plan_int8.cc",
         "native/plan_grouped.cc",

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "napi_args.h"
 
 namespace residual {
 namespace {

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "napi_args.h"
 #include "grouped_conv.h"
 
 namespace residual {

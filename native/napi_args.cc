@@ -94,4 +94,15 @@ void Export(Napi::Env env, Napi::Object exports, const char* name, OpFn fn) {
   exports.Set(name, Napi::Function::New(env, Trampoline, name, slot));
 }
 
+Tensor* JsOutputs::New(const dims& shape, Layout layout, const memory::desc& md) {
+  made_.push_back(NewTensor(env_, shape, layout, md));
+  return made_.back().t;
+}
+
+Napi::Object JsOutputs::Obj(const Tensor* t) const {
+  for (const NewT& m : made_)
+    if (m.t == t) return m.obj;
+  throw OpError("internal: a result tensor was not made by this op");
+}
+
 }  // namespace residual

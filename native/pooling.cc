@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common.h"
+#include "napi_args.h"
 
 namespace residual {
 namespace {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "napi_args.h"
 
 namespace residual {
 
