@@ -22,6 +22,8 @@
         "native/optimizer.cc",
         "native/optimizer_binding.cc",
         "native/elementwise_binding.cc",
+        "native/channels_binding.cc",
+        "native/pooling_binding.cc",
         "native/plan.cc",
         "native/plan_int8.cc",
         "native/plan_grouped.cc",
