@@ -24,6 +24,8 @@
         "native/elementwise_binding.cc",
         "native/channels_binding.cc",
         "native/pooling_binding.cc",
+        "native/batchnorm_binding.cc",
+        "native/linear_loss_binding.cc",
         "native/plan.cc",
         "native/plan_int8.cc",
         "native/plan_grouped.cc",

@@ -105,4 +105,12 @@ Napi::Object JsOutputs::Obj(const Tensor* t) const {
   throw OpError("internal: a result tensor was not made by this op");
 }
 
+Napi::Object JsOutputs::Obj(const Grads& g) const {
+  Napi::Object out = Napi::Object::New(env_);
+  if (g.dx) out.Set("dx", Obj(g.dx));
+  if (g.dw) out.Set("dw", Obj(g.dw));
+  if (g.db) out.Set("db", Obj(g.db));
+  return out;
+}
+
 }  // namespace residual

@@ -32,6 +32,8 @@ class JsOutputs final : public Outputs {
   Tensor* New(const dims& shape, Layout layout, const memory::desc& md) override;
   // The JS object of a tensor made here.
   Napi::Object Obj(const Tensor* t) const;
+  // {dx?, dw?, db?}: the gradients that were computed.
+  Napi::Object Obj(const Grads& g) const;
 
  private:
   Napi::Env env_;

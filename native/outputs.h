@@ -22,4 +22,14 @@ class Outputs {
   ~Outputs() = default;
 };
 
+// Which gradients a backward op computes, and what it returns (null where not asked for).
+struct GradsWanted {
+  bool input = false, weight = false, bias = false;
+};
+struct Grads {
+  Tensor* dx = nullptr;
+  Tensor* dw = nullptr;
+  Tensor* db = nullptr;
+};
+
 }  // namespace residual
