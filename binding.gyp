@@ -26,6 +26,7 @@
         "native/pooling_binding.cc",
         "native/batchnorm_binding.cc",
         "native/linear_loss_binding.cc",
+        "native/conv_binding.cc",
         "native/plan.cc",
         "native/plan_int8.cc",
         "native/plan_grouped.cc",
