@@ -11,6 +11,7 @@
         "native/engine.cc",
         "native/allocator.cc",
         "native/tensor.cc",
+        "native/tensor_js.cc",
         "native/napi_args.cc",
         "native/tensor_ops.cc",
         "native/conv.cc",

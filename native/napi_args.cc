@@ -1,6 +1,8 @@
 // Argument parsing and the exported-op trampoline (see napi_args.h).
 #include "napi_args.h"
 
+#include "engine_env.h"
+
 #include <cmath>
 
 namespace residual {

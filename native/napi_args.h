@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "outputs.h"
-#include "tensor.h"
+#include "tensor_js.h"
 
 namespace residual {
 
