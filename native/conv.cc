@@ -2,12 +2,13 @@
 // Activations and their gradients are NHWC; weights are plain OIHW (goihw view for groups) and are
 // reordered into the primitive's format through the tensor's derived-copy cache (once per update).
 //
-// Mixed precision (bf16 = true, the trailing argument): the convolution reads bf16 and accumulates in
-// f32, PyTorch autocast's semantics. Tensors stay f32 (master weights, activations, gradients): the
-// conv converts what it reads. The input's bf16 copy is a derived copy cached on the input tensor, so
-// the forward converts it once and backward-weights reuses it; the weights' bf16 copies come from the
-// same cache (one conversion per optimizer step); dy is converted once per backward call and shared
-// by backward-data and backward-weights. dst, diff_src and diff_weights are written f32 directly.
+// Mixed precision (ConvParams::bf16, the trailing JS argument): the convolution reads bf16 and
+// accumulates in f32, PyTorch autocast's semantics. Tensors stay f32 (master weights, activations,
+// gradients): the conv converts what it reads. The input's bf16 copy is a derived copy cached on the
+// input tensor, so the forward converts it once and backward-weights reuses it; the weights' bf16
+// copies come from the same cache (one conversion per optimizer step); dy is converted once per
+// backward call and shared by backward-data and backward-weights. dst, diff_src and diff_weights are
+// written f32 directly.
 #include <cstdlib>
 #include <cstring>
 
