@@ -1,5 +1,6 @@
 // The addon entry: registers the tensor class and every op family.
 #include "common.h"
+#include "napi_args.h"
 
 namespace residual {
 

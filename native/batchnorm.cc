@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "common.h"
+#include "batchnorm.h"
 
 namespace residual {
 namespace {
@@ -72,35 +72,29 @@ void CheckInput(Tensor* x) {
   Require(x->Numel() > 0, "input is empty");
 }
 
-// batchNormTrain(x, gamma, beta, runningMean, runningVar, momentum, eps) -> {y, mean, invStd}
-Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* gamma = ArgTensor(info, 1);
-  Tensor* beta = ArgTensor(info, 2);
-  Tensor* rm = ArgTensor(info, 3);
-  Tensor* rv = ArgTensor(info, 4);
-  double momentum = ArgNum(info, 5);
-  double eps = ArgNum(info, 6);
+}  // namespace
+
+BnTrainResult BatchNormTrain(Tensor* x, const BnParams& p, double momentum, double eps, Outputs& outs) {
+  Tensor *gamma = p.gamma, *beta = p.beta, *rm = p.running_mean, *rv = p.running_var;
   CheckInput(x);
   int64_t c = x->Dim(1);
   Vec(rm, c, "running mean");
   Vec(rv, c, "running var");
   auto& e = GetFwd(x->shape, static_cast<float>(eps), true);
-  Napi::Env env = info.Env();
-  NewT y = NewCanon(env, x->shape);
-  NewT mean = NewPlain(env, {c});
-  NewT inv = NewPlain(env, {c});
+  Tensor* y = outs.Canon(x->shape);
+  Tensor* mean = outs.Plain({c});
+  Tensor* inv = outs.Plain({c});
   memory var(memory::desc({c}, dt::f32, tag::x), Eng());
-  memory mean_m(memory::desc({c}, dt::f32, tag::x), Eng(), mean.t->Data());
+  memory mean_m(memory::desc({c}, dt::f32, tag::x), Eng(), mean->Data());
   e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
-               {DNNL_ARG_DST, y.t->mem},
+               {DNNL_ARG_DST, y->mem},
                {DNNL_ARG_MEAN, mean_m},
                {DNNL_ARG_VARIANCE, var},
                {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
                {DNNL_ARG_SHIFT, Vec(beta, c, "beta")}});
   const float* v = static_cast<const float*>(var.get_data_handle());
-  const float* m = mean.t->Data();
-  float* is = inv.t->Data();
+  const float* m = mean->Data();
+  float* is = inv->Data();
   float* rmean = rm->Data();
   float* prv = rv->Data();
   int64_t count = x->Numel() / c;
@@ -112,46 +106,29 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   }
   rm->Touch();
   rv->Touch();
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("y", y.obj);
-  out.Set("mean", mean.obj);
-  out.Set("invStd", inv.obj);
-  return out;
+  return {y, mean, inv};
 }
 
-// batchNormEval(x, gamma, beta, runningMean, runningVar, eps) -> y
-Napi::Value BatchNormEval(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* gamma = ArgTensor(info, 1);
-  Tensor* beta = ArgTensor(info, 2);
-  Tensor* rm = ArgTensor(info, 3);
-  Tensor* rv = ArgTensor(info, 4);
-  double eps = ArgNum(info, 5);
+Tensor* BatchNormEval(Tensor* x, const BnParams& p, double eps, Outputs& outs) {
+  Tensor *gamma = p.gamma, *beta = p.beta, *rm = p.running_mean, *rv = p.running_var;
   CheckInput(x);
   int64_t c = x->Dim(1);
   auto& e = GetFwd(x->shape, static_cast<float>(eps), false);
-  NewT y = NewCanon(info.Env(), x->shape);
+  Tensor* y = outs.Canon(x->shape);
   e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
-               {DNNL_ARG_DST, y.t->mem},
+               {DNNL_ARG_DST, y->mem},
                {DNNL_ARG_MEAN, Vec(rm, c, "running mean")},
                {DNNL_ARG_VARIANCE, Vec(rv, c, "running var")},
                {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
                {DNNL_ARG_SHIFT, Vec(beta, c, "beta")}});
-  return y.obj;
+  return y;
 }
 
-// batchNormBackward(x, gamma, mean, invStd, dy) -> {dx, dgamma, dbeta}
-Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* gamma = ArgTensor(info, 1);
-  Tensor* mean = ArgTensor(info, 2);
-  Tensor* inv = ArgTensor(info, 3);
-  Tensor* dy = ArgTensor(info, 4);
+BnGrads BatchNormBackward(Tensor* x, Tensor* gamma, Tensor* mean, Tensor* inv, Tensor* dy, Outputs& outs) {
   CheckInput(x);
   Require(dy->shape == x->shape, "dy must have the shape of x");
   int64_t c = x->Dim(1);
   auto& e = GetBwd(x->shape);
-  Napi::Env env = info.Env();
   memory var(memory::desc({c}, dt::f32, tag::x), Eng());
   {
     Vec(inv, c, "invStd");
@@ -162,9 +139,9 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
       v[i] = static_cast<float>(1.0 / (s * s));
     }
   }
-  NewT dx = NewCanon(env, x->shape);
-  NewT dgamma = NewPlain(env, {c});
-  NewT dbeta = NewPlain(env, {c});
+  Tensor* dx = outs.Canon(x->shape);
+  Tensor* dgamma = outs.Plain({c});
+  Tensor* dbeta = outs.Plain({c});
   memory::desc vmd({c}, dt::f32, tag::x);
   // oneDNN 2.6 lists SHIFT as an input of the backward pass when use_shift is set (it is not read).
   memory shift(vmd, Eng());
@@ -175,22 +152,10 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
                {DNNL_ARG_DIFF_DST, AsCanon(dy)},
                {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
                {DNNL_ARG_SHIFT, shift},
-               {DNNL_ARG_DIFF_SRC, dx.t->mem},
-               {DNNL_ARG_DIFF_SCALE, memory(vmd, Eng(), dgamma.t->Data())},
-               {DNNL_ARG_DIFF_SHIFT, memory(vmd, Eng(), dbeta.t->Data())}});
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("dx", dx.obj);
-  out.Set("dgamma", dgamma.obj);
-  out.Set("dbeta", dbeta.obj);
-  return out;
-}
-
-}  // namespace
-
-void RegisterBatchNorm(Napi::Env env, Napi::Object exports) {
-  Export(env, exports, "batchNormTrain", BatchNormTrain);
-  Export(env, exports, "batchNormEval", BatchNormEval);
-  Export(env, exports, "batchNormBackward", BatchNormBackward);
+               {DNNL_ARG_DIFF_SRC, dx->mem},
+               {DNNL_ARG_DIFF_SCALE, memory(vmd, Eng(), dgamma->Data())},
+               {DNNL_ARG_DIFF_SHIFT, memory(vmd, Eng(), dbeta->Data())}});
+  return {dx, dgamma, dbeta};
 }
 
 }  // namespace residual

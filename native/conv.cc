@@ -2,16 +2,17 @@
 // Activations and their gradients are NHWC; weights are plain OIHW (goihw view for groups) and are
 // reordered into the primitive's format through the tensor's derived-copy cache (once per update).
 //
-// Mixed precision (bf16 = true, the trailing argument): the convolution reads bf16 and accumulates in
-// f32, PyTorch autocast's semantics. Tensors stay f32 (master weights, activations, gradients): the
-// conv converts what it reads. The input's bf16 copy is a derived copy cached on the input tensor, so
-// the forward converts it once and backward-weights reuses it; the weights' bf16 copies come from the
-// same cache (one conversion per optimizer step); dy is converted once per backward call and shared
-// by backward-data and backward-weights. dst, diff_src and diff_weights are written f32 directly.
+// Mixed precision (ConvParams::bf16, the trailing JS argument): the convolution reads bf16 and
+// accumulates in f32, PyTorch autocast's semantics. Tensors stay f32 (master weights, activations,
+// gradients): the conv converts what it reads. The input's bf16 copy is a derived copy cached on the
+// input tensor, so the forward converts it once and backward-weights reuses it; the weights' bf16
+// copies come from the same cache (one conversion per optimizer step); dy is converted once per
+// backward call and shared by backward-data and backward-weights. dst, diff_src and diff_weights are
+// written f32 directly.
 #include <cstdlib>
 #include <cstring>
 
-#include "common.h"
+#include "conv.h"
 #include "grouped_conv.h"
 
 namespace residual {
@@ -37,16 +38,16 @@ struct ConvShape {
   }
 };
 
-ConvShape ParseConv(Tensor* x, Tensor* w, const Napi::CallbackInfo& info, size_t at) {
+ConvShape ShapeOf(Tensor* x, Tensor* w, const ConvParams& p) {
   Require(x->Rank() == 4, "input must be 4-D [N,C,H,W]");
   Require(w->Rank() == 4, "weight must be 4-D [O,C/groups,KH,KW]");
   ConvShape s{};
   s.n = x->Dim(0); s.c = x->Dim(1); s.h = x->Dim(2); s.w = x->Dim(3);
   s.o = w->Dim(0); s.kh = w->Dim(2); s.kw = w->Dim(3);
-  s.sh = ArgInt(info, at); s.sw = ArgInt(info, at + 1);
-  s.ph = ArgInt(info, at + 2); s.pw = ArgInt(info, at + 3);
-  s.dh = ArgInt(info, at + 4); s.dw = ArgInt(info, at + 5);
-  s.g = ArgInt(info, at + 6);
+  s.sh = p.sh; s.sw = p.sw;
+  s.ph = p.ph; s.pw = p.pw;
+  s.dh = p.dh; s.dw = p.dw;
+  s.g = p.groups;
   Require(s.sh >= 1 && s.sw >= 1 && s.dh >= 1 && s.dw >= 1 && s.ph >= 0 && s.pw >= 0, "bad stride, padding or dilation");
   Require(s.g >= 1 && s.c % s.g == 0 && s.o % s.g == 0, "channels must divide by groups");
   Require(w->Dim(1) * s.g == s.c, "weight shape does not match input channels / groups");
@@ -239,55 +240,49 @@ bool Bf16Runs(ConvShape s, bool bias) {
   });
 }
 
-Napi::Value Conv2d(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* w = ArgTensor(info, 1);
-  Tensor* b = ArgTensorOrNull(info, 2);
-  ConvShape s = ParseConv(x, w, info, 3);
-  s.bf16 = info.Length() > 10 && ArgBool(info, 10);
+}  // namespace
+
+Tensor* Conv2d(Tensor* x, Tensor* w, Tensor* b, const ConvParams& p, Outputs& outs) {
+  ConvShape s = ShapeOf(x, w, p);
+  s.bf16 = p.bf16;
   if (s.bf16) RequireBf16Isa();
   if (b) Require(b->Numel() == s.o && b->layout == Layout::Plain, "bias must have one value per output channel");
   s.bf16 = Bf16Runs(s, b != nullptr);
   if (Narrow(s)) {
     WeightView(w, s);  // plain OIHW
-    NewT y = NewCanon(info.Env(), s.Dst());
+    Tensor* y = outs.Canon(s.Dst());
     RecordImpl(s.K("conv_fwd").s, s.c / s.g == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
     if (s.bf16) {
       memory src = Bf16Input(x);
       Temp dst(Nhwc(s.Dst(), dt::bf16));
       RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, dst.m.get_data_handle(), s.oh, s.ow, true);
-      Reorder(dst.m, y.t->mem);
-      return y.obj;
+      Reorder(dst.m, y->mem);
+      return y;
     }
     memory src = AsLayout(x, Layout::NHWC);
-    RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, y.t->mem.get_data_handle(), s.oh, s.ow);
-    return y.obj;
+    RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, y->mem.get_data_handle(), s.oh, s.ow);
+    return y;
   }
   auto& e = GetFwd(s, b != nullptr);
   memory wei = w->Derived(WeightView(w, s), e.pd.weights_desc());
   memory src = Want(s.bf16 ? Bf16Input(x) : AsLayout(x, Layout::NHWC), e.pd.src_desc());
-  NewT y = NewCanon(info.Env(), s.Dst());
-  bool direct = e.pd.dst_desc() == y.t->md;
-  memory dst = direct ? y.t->mem : memory(e.pd.dst_desc(), Eng());
+  Tensor* y = outs.Canon(s.Dst());
+  bool direct = e.pd.dst_desc() == y->md;
+  memory dst = direct ? y->mem : memory(e.pd.dst_desc(), Eng());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
   if (b) args[DNNL_ARG_BIAS] = memory(memory::desc({s.o}, dt::f32, tag::x), Eng(), b->Data());
   e.prim.Exec(std::move(args));
-  if (!direct) Reorder(dst, y.t->mem);
-  return y.obj;
+  if (!direct) Reorder(dst, y->mem);
+  return y;
 }
 
-// conv2dBackward(x, w, dy, sh, sw, ph, pw, dh, dw, groups, needInput, needWeight, needBias)
-Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* w = ArgTensor(info, 1);
-  Tensor* dy = ArgTensor(info, 2);
-  ConvShape s = ParseConv(x, w, info, 3);
-  bool need_x = ArgBool(info, 10), need_w = ArgBool(info, 11), need_b = ArgBool(info, 12);
-  s.bf16 = info.Length() > 13 && ArgBool(info, 13);
+Grads Conv2dBackward(Tensor* x, Tensor* w, Tensor* dy, const ConvParams& p, GradsWanted want, Outputs& outs) {
+  ConvShape s = ShapeOf(x, w, p);
+  const bool need_x = want.input, need_w = want.weight, need_b = want.bias;
+  s.bf16 = p.bf16;
   if (s.bf16) RequireBf16Isa();
   Require(dy->Rank() == 4 && dy->shape == s.Dst(), "dy shape does not match the convolution output");
-  Napi::Env env = info.Env();
-  Napi::Object out = Napi::Object::New(env);
+  Grads out;
   memory::desc wview = WeightView(w, s);  // may relayout w: before any other memory handle is taken
   memory ddst_nhwc = AsLayout(dy, Layout::NHWC);
   s.bf16 = (need_x || need_w) && Bf16Runs(s, need_b);
@@ -311,51 +306,51 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
         for (int64_t i = 0; i < width; ++i)
           for (int64_t t = 0; t < 9; ++t)
             wt[static_cast<size_t>(((g * width + i) * width + o) * 9 + t)] = wp[((g * width + o) * width + i) * 9 + (8 - t)];
-    NewT dx = NewCanon(env, s.Src());
+    Tensor* dx = outs.Canon(s.Src());
     RecordImpl(s.K("conv_bwd_data").s, width == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
     if (s.bf16) {
       Temp dsrc(Nhwc(s.Src(), dt::bf16));
       RunNarrow(s, wt.data(), nullptr, 1, ddst_in.get_data_handle(), s.oh, s.ow, dsrc.m.get_data_handle(), s.h, s.w, true);
-      Reorder(dsrc.m, dx.t->mem);
+      Reorder(dsrc.m, dx->mem);
     } else {
-      RunNarrow(s, wt.data(), nullptr, 1, ddst_nhwc.get_data_handle(), s.oh, s.ow, dx.t->mem.get_data_handle(), s.h, s.w);
+      RunNarrow(s, wt.data(), nullptr, 1, ddst_nhwc.get_data_handle(), s.oh, s.ow, dx->mem.get_data_handle(), s.h, s.w);
     }
-    out.Set("dx", dx.obj);
+    out.dx = dx;
   } else if (need_x) {
     auto& e = GetBwdData(s);
     memory ddst = Want(ddst_in, e.pd.diff_dst_desc());
     memory wei = w->Derived(wview, e.pd.weights_desc());
-    NewT dx = NewCanon(env, s.Src());
-    bool direct = e.pd.diff_src_desc() == dx.t->md;
-    memory dsrc = direct ? dx.t->mem : memory(e.pd.diff_src_desc(), Eng());
+    Tensor* dx = outs.Canon(s.Src());
+    bool direct = e.pd.diff_src_desc() == dx->md;
+    memory dsrc = direct ? dx->mem : memory(e.pd.diff_src_desc(), Eng());
     e.prim.Exec({{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
-    if (!direct) Reorder(dsrc, dx.t->mem);
-    out.Set("dx", dx.obj);
+    if (!direct) Reorder(dsrc, dx->mem);
+    out.dx = dx;
   }
   if (need_w) {
     auto& e = GetBwdWei(s, need_b);
     memory src = Want(s.bf16 ? Bf16Input(x) : AsLayout(x, Layout::NHWC), e.pd.src_desc());
     memory ddst = Want(ddst_in, e.pd.diff_dst_desc());
-    NewT dw = NewPlain(env, w->shape);
-    memory view(s.WeiPlain(), Eng(), dw.t->Data());
+    Tensor* dw = outs.Plain(w->shape);
+    memory view(s.WeiPlain(), Eng(), dw->Data());
     bool direct = e.pd.diff_weights_desc() == view.get_desc();
     memory dwei = direct ? view : memory(e.pd.diff_weights_desc(), Eng());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei}};
-    NewT db{};
+    Tensor* db = nullptr;
     if (need_b) {
-      db = NewPlain(env, {s.o});
-      args[DNNL_ARG_DIFF_BIAS] = memory(memory::desc({s.o}, dt::f32, tag::x), Eng(), db.t->Data());
+      db = outs.Plain({s.o});
+      args[DNNL_ARG_DIFF_BIAS] = memory(memory::desc({s.o}, dt::f32, tag::x), Eng(), db->Data());
     }
     e.prim.Exec(std::move(args));
     if (!direct) Reorder(dwei, view);
-    out.Set("dw", dw.obj);
-    if (need_b) out.Set("db", db.obj);
+    out.dw = dw;
+    out.db = db;
   } else if (need_b) {
     // Bias gradient alone: a sum of dy over N, H, W (dy is NHWC: channels are innermost). In f32 even
     // under bf16: a memory-bound pass that a conversion would only slow down.
-    NewT db = NewPlain(env, {s.o});
+    Tensor* db = outs.Plain({s.o});
     const float* g = static_cast<const float*>(ddst_nhwc.get_data_handle());
-    float* r = db.t->Data();
+    float* r = db->Data();
     int64_t pixels = s.n * s.oh * s.ow;
     std::vector<double> acc(static_cast<size_t>(s.o), 0.0);
     for (int64_t p = 0; p < pixels; ++p) {
@@ -363,32 +358,18 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
       for (int64_t c = 0; c < s.o; ++c) acc[c] += row[c];
     }
     for (int64_t c = 0; c < s.o; ++c) r[c] = static_cast<float>(acc[c]);
-    out.Set("db", db.obj);
+    out.db = db;
   }
   return out;
 }
 
-// setConvLayout('nhwc' | 'any')
-Napi::Value SetConvLayout(const Napi::CallbackInfo& info) {
-  Require(info.Length() >= 1 && info[0].IsString(), "expected 'nhwc' or 'any'");
-  std::string v = info[0].As<Napi::String>().Utf8Value();
-  Require(v == "nhwc" || v == "any", "expected 'nhwc' or 'any'");
-  bool any = v == "any";
+void SetConvLayoutAny(bool any) {
   if (any != g_any_layout) {
     g_any_layout = any;
     g_fwd.map.clear();
     g_bwd_data.map.clear();
     g_bwd_wei.map.clear();
   }
-  return info.Env().Undefined();
-}
-
-}  // namespace
-
-void RegisterConv(Napi::Env env, Napi::Object exports) {
-  Export(env, exports, "conv2d", Conv2d);
-  Export(env, exports, "conv2dBackward", Conv2dBackward);
-  Export(env, exports, "setConvLayout", SetConvLayout);
 }
 
 }  // namespace residual

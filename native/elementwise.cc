@@ -1,6 +1,6 @@
 // Elementwise ops on the activation layout: add (binary), in-place accumulate, scale, ReLU and its
 // backward from the output (eltwise_relu_use_dst_for_bwd).
-#include "common.h"
+#include "elementwise.h"
 
 namespace residual {
 namespace {
@@ -66,31 +66,29 @@ void SameCount(Tensor* a, Tensor* b) {
   Require(a->layout != Layout::Opaque && b->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
 }
 
-Napi::Value Add(const Napi::CallbackInfo& info) {
-  Tensor* a = ArgTensor(info, 0);
-  Tensor* b = ArgTensor(info, 1);
+}  // namespace
+
+Tensor* Add(Tensor* a, Tensor* b, Outputs& outs) {
   SameCount(a, b);
-  NewT y = NewCanon(info.Env(), a->shape);
+  Tensor* y = outs.Canon(a->shape);
   int64_t n = a->Numel();
-  if (n == 0) return y.obj;
+  if (n == 0) return y;
   if (n <= kSmall) {
     memory am = AsCanon(a), bm = AsCanon(b);
     const float *pa = F(am), *pb = F(bm);
-    float* py = y.t->Data();
+    float* py = y->Data();
     for (int64_t i = 0; i < n; ++i) py[i] = pa[i] + pb[i];
-    return y.obj;
+    return y;
   }
-  GetAdd(y.t->layout, a->shape).Exec({{DNNL_ARG_SRC_0, AsCanon(a)}, {DNNL_ARG_SRC_1, AsCanon(b)}, {DNNL_ARG_DST, y.t->mem}});
-  return y.obj;
+  GetAdd(y->layout, a->shape).Exec({{DNNL_ARG_SRC_0, AsCanon(a)}, {DNNL_ARG_SRC_1, AsCanon(b)}, {DNNL_ARG_DST, y->mem}});
+  return y;
 }
 
-// addInPlace(dst, src): dst += src. A plain 4-D accumulator (e.g. from zeros) adopts the activation
-// layout on first use so that later accumulations need no reorder.
-Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
-  Tensor* dst = ArgTensor(info, 0);
-  Tensor* src = ArgTensor(info, 1);
+// A plain 4-D accumulator (e.g. from zeros) adopts the activation layout on first use so that later
+// accumulations need no reorder.
+void AddInPlace(Tensor* dst, Tensor* src) {
   SameCount(dst, src);
-  if (dst->Numel() == 0) return info.Env().Undefined();
+  if (dst->Numel() == 0) return;
   if (dst->layout == Layout::Plain && src->layout == Layout::NHWC) dst->Relayout(Layout::NHWC);
   int64_t n = dst->Numel();
   if (n <= kSmall) {
@@ -99,20 +97,17 @@ Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
     float* pd = dst->Data();
     for (int64_t i = 0; i < n; ++i) pd[i] += ps[i];
     dst->Touch();
-    return info.Env().Undefined();
+    return;
   }
   GetAdd(dst->layout, dst->shape).Exec({{DNNL_ARG_SRC_0, dst->mem}, {DNNL_ARG_SRC_1, AsLayout(src, dst->layout)}, {DNNL_ARG_DST, dst->mem}});
   dst->Touch();
-  return info.Env().Undefined();
 }
 
-Napi::Value Scale(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  float s = static_cast<float>(ArgNum(info, 1));
+Tensor* Scale(Tensor* x, float s, Outputs& outs) {
   Require(x->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
-  NewT y = NewTensor(info.Env(), x->shape, x->layout, x->md);
+  Tensor* y = outs.New(x->shape, x->layout, x->md);
   const float* in = x->Data();
-  float* out = y.t->Data();
+  float* out = y->Data();
   int64_t n = x->Numel();
   if (n > kParallelMin) {
 #pragma omp parallel for simd schedule(static)
@@ -120,53 +115,39 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
   } else {
     for (int64_t i = 0; i < n; ++i) out[i] = in[i] * s;
   }
-  return y.obj;
+  return y;
 }
 
-Napi::Value Relu(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
+Tensor* Relu(Tensor* x, Outputs& outs) {
   Require(x->layout != Layout::Opaque, "an opaque tensor (pooling argmax) is not a value tensor");
-  NewT y = NewCanon(info.Env(), x->shape);
+  Tensor* y = outs.Canon(x->shape);
   int64_t n = x->Numel();
-  if (n == 0) return y.obj;
+  if (n == 0) return y;
   if (n <= kSmall) {
     memory xm = AsCanon(x);
     const float* px = F(xm);
-    float* py = y.t->Data();
+    float* py = y->Data();
     for (int64_t i = 0; i < n; ++i) py[i] = px[i] <= 0.f ? 0.f : px[i];  // keeps NaN, as torch.relu
-    return y.obj;
+    return y;
   }
-  GetRelu(y.t->layout, x->shape).fwd.Exec({{DNNL_ARG_SRC, AsCanon(x)}, {DNNL_ARG_DST, y.t->mem}});
-  return y.obj;
+  GetRelu(y->layout, x->shape).fwd.Exec({{DNNL_ARG_SRC, AsCanon(x)}, {DNNL_ARG_DST, y->mem}});
+  return y;
 }
 
-// reluBackward(y, dy): dy where y > 0.
-Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
-  Tensor* y = ArgTensor(info, 0);
-  Tensor* dy = ArgTensor(info, 1);
+Tensor* ReluBackward(Tensor* y, Tensor* dy, Outputs& outs) {
   SameCount(y, dy);
-  NewT dx = NewCanon(info.Env(), y->shape);
+  Tensor* dx = outs.Canon(y->shape);
   int64_t n = y->Numel();
-  if (n == 0) return dx.obj;
+  if (n == 0) return dx;
   if (n <= kSmall) {
     memory ym = AsCanon(y), gm = AsCanon(dy);
     const float *py = F(ym), *pg = F(gm);
-    float* pd = dx.t->Data();
+    float* pd = dx->Data();
     for (int64_t i = 0; i < n; ++i) pd[i] = py[i] > 0.f ? pg[i] : 0.f;
-    return dx.obj;
+    return dx;
   }
-  GetRelu(dx.t->layout, y->shape).bwd.Exec({{DNNL_ARG_DST, AsCanon(y)}, {DNNL_ARG_DIFF_DST, AsCanon(dy)}, {DNNL_ARG_DIFF_SRC, dx.t->mem}});
-  return dx.obj;
-}
-
-}  // namespace
-
-void RegisterElementwise(Napi::Env env, Napi::Object exports) {
-  Export(env, exports, "add", Add);
-  Export(env, exports, "addInPlace", AddInPlace);
-  Export(env, exports, "scale", Scale);
-  Export(env, exports, "relu", Relu);
-  Export(env, exports, "reluBackward", ReluBackward);
+  GetRelu(dx->layout, y->shape).bwd.Exec({{DNNL_ARG_DST, AsCanon(y)}, {DNNL_ARG_DIFF_DST, AsCanon(dy)}, {DNNL_ARG_DIFF_SRC, dx->mem}});
+  return dx;
 }
 
 }  // namespace residual

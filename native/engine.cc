@@ -1,5 +1,5 @@
 // The engine, stream, scratchpad, implementation records, the global lock and deferred frees.
-#include "engine.h"
+#include "engine_env.h"
 
 #include <algorithm>
 #include <atomic>

@@ -1,9 +1,9 @@
 // The engine: oneDNN's engine and stream, the shared scratchpad, primitive caches, the global lock
 // and the frees deferred while it is held, and the engine's configuration (set once from
-// TypeScript at initBackend). No Node-API argument parsing here.
+// TypeScript at initBackend). No Node-API here: what ties the engine to a JS environment is in
+// engine_env.h.
 #pragma once
 
-#include <node_api.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -68,14 +68,6 @@ void Reorder(const memory& src, const memory& dst);
 // Tells the calling environment's garbage collector about memory taken from / given back to the system.
 void ReportExternal(int64_t delta);
 int64_t FootprintBytes();
-// Which JS environment the current thread is working for (set at the N-API boundary).
-class EnvScope {
- public:
-  explicit EnvScope(napi_env env);
-  ~EnvScope();
- private:
-  napi_env prev_;
-};
 
 // The name of a CPU ISA as `info().isa` reports it (e.g. "avx512_core_bf16").
 const char* IsaName(dnnl::cpu_isa isa);
@@ -132,12 +124,5 @@ constexpr int64_t kParallelMin = 1 << 17;
 // their own JS environment, so every op and finalizer runs under this lock. Recursive: a GC
 // finalizer may run inside an op when the op allocates JS objects.
 std::recursive_mutex& GlobalLock();
-
-// For GC finalizers: runs `fn` under GlobalLock now if the lock is free, else queues it for the next
-// native call from the same environment (RunDeferred). A finalizer runs on the JS thread, and
-// waiting for the lock there would stall the event loop for a whole asynchronous inference run.
-void RunWhenEngineFree(napi_env env, std::function<void()> fn);
-// Runs the work queued for `env`; the caller holds GlobalLock on env's JS thread.
-void RunDeferred(napi_env env);
 
 }  // namespace residual

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "common.h"
+#include "linear_loss.h"
 
 namespace residual {
 namespace {
@@ -73,96 +73,81 @@ void CheckLinear(Tensor* x, Tensor* w) {
   if (w->layout != Layout::Plain) w->Relayout(Layout::Plain);
 }
 
-// linear(x, w, b) -> y
-Napi::Value Linear(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* w = ArgTensor(info, 1);
-  Tensor* b = ArgTensorOrNull(info, 2);
-  CheckLinear(x, w);
-  int64_t n = x->Dim(0), k = x->Dim(1), m = w->Dim(0);
-  if (b) Require(b->Numel() == m && b->layout == Layout::Plain, "bias must have one value per output feature");
-  auto& e = GetFwd(n, k, m, b != nullptr);
-  NewT y = NewPlain(info.Env(), {n, m});
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, AsLayout(x, Layout::Plain)},
-                                       {DNNL_ARG_WEIGHTS, w->Derived(Nc(m, k), e.pd.weights_desc())},
-                                       {DNNL_ARG_DST, y.t->mem}};
-  if (b) args[DNNL_ARG_BIAS] = memory(Bias(m), Eng(), b->Data());
-  e.prim.Exec(std::move(args));
-  return y.obj;
-}
-
-// linearBackward(x, w, dy, needInput, needWeight, needBias) -> {dx?, dw?, db?}
-Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* w = ArgTensor(info, 1);
-  Tensor* dy = ArgTensor(info, 2);
-  bool need_x = ArgBool(info, 3), need_w = ArgBool(info, 4), need_b = ArgBool(info, 5);
-  CheckLinear(x, w);
-  int64_t n = x->Dim(0), k = x->Dim(1), m = w->Dim(0);
-  Require(dy->Numel() == n * m && dy->Rank() == 2, "dy must be [N,M]");
-  Napi::Env env = info.Env();
-  Napi::Object out = Napi::Object::New(env);
-  memory g = AsLayout(dy, Layout::Plain);
-  if (need_x) {
-    auto& e = GetBwdData(n, k, m);
-    NewT dx = NewPlain(env, {n, k});
-    e.prim.Exec({{DNNL_ARG_DIFF_DST, g},
-                 {DNNL_ARG_WEIGHTS, w->Derived(Nc(m, k), e.pd.weights_desc())},
-                 {DNNL_ARG_DIFF_SRC, dx.t->mem}});
-    out.Set("dx", dx.obj);
-  }
-  if (need_w) {
-    auto& e = GetBwdWei(n, k, m, need_b);
-    NewT dw = NewPlain(env, {m, k});
-    bool direct = e.pd.diff_weights_desc() == dw.t->md;
-    memory dwm = direct ? dw.t->mem : memory(e.pd.diff_weights_desc(), Eng());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, AsLayout(x, Layout::Plain)}, {DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
-    NewT db{};
-    if (need_b) {
-      db = NewPlain(env, {m});
-      args[DNNL_ARG_DIFF_BIAS] = memory(Bias(m), Eng(), db.t->Data());
-    }
-    e.prim.Exec(std::move(args));
-    if (!direct) Reorder(dwm, dw.t->mem);
-    out.Set("dw", dw.obj);
-    if (need_b) out.Set("db", db.obj);
-  } else if (need_b) {
-    NewT db = NewPlain(env, {m});
-    const float* gp = static_cast<const float*>(g.get_data_handle());
-    std::vector<double> acc(static_cast<size_t>(m), 0.0);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < m; ++j) acc[j] += gp[i * m + j];
-    for (int64_t j = 0; j < m; ++j) db.t->Data()[j] = static_cast<float>(acc[j]);
-    out.Set("db", db.obj);
-  }
-  return out;
-}
-
-const int32_t* Labels(const Napi::CallbackInfo& info, size_t i, int64_t n, int64_t k) {
-  Require(i < info.Length() && info[i].IsTypedArray(), "labels must be an Int32Array");
-  Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
-  Require(ta.TypedArrayType() == napi_int32_array, "labels must be an Int32Array");
-  Napi::Int32Array a = ta.As<Napi::Int32Array>();
-  Require(static_cast<int64_t>(a.ElementLength()) == n, "expected one label per row of logits");
-  const int32_t* p = a.Data();
+const int32_t* CheckLabels(Labels labels, int64_t n, int64_t k) {
+  Require(labels.count == n, "expected one label per row of logits");
+  const int32_t* p = labels.data;
   for (int64_t r = 0; r < n; ++r)
     Require(p[r] >= 0 && p[r] < k, "label " + std::to_string(p[r]) + " is outside [0, " + std::to_string(k) + ")");
   return p;
 }
 
-// crossEntropy(logits [N,K], labels, labelSmoothing) -> {loss [], probs [N,K]}
-Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
-  Tensor* logits = ArgTensor(info, 0);
+}  // namespace
+
+Tensor* Linear(Tensor* x, Tensor* w, Tensor* b, Outputs& outs) {
+  CheckLinear(x, w);
+  int64_t n = x->Dim(0), k = x->Dim(1), m = w->Dim(0);
+  if (b) Require(b->Numel() == m && b->layout == Layout::Plain, "bias must have one value per output feature");
+  auto& e = GetFwd(n, k, m, b != nullptr);
+  Tensor* y = outs.Plain({n, m});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, AsLayout(x, Layout::Plain)},
+                                       {DNNL_ARG_WEIGHTS, w->Derived(Nc(m, k), e.pd.weights_desc())},
+                                       {DNNL_ARG_DST, y->mem}};
+  if (b) args[DNNL_ARG_BIAS] = memory(Bias(m), Eng(), b->Data());
+  e.prim.Exec(std::move(args));
+  return y;
+}
+
+Grads LinearBackward(Tensor* x, Tensor* w, Tensor* dy, GradsWanted want, Outputs& outs) {
+  const bool need_x = want.input, need_w = want.weight, need_b = want.bias;
+  CheckLinear(x, w);
+  int64_t n = x->Dim(0), k = x->Dim(1), m = w->Dim(0);
+  Require(dy->Numel() == n * m && dy->Rank() == 2, "dy must be [N,M]");
+  Grads out;
+  memory g = AsLayout(dy, Layout::Plain);
+  if (need_x) {
+    auto& e = GetBwdData(n, k, m);
+    Tensor* dx = outs.Plain({n, k});
+    e.prim.Exec({{DNNL_ARG_DIFF_DST, g},
+                 {DNNL_ARG_WEIGHTS, w->Derived(Nc(m, k), e.pd.weights_desc())},
+                 {DNNL_ARG_DIFF_SRC, dx->mem}});
+    out.dx = dx;
+  }
+  if (need_w) {
+    auto& e = GetBwdWei(n, k, m, need_b);
+    Tensor* dw = outs.Plain({m, k});
+    bool direct = e.pd.diff_weights_desc() == dw->md;
+    memory dwm = direct ? dw->mem : memory(e.pd.diff_weights_desc(), Eng());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, AsLayout(x, Layout::Plain)}, {DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_WEIGHTS, dwm}};
+    Tensor* db = nullptr;
+    if (need_b) {
+      db = outs.Plain({m});
+      args[DNNL_ARG_DIFF_BIAS] = memory(Bias(m), Eng(), db->Data());
+    }
+    e.prim.Exec(std::move(args));
+    if (!direct) Reorder(dwm, dw->mem);
+    out.dw = dw;
+    out.db = db;
+  } else if (need_b) {
+    Tensor* db = outs.Plain({m});
+    const float* gp = static_cast<const float*>(g.get_data_handle());
+    std::vector<double> acc(static_cast<size_t>(m), 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j) acc[j] += gp[i * m + j];
+    for (int64_t j = 0; j < m; ++j) db->Data()[j] = static_cast<float>(acc[j]);
+    out.db = db;
+  }
+  return out;
+}
+
+CrossEntropyResult CrossEntropy(Tensor* logits, Labels label_list, double eps, Outputs& outs) {
   Require(logits->Rank() == 2 && logits->Dim(0) >= 1 && logits->Dim(1) >= 1, "logits must be a non-empty [N,K]");
   int64_t n = logits->Dim(0), k = logits->Dim(1);
-  const int32_t* labels = Labels(info, 1, n, k);
-  double eps = ArgNum(info, 2);
-  Napi::Env env = info.Env();
+  const int32_t* labels = CheckLabels(label_list, n, k);
   memory lm = AsLayout(logits, Layout::Plain);
   const float* z = static_cast<const float*>(lm.get_data_handle());
-  NewT probs = NewPlain(env, {n, k});
-  NewT loss = NewPlain(env, {});
-  float* p = probs.t->Data();
+  Tensor* probs = outs.Plain({n, k});
+  Tensor* loss = outs.Plain({});
+  float* p = probs->Data();
   double total = 0.0;
   for (int64_t r = 0; r < n; ++r) {
     const float* zr = z + r * k;
@@ -180,41 +165,26 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
     double smooth = lse - sum_logits / static_cast<double>(k);  // mean over classes of -log p
     total += (1.0 - eps) * nll + eps * smooth;
   }
-  loss.t->Data()[0] = static_cast<float>(total / static_cast<double>(n));
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("loss", loss.obj);
-  out.Set("probs", probs.obj);
-  return out;
+  loss->Data()[0] = static_cast<float>(total / static_cast<double>(n));
+  return {loss, probs};
 }
 
-// crossEntropyBackward(probs, labels, labelSmoothing, gradScale) -> dlogits
-Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  Tensor* probs = ArgTensor(info, 0);
+Tensor* CrossEntropyBackward(Tensor* probs, Labels label_list, double eps, double grad_scale, Outputs& outs) {
   Require(probs->Rank() == 2 && probs->Dim(0) >= 1 && probs->Dim(1) >= 1, "probs must be a non-empty [N,K]");
   int64_t n = probs->Dim(0), k = probs->Dim(1);
-  const int32_t* labels = Labels(info, 1, n, k);
-  double eps = ArgNum(info, 2);
-  double scale = ArgNum(info, 3) / static_cast<double>(n);
+  const int32_t* labels = CheckLabels(label_list, n, k);
+  double scale = grad_scale / static_cast<double>(n);
   memory pm = AsLayout(probs, Layout::Plain);
   const float* p = static_cast<const float*>(pm.get_data_handle());
-  NewT d = NewPlain(info.Env(), {n, k});
-  float* g = d.t->Data();
+  Tensor* d = outs.Plain({n, k});
+  float* g = d->Data();
   double off = eps / static_cast<double>(k);
   for (int64_t r = 0; r < n; ++r)
     for (int64_t j = 0; j < k; ++j) {
       double target = off + (j == labels[r] ? 1.0 - eps : 0.0);
       g[r * k + j] = static_cast<float>((p[r * k + j] - target) * scale);
     }
-  return d.obj;
-}
-
-}  // namespace
-
-void RegisterLinearLoss(Napi::Env env, Napi::Object exports) {
-  Export(env, exports, "linear", Linear);
-  Export(env, exports, "linearBackward", LinearBackward);
-  Export(env, exports, "crossEntropy", CrossEntropy);
-  Export(env, exports, "crossEntropyBackward", CrossEntropyBackward);
+  return d;
 }
 
 }  // namespace residual

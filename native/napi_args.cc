@@ -1,6 +1,8 @@
 // Argument parsing and the exported-op trampoline (see napi_args.h).
 #include "napi_args.h"
 
+#include "engine_env.h"
+
 #include <cmath>
 
 namespace residual {
@@ -92,6 +94,25 @@ Napi::Value Trampoline(const Napi::CallbackInfo& info) {
 void Export(Napi::Env env, Napi::Object exports, const char* name, OpFn fn) {
   Slot* slot = new Slot{name, fn};  // lives as long as the module
   exports.Set(name, Napi::Function::New(env, Trampoline, name, slot));
+}
+
+Tensor* JsOutputs::New(const dims& shape, Layout layout, const memory::desc& md) {
+  made_.push_back(NewTensor(env_, shape, layout, md));
+  return made_.back().t;
+}
+
+Napi::Object JsOutputs::Obj(const Tensor* t) const {
+  for (const NewT& m : made_)
+    if (m.t == t) return m.obj;
+  throw OpError("internal: a result tensor was not made by this op");
+}
+
+Napi::Object JsOutputs::Obj(const Grads& g) const {
+  Napi::Object out = Napi::Object::New(env_);
+  if (g.dx) out.Set("dx", Obj(g.dx));
+  if (g.dw) out.Set("dw", Obj(g.dw));
+  if (g.db) out.Set("db", Obj(g.db));
+  return out;
 }
 
 }  // namespace residual

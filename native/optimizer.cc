@@ -1,21 +1,13 @@
-// SGD with PyTorch's semantics (torch.optim.SGD), in place, over the raw buffers. The gradient and
-// the momentum buffer follow the parameter's layout (weights are plain; nothing is reordered then).
-#include "common.h"
+// SGD with PyTorch's semantics (torch.optim.SGD), in place, over the raw buffers (optimizer.h). The
+// gradient and the momentum buffer follow the parameter's layout (weights are plain; nothing is
+// reordered then).
+#include "optimizer.h"
 
 namespace residual {
-namespace {
 
-// sgdStep(param, grad, momentumBuffer|null, firstStep, lr, momentum, dampening, weightDecay, nesterov)
-Napi::Value SgdStep(const Napi::CallbackInfo& info) {
-  Tensor* p = ArgTensor(info, 0);
-  Tensor* g = ArgTensor(info, 1);
-  Tensor* buf = ArgTensorOrNull(info, 2);
-  bool first = ArgBool(info, 3);
-  float lr = static_cast<float>(ArgNum(info, 4));
-  float mom = static_cast<float>(ArgNum(info, 5));
-  float damp = static_cast<float>(ArgNum(info, 6));
-  float wd = static_cast<float>(ArgNum(info, 7));
-  bool nesterov = ArgBool(info, 8);
+void SgdStep(Tensor* p, Tensor* g, Tensor* buf, const SgdParams& s) {
+  const bool first = s.first_step, nesterov = s.nesterov;
+  const float lr = s.lr, mom = s.momentum, damp = s.dampening, wd = s.weight_decay;
   Require(p->layout != Layout::Opaque && g->layout != Layout::Opaque, "an opaque tensor is not a parameter");
   Require(g->shape == p->shape, "gradient shape must match the parameter");
   Require(mom == 0.f || buf != nullptr, "momentum needs a momentum buffer");
@@ -53,11 +45,6 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   }
   if (bp != nullptr) buf->Touch();
   p->Touch();
-  return info.Env().Undefined();
 }
-
-}  // namespace
-
-void RegisterOptimizer(Napi::Env env, Napi::Object exports) { Export(env, exports, "sgdStep", SgdStep); }
 
 }  // namespace residual

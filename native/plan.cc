@@ -26,614 +26,404 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <limits>
-#include <map>
 
 #include "allocator.h"
-#include "plan.h"
+#include "plan_impl.h"
 
 namespace residual {
 
 using dnnl::algorithm;
 using dnnl::prop_kind;
 
-// Activation layouts (RESIDUAL_PLAN_LAYOUT): NHWC for every step (brgconv kernels), nChw16c for
-// every step (jit kernels; the first conv reads the caller's NCHW array itself), or whatever each
-// conv's `any` picks, with a reorder wherever a consumer wants another format than its producer wrote.
-enum class ActLayout { Nhwc, Blocked, Any };
-
 const char* LayoutName(ActLayout l) {
   return l == ActLayout::Nhwc ? "nhwc" : l == ActLayout::Blocked ? "blocked" : "any";
 }
 
-// One batch size's primitives and the memory objects they run on.
-struct Program {
-  std::vector<std::function<void()>> steps;
-  // Per op: how many steps have run once its output is complete, and that output (calibration).
-  std::vector<std::pair<size_t, memory>> marks;
-  memory user_in;  // NCHW over the caller's array (data handle set per run)
-  // The output: either `result`, a value already laid out as f32 [N, C, H, W] (copied out after the
-  // steps), or `user_out`, f32 NCHW over the caller's output array that the last step reorders into.
-  memory result, user_out;
-};
+Plan::~Plan() {
+  for (float* b : bufs) std::free(b);
+  for (auto& sp : spares) std::free(sp.first);
+  ReportExternal(-static_cast<int64_t>(bytes));
+}
 
-class Plan {
- public:
-  Shape3 input;
-  int64_t max_batch = 1;
-  dt act = dt::f32;  // activations and weights; bias, accumulation and the logits stay f32
-  bool int8 = false;  // convs in int8 (act stays f32 for the steps that are not quantized)
-  size_t esize = 4;
-  Shape3 output;  // per sample: the last op's output ([classes, 1, 1] for the head)
-  int input_buf = 0, output_buf = 0;
-  // The caller's decisions for A/B runs (PlanSpec; see native/README.md); empty: the measured defaults
-  // of Choose().
-  std::string want_layout, want_winograd, want_strided, want_grouped;
-  std::vector<OpDesc> ops;
-  std::vector<float*> bufs;
-  std::vector<std::pair<void*, size_t>> spares;  // extra buffers: reordered copies, oversized values (Temp)
-  std::vector<int64_t> buf_floats;  // per sample, channels rounded up to 16 (room for nChw16c)
-  std::map<int64_t, Program> programs;
-  size_t bytes = 0;
-  std::vector<std::pair<std::string, std::string>> impls;
+void Plan::Choose(int64_t n) {
+  (void)n;
+  double all = 0, eligible = 0;
+  int64_t widest = 0;
+  for (const OpDesc& op : ops) {
+    if (op.kind != OpKind::Conv) continue;
+    double macs = static_cast<double>(op.out.Size()) * (op.in.c / op.groups) * op.kh * op.kw;
+    all += macs;
+    if (WinogradEligible(op)) eligible += macs;
+    widest = std::max(widest, op.out.c);
+  }
+  // Measured (BENCHMARKS.md): ImageNet-width nets (ResNet/ResNeXt-50, f32 and bf16) run as fast or
+  // faster blocked, and f32 nets with enough wide 3x3 stride-1 convs get Winograd there; the narrow
+  // CIFAR nets (16-64 channels) run NHWC.
+  const bool wino = act == dt::f32 && !int8 && eligible >= 0.2 * all;
+  // int8: oneDNN's VNNI kernels (brgconv and jit x8s8s32x) all take NHWC.
+  layout = (widest >= 256 || wino) && !int8 ? ActLayout::Blocked : ActLayout::Nhwc;
+  if (want_layout == "nhwc") layout = ActLayout::Nhwc;
+  if (want_layout == "blocked") layout = ActLayout::Blocked;
+  if (want_layout == "any") layout = ActLayout::Any;
+  winograd = layout == ActLayout::Blocked && (want_winograd.empty() ? wino : want_winograd == "1");
+  strided_nhwc = want_strided == "nhwc";
+}
 
-  ~Plan() {
-    for (float* b : bufs) std::free(b);
-    for (auto& sp : spares) std::free(sp.first);
-    ReportExternal(-static_cast<int64_t>(bytes));
-  }
+bool Plan::WinogradEligible(const OpDesc& op) {
+  return op.kind == OpKind::Conv && op.kh == 3 && op.kw == 3 && op.sh == 1 && op.sw == 1 && op.dh == 1 &&
+         op.dw == 1 && op.groups == 1 && op.in.c >= 64 && op.out.c >= 64 &&
+         (op.in.c >= 128 || op.out.h * op.out.w >= 28 * 28);
+}
 
-  // The layout and algorithms for batch `n` (every program of a plan may differ).
-  void Choose(int64_t n) {
-    (void)n;
-    double all = 0, eligible = 0;
-    int64_t widest = 0;
-    for (const OpDesc& op : ops) {
-      if (op.kind != OpKind::Conv) continue;
-      double macs = static_cast<double>(op.out.Size()) * (op.in.c / op.groups) * op.kh * op.kw;
-      all += macs;
-      if (WinogradEligible(op)) eligible += macs;
-      widest = std::max(widest, op.out.c);
-    }
-    // Measured (BENCHMARKS.md): ImageNet-width nets (ResNet/ResNeXt-50, f32 and bf16) run as fast or
-    // faster blocked, and f32 nets with enough wide 3x3 stride-1 convs get Winograd there; the narrow
-    // CIFAR nets (16-64 channels) run NHWC.
-    const bool wino = act == dt::f32 && !int8 && eligible >= 0.2 * all;
-    // int8: oneDNN's VNNI kernels (brgconv and jit x8s8s32x) all take NHWC.
-    layout = (widest >= 256 || wino) && !int8 ? ActLayout::Blocked : ActLayout::Nhwc;
-    if (want_layout == "nhwc") layout = ActLayout::Nhwc;
-    if (want_layout == "blocked") layout = ActLayout::Blocked;
-    if (want_layout == "any") layout = ActLayout::Any;
-    winograd = layout == ActLayout::Blocked && (want_winograd.empty() ? wino : want_winograd == "1");
-    strided_nhwc = want_strided == "nhwc";
+memory::desc Plan::Pref(const Shape3& s, int64_t n) const {
+  switch (layout) {
+    case ActLayout::Blocked: return Md(s, n, act, s.c < 16 ? tag::nchw : tag::nChw16c);
+    case ActLayout::Any: return Md(s, n, act, tag::any);
+    default: return Md(s, n, act, tag::nhwc);
   }
+}
 
-  Program& Get(int64_t n) {
-    auto it = programs.find(n);
-    if (it != programs.end()) return it->second;
-    return programs.emplace(n, Build(n)).first->second;
-  }
+void Plan::Impl(const std::string& name, int64_t n, const char* impl) {
+  if (programs.empty() || n == max_batch) impls.emplace_back(name, impl ? impl : "");
+  RecordImpl("plan:" + name + ":n" + std::to_string(n), impl);
+}
 
- private:
-  // The choices of the program being built (Choose).
-  ActLayout layout = ActLayout::Nhwc;
-  bool winograd = false;      // 3x3 stride-1 f32 convs as Winograd (blocked only)
-  bool strided_nhwc = false;  // strided 3x3s of a blocked plan run NHWC (brgconv), reorders around them
+memory Plan::Temp(const memory::desc& md) {
+  void* best = nullptr;
+  size_t best_size = 0;
+  for (const auto& sp : spares)
+    if (sp.second >= md.get_size() && (!best || sp.second < best_size) && !Live(sp.first)) best = sp.first, best_size = sp.second;
+  if (best) return memory(md, Eng(), best);
+  size_t size = (md.get_size() + 4095) / 4096 * 4096;
+  void* ptr = std::aligned_alloc(4096, size);
+  if (!ptr) throw std::bad_alloc();
+  spares.emplace_back(ptr, size);
+  bytes += size;
+  ReportExternal(static_cast<int64_t>(size));
+  return memory(md, Eng(), ptr);
+}
 
-  // Winograd pays off where the channels are wide; on the 16-64-channel CIFAR convs it does not.
-  static bool WinogradEligible(const OpDesc& op) {
-    return op.kind == OpKind::Conv && op.kh == 3 && op.kw == 3 && op.sh == 1 && op.sw == 1 && op.dh == 1 &&
-           op.dw == 1 && op.groups == 1 && op.in.c >= 64 && op.out.c >= 64 &&
-           (op.in.c >= 128 || op.out.h * op.out.w >= 28 * 28);
+memory Plan::Need(Program& p, int buf, const memory::desc& want, const std::string& name, int64_t n) {
+  memory have = val_[buf];
+  if (!have) throw OpError("buffer " + std::to_string(buf) + " is read before anything writes it");
+  if (have.get_desc() == want) return have;
+  for (const memory& c : copies_[buf])
+    if (c.get_desc() == want) return c;
+  memory t = Temp(want);
+  copies_[buf].push_back(t);
+  // Between an int8 form and a float one, the reorder (de)quantizes with the buffer's scale.
+  dnnl::primitive_attr attr;
+  const bool from8 = IsInt8(DtOf(have)), to8 = IsInt8(want.data_type());
+  if (from8 != to8) {
+    if (!(scale_[buf] > 0)) throw OpError(name + ": this value has no calibrated int8 scale (recalibrate the plan)");
+    attr.set_output_scales(0, {from8 ? scale_[buf] : 1.f / scale_[buf]});
   }
+  dnnl::reorder::primitive_desc rpd(have, t, attr);
+  Impl(name + ":reorder", n, rpd.impl_info_str());
+  auto re = std::make_shared<dnnl::reorder>(rpd);
+  p.steps.push_back([=]() mutable { re->execute(Strm(), have, t); });
+  return t;
+}
 
-  // While a program is built: the memory that holds each buffer's current value (a view of the
-  // buffer in its producer's format, the caller's input, or a temporary when that format is larger
-  // than the buffer).
-  std::vector<memory> val_;
-  std::vector<std::vector<memory>> copies_;  // reordered copies of each current value, reused by later readers
-  // int8 plans, per buffer: the scale of its value's int8 form (x = scale * q; 0: not calibrated) and
-  // whether that form is s8. Set by the producer: an int8 step's own scale, else its op's calibration.
-  std::vector<float> scale_;
-  std::vector<char> signed_;
+memory Plan::Out(int buf, const memory::desc& md) {
+  memory m = md.get_size() <= Capacity(buf) ? memory(md, Eng(), bufs[buf]) : Temp(md);
+  val_[buf] = m;
+  copies_[buf].clear();
+  return m;
+}
 
-  static bool IsInt8(dt t) { return t == dt::u8 || t == dt::s8; }
-  static dt DtOf(const memory& m) { return m.get_desc().data_type(); }
+bool Plan::Live(const void* ptr) const {
+  for (size_t b = 0; b < val_.size(); ++b) {
+    if (val_[b] && val_[b].get_data_handle() == ptr) return true;
+    for (const memory& c : copies_[b])
+      if (c.get_data_handle() == ptr) return true;
+  }
+  return false;
+}
 
-  static memory::desc Md(const Shape3& s, int64_t n, dt t, tag f) { return memory::desc({n, s.c, s.h, s.w}, t, f); }
-  // The format this plan wants for an activation of `s` (before any per-step fallback).
-  memory::desc Pref(const Shape3& s, int64_t n) const {
-    switch (layout) {
-      case ActLayout::Blocked: return Md(s, n, act, s.c < 16 ? tag::nchw : tag::nChw16c);
-      case ActLayout::Any: return Md(s, n, act, tag::any);
-      default: return Md(s, n, act, tag::nhwc);
-    }
-  }
-  size_t Capacity(int buf) const { return static_cast<size_t>(buf_floats[buf] * max_batch) * sizeof(float); }
+memory Plan::Act(Program& p, int buf, const Shape3& s, int64_t n, const std::string& name) {
+  memory have = val_[buf];
+  if (have && have.get_desc().data_type() == act) return have;
+  memory::desc want = Pref(s, n);
+  if (layout == ActLayout::Any) want = Md(s, n, act, tag::nhwc);
+  return Need(p, buf, want, name, n);
+}
 
-  void Impl(const std::string& name, int64_t n, const char* impl) {
-    if (programs.empty() || n == max_batch) impls.emplace_back(name, impl ? impl : "");
-    RecordImpl("plan:" + name + ":n" + std::to_string(n), impl);
-  }
-  // Memory for a value outside the plan's buffers (a reordered copy, a value larger than its
-  // buffer): a spare buffer that holds no live value, else a new one. Spares are shared by all
-  // programs (they run one at a time) and freed with the plan.
-  memory Temp(const memory::desc& md) {
-    void* best = nullptr;
-    size_t best_size = 0;
-    for (const auto& sp : spares)
-      if (sp.second >= md.get_size() && (!best || sp.second < best_size) && !Live(sp.first)) best = sp.first, best_size = sp.second;
-    if (best) return memory(md, Eng(), best);
-    size_t size = (md.get_size() + 4095) / 4096 * 4096;
-    void* ptr = std::aligned_alloc(4096, size);
-    if (!ptr) throw std::bad_alloc();
-    spares.emplace_back(ptr, size);
-    bytes += size;
-    ReportExternal(static_cast<int64_t>(size));
-    return memory(md, Eng(), ptr);
-  }
-  // The value of buffer `buf` in the format `want`: its memory, or a temporary that a reorder step
-  // fills from it first.
-  memory Need(Program& p, int buf, const memory::desc& want, const std::string& name, int64_t n) {
-    memory have = val_[buf];
-    if (!have) throw OpError("buffer " + std::to_string(buf) + " is read before anything writes it");
-    if (have.get_desc() == want) return have;
-    for (const memory& c : copies_[buf])
-      if (c.get_desc() == want) return c;
-    memory t = Temp(want);
-    copies_[buf].push_back(t);
-    // Between an int8 form and a float one, the reorder (de)quantizes with the buffer's scale.
-    dnnl::primitive_attr attr;
-    const bool from8 = IsInt8(DtOf(have)), to8 = IsInt8(want.data_type());
-    if (from8 != to8) {
-      if (!(scale_[buf] > 0)) throw OpError(name + ": this value has no calibrated int8 scale (recalibrate the plan)");
-      attr.set_output_scales(0, {from8 ? scale_[buf] : 1.f / scale_[buf]});
-    }
-    dnnl::reorder::primitive_desc rpd(have, t, attr);
-    Impl(name + ":reorder", n, rpd.impl_info_str());
-    auto re = std::make_shared<dnnl::reorder>(rpd);
-    p.steps.push_back([=]() mutable { re->execute(Strm(), have, t); });
-    return t;
-  }
-  // Where a step writes buffer `buf` in the format `md` (which becomes the buffer's value).
-  memory Out(int buf, const memory::desc& md) {
-    memory m = md.get_size() <= Capacity(buf) ? memory(md, Eng(), bufs[buf]) : Temp(md);
-    val_[buf] = m;
-    copies_[buf].clear();
-    return m;
-  }
-  // Whether any buffer's current value (or a copy of it) lives at `ptr`.
-  bool Live(const void* ptr) const {
-    for (size_t b = 0; b < val_.size(); ++b) {
-      if (val_[b] && val_[b].get_data_handle() == ptr) return true;
-      for (const memory& c : copies_[b])
-        if (c.get_data_handle() == ptr) return true;
-    }
-    return false;
-  }
-  // The value of `buf` as activations of this plan's data type (the input arrives as f32).
-  memory Act(Program& p, int buf, const Shape3& s, int64_t n, const std::string& name) {
-    memory have = val_[buf];
-    if (have && have.get_desc().data_type() == act) return have;
-    memory::desc want = Pref(s, n);
-    if (layout == ActLayout::Any) want = Md(s, n, act, tag::nhwc);
-    return Need(p, buf, want, name, n);
-  }
-
-  // Weights for a primitive that wants `want`: the stored copy, or a one-off reorder of it. The
-  // plain copy is dropped once reordered, except behind a Winograd format (which oneDNN cannot
-  // reorder into anything else, should another batch size want another format).
-  memory Ready(OpDesc& op, const memory::desc& plain, const memory::desc& want) {
-    const bool q = plain.data_type() == dt::s8;  // int8 weights come from qweight
-    void* data = q ? static_cast<void*>(op.qweight.data()) : static_cast<void*>(op.weight.data());
-    if (!op.wei) {
-      memory user(plain, Eng(), data);
-      op.wei = memory(want, Eng());
-      Reorder(user, op.wei);
-      Strm().wait();
-      bytes += want.get_size();
-      ReportExternal(static_cast<int64_t>(want.get_size()));
-      if (want.data.format_kind == dnnl_format_kind_wino) {
-        bytes += plain.get_size();
-        ReportExternal(static_cast<int64_t>(plain.get_size()));
-      } else if (q) {
-        op.qweight.clear();
-        op.qweight.shrink_to_fit();
-      } else {
-        op.weight.clear();
-        op.weight.shrink_to_fit();
-      }
-      return op.wei;
-    }
-    if (op.wei.get_desc() == want) return op.wei;
-    for (const memory& w : op.wei_other)
-      if (w.get_desc() == want) return w;
-    memory m(want, Eng());  // another batch size chose another weight format: one copy per format
-    op.wei_other.push_back(m);
-    if (q ? !op.qweight.empty() : !op.weight.empty())
-      Reorder(memory(plain, Eng(), data), m);
-    else
-      Reorder(op.wei, m);
+memory Plan::Ready(OpDesc& op, const memory::desc& plain, const memory::desc& want) {
+  const bool q = plain.data_type() == dt::s8;  // int8 weights come from qweight
+  void* data = q ? static_cast<void*>(op.qweight.data()) : static_cast<void*>(op.weight.data());
+  if (!op.wei) {
+    memory user(plain, Eng(), data);
+    op.wei = memory(want, Eng());
+    Reorder(user, op.wei);
     Strm().wait();
     bytes += want.get_size();
     ReportExternal(static_cast<int64_t>(want.get_size()));
-    return m;
-  }
-  static bool Stored(const OpDesc& op, const memory::desc& md) {
-    if (op.wei && op.wei.get_desc() == md) return true;
-    for (const memory& w : op.wei_other)
-      if (w.get_desc() == md) return true;
-    return false;
-  }
-  memory Bias(OpDesc& op, int64_t len) {
-    if (!op.bia) {
-      op.bia = memory(memory::desc({len}, dt::f32, tag::x), Eng());
-      std::memcpy(op.bia.get_data_handle(), op.bias.data(), len * sizeof(float));
-      op.bias.clear();
-      op.bias.shrink_to_fit();
-    }
-    return op.bia;
-  }
-
-  // ResNeXt's 3x3 convs with 4 or 8 channels per group: oneDNN has no kernel for them in the plan's
-  // layouts (it would pick nChw4c/nChw8c, reorder on each side and run at a third of the rate), so
-  // they run GroupedConv3x3 on the plan's nChw16c or NHWC buffers.
-  bool Narrow(const OpDesc& op) const {
-    return layout != ActLayout::Any && want_grouped != "onednn" &&
-           GroupedConv3x3::Covers(op.in.c, op.out.c, op.groups, op.kh, op.kw, op.sh, op.sw, op.ph, op.pw, op.dh, op.dw);
-  }
-
-  void AddNarrowGroupedConv(Program& p, OpDesc& op, int64_t n) {
-    if (!op.narrow) {
-      op.narrow = std::make_shared<GroupedConv3x3>(op.weight.data(), op.bias.data(), op.out.c, op.in.c / op.groups, op.sh, op.relu, op.sum);
+    if (want.data.format_kind == dnnl_format_kind_wino) {
+      bytes += plain.get_size();
+      ReportExternal(static_cast<int64_t>(plain.get_size()));
+    } else if (q) {
+      op.qweight.clear();
+      op.qweight.shrink_to_fit();
+    } else {
       op.weight.clear();
       op.weight.shrink_to_fit();
-      op.bias.clear();
-      op.bias.shrink_to_fit();
-      bytes += op.narrow->Bytes();
-      ReportExternal(static_cast<int64_t>(op.narrow->Bytes()));
     }
-    const bool blocked = layout == ActLayout::Blocked;
-    const tag f = blocked ? tag::nChw16c : tag::nhwc;
-    memory src = Need(p, op.src, Md(op.in, n, act, f), op.name + ".src", n);
-    memory dst;
-    if (op.sum) {
-      dst = Need(p, op.dst, Md(op.out, n, act, f), op.name + ".shortcut", n);
-      val_[op.dst] = dst;
-      copies_[op.dst].clear();
-    } else {
-      dst = Out(op.dst, Md(op.out, n, act, f));
-    }
-    Impl(op.name, n, op.narrow->Name());
-    auto strides = [blocked](const Shape3& sh) {
-      return blocked ? BlockStrides::Nchw16c(sh.c, sh.h, sh.w) : BlockStrides::Nhwc(sh.c, sh.h, sh.w);
-    };
-    const BlockStrides s = strides(op.in), d = strides(op.out);
-    const Shape3 in = op.in, out = op.out;
-    const bool bf16 = act == dt::bf16;
-    std::shared_ptr<const GroupedConv3x3> kernel = op.narrow;
-    p.steps.push_back([=]() { kernel->Run(src.get_data_handle(), s, in.h, in.w, dst.get_data_handle(), d, out.h, out.w, n, bf16); });
+    return op.wei;
   }
+  if (op.wei.get_desc() == want) return op.wei;
+  for (const memory& w : op.wei_other)
+    if (w.get_desc() == want) return w;
+  memory m(want, Eng());  // another batch size chose another weight format: one copy per format
+  op.wei_other.push_back(m);
+  if (q ? !op.qweight.empty() : !op.weight.empty())
+    Reorder(memory(plain, Eng(), data), m);
+  else
+    Reorder(op.wei, m);
+  Strm().wait();
+  bytes += want.get_size();
+  ReportExternal(static_cast<int64_t>(want.get_size()));
+  return m;
+}
 
-  // The weights as s8, symmetric per output channel: W[oc] = wscale[oc] * q (once per op).
-  static void QuantizeWeights(OpDesc& op) {
-    if (!op.wscale.empty()) return;
-    const size_t per = op.weight.size() / static_cast<size_t>(op.out.c);
-    op.wscale.assign(op.out.c, 1.f);
-    op.qweight.resize(op.weight.size());
-    for (int64_t o = 0; o < op.out.c; ++o) {
-      const float* w = op.weight.data() + o * per;
-      float m = 0;
-      for (size_t i = 0; i < per; ++i) m = std::max(m, std::fabs(w[i]));
-      const float sc = m > 0 ? m / 127.f : 1.f;
-      op.wscale[o] = sc;
-      for (size_t i = 0; i < per; ++i) op.qweight[o * per + i] = static_cast<int8_t>(std::nearbyint(std::clamp(w[i] / sc, -127.f, 127.f)));
-    }
-    op.weight.clear();
-    op.weight.shrink_to_fit();
+bool Plan::Stored(const OpDesc& op, const memory::desc& md) {
+  if (op.wei && op.wei.get_desc() == md) return true;
+  for (const memory& w : op.wei_other)
+    if (w.get_desc() == md) return true;
+  return false;
+}
+
+memory Plan::Bias(OpDesc& op, int64_t len) {
+  if (!op.bia) {
+    op.bia = memory(memory::desc({len}, dt::f32, tag::x), Eng());
+    std::memcpy(op.bia.get_data_handle(), op.bias.data(), len * sizeof(float));
+    op.bias.clear();
+    op.bias.shrink_to_fit();
   }
+  return op.bia;
+}
 
-  // A conv in int8: src u8/s8 (the value as it is, or quantized with its calibrated scale), s8
-  // weights, dst u8 after a ReLU else s8. oneDNN 2.x adds the bias before the output scales, so the
-  // bias arrives pre-divided by src scale x weight scale. A residual sum reads the shortcut in its
-  // own int8 type and scale (sum post-op with a scale and data type); the ReLU comes last.
-  void AddConvInt8(Program& p, OpDesc& op, int64_t n) {
-    memory have = val_[op.src];
-    if (!have) throw OpError("buffer " + std::to_string(op.src) + " is read before anything writes it");
-    const dt sdt = IsInt8(DtOf(have)) ? DtOf(have) : signed_[op.src] ? dt::s8 : dt::u8;
-    const float ss = scale_[op.src], ds = op.qscale;
-    if (!(ss > 0) || !(ds > 0)) throw OpError(op.name + ": no calibrated int8 scale for its input or output (recalibrate the plan)");
-    const dt ddt = op.qsigned ? dt::s8 : dt::u8;
-    QuantizeWeights(op);
-    std::vector<float> oscale(op.out.c);
-    for (int64_t o = 0; o < op.out.c; ++o) oscale[o] = ss * op.wscale[o] / ds;
-    if (!op.bia)  // Bias() stores it once: the scales are the same for every batch size
-      for (int64_t o = 0; o < op.out.c; ++o) op.bias[o] /= ss * op.wscale[o];
-    dt sum_dt = ddt;
-    dnnl::post_ops po;
-    if (op.sum) {
-      memory sc = val_[op.dst];
-      if (!sc) throw OpError(op.name + ": its shortcut is not computed before it");
-      sum_dt = IsInt8(DtOf(sc)) ? DtOf(sc) : signed_[op.dst] ? dt::s8 : dt::u8;
-      if (!(scale_[op.dst] > 0)) throw OpError(op.name + ": its shortcut has no calibrated int8 scale (recalibrate the plan)");
-      po.append_sum(scale_[op.dst] / ds, sum_dt);
-    }
-    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-    dnnl::primitive_attr attr = UserScratchAttr();
-    attr.set_post_ops(po);
-    attr.set_output_scales(1 << 1, oscale);
-    const bool grouped = op.groups > 1;
-    dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
-                      : dims{op.out.c, op.in.c, op.kh, op.kw};
-    auto make = [&](tag f) {
-      dnnl::convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, Md(op.in, n, sdt, f),
-                                        memory::desc(wd, dt::s8, tag::any), memory::desc({op.out.c}, dt::f32, tag::x),
-                                        Md(op.out, n, ddt, f), {op.sh, op.sw}, {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
-      return dnnl::convolution_forward::primitive_desc(d, attr, Eng());
-    };
-    dnnl::convolution_forward::primitive_desc pd;
+void Plan::AddConv(Program& p, OpDesc& op, int64_t n) {
+  if (int8 && !op.keep) return AddConvInt8(p, op, n);
+  if (Narrow(op)) return AddNarrowGroupedConv(p, op, n);
+  const bool grouped = op.groups > 1;
+  dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
+                    : dims{op.out.c, op.in.c, op.kh, op.kw};
+  memory::desc wplain(wd, dt::f32, grouped ? tag::goihw : tag::oihw);
+  dnnl::post_ops po;
+  if (op.sum) po.append_sum(1.f);
+  if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+  dnnl::primitive_attr attr = UserScratchAttr();
+  attr.set_post_ops(po);
+  auto desc = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
+    return dnnl::convolution_forward::desc(prop_kind::forward_inference, alg, src, memory::desc(wd, act, tag::any),
+                                           memory::desc({op.out.c}, dt::f32, tag::x), dst, {op.sh, op.sw},
+                                           {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
+  };
+  auto make = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
+    return dnnl::convolution_forward::primitive_desc(desc(src, dst, alg), attr, Eng());
+  };
+  auto ref = [](const dnnl::convolution_forward::primitive_desc& pd) {
+    return !pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0;
+  };
+  // The plan's layout for src and dst; a summing conv writes where the shortcut already is, in
+  // its format. Should oneDNN have no kernel or only a reference one for that, let it choose
+  // the layouts and pay a reorder on each side.
+  memory::desc src_md = Pref(op.in, n), dst_md = Pref(op.out, n);
+  if (layout == ActLayout::Blocked && strided_nhwc && op.kh == 3 && op.kw == 3 && (op.sh > 1 || op.sw > 1) && !grouped) {
+    src_md = Md(op.in, n, act, tag::nhwc);  // brgconv beats the blocked jit kernel on strided 3x3s, reorders included
+    dst_md = Md(op.out, n, act, tag::nhwc);
+  }
+  if (layout == ActLayout::Blocked && op.in.c < 16 && val_[op.src] && val_[op.src].get_desc().data_type() == act)
+    src_md = val_[op.src].get_desc();  // (the first conv: NCHW as it comes)
+  if (op.sum && val_[op.dst]) dst_md = val_[op.dst].get_desc();
+  dnnl::convolution_forward::primitive_desc pd;
+  if (winograd && act == dt::f32 && layout == ActLayout::Blocked && WinogradEligible(op)) {
     try {
-      pd = make(tag::nhwc);
+      pd = make(src_md, dst_md, algorithm::convolution_winograd);
     } catch (const dnnl::error&) {
     }
-    if (!pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
-      auto alt = make(tag::any);
-      if (!pd || std::strncmp(alt.impl_info_str(), "ref", 3) != 0) pd = alt;
+  }
+  if (!pd) {
+    try {
+      pd = make(src_md, dst_md, algorithm::convolution_direct);
+    } catch (const dnnl::error&) {
     }
-    Impl(op.name, n, pd.impl_info_str());
-    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
-    memory wei = Ready(op, memory::desc(wd, dt::s8, grouped ? tag::goihw : tag::oihw), pd.weights_desc());
-    memory bias = Bias(op, op.out.c);
-    memory src = Need(p, op.src, pd.src_desc(), op.name + ".src", n);
-    memory dst;
-    if (op.sum) {
-      // The shortcut in the dst's layout and its own int8 type; the conv then writes over it.
-      dnnl_memory_desc_t c = pd.dst_desc().data;
-      c.data_type = memory::convert_to_c(sum_dt);
-      memory sc = Need(p, op.dst, memory::desc(c), op.name + ".shortcut", n);
-      dst = memory(pd.dst_desc(), Eng(), sc.get_data_handle());
-      val_[op.dst] = dst;
-      copies_[op.dst].clear();
+  }
+  if (ref(pd)) {
+    memory::desc any_src = Md(op.in, n, act, tag::any), any_dst = Md(op.out, n, act, tag::any);
+    auto alt = make(any_src, any_dst, algorithm::convolution_direct);
+    if (!pd || !ref(alt)) pd = alt;
+  }
+  // Winograd weights are blocked for the batch size (up to 4x the direct ones), so every batch size
+  // would want its own copy. Batch 1 (latency) gets one; another batch size takes a Winograd
+  // kernel whose weights are already stored, else runs direct (one direct copy shared by all).
+  if (op.wei && n != 1 && pd.weights_desc().data.format_kind == dnnl_format_kind_wino && !Stored(op, pd.weights_desc())) {
+    auto d = desc(pd.src_desc(), pd.dst_desc(), algorithm::convolution_winograd);  // alive while iterating
+    dnnl::convolution_forward::primitive_desc it(d, attr, Eng());
+    bool found = false;
+    while (!found && it.next_impl() && !ref(it)) found = Stored(op, it.weights_desc());
+    if (found) {
+      pd = it;
     } else {
-      dst = Out(op.dst, pd.dst_desc());
+      auto direct = make(pd.src_desc(), pd.dst_desc(), algorithm::convolution_direct);
+      if (!ref(direct)) pd = direct;
     }
-    scale_[op.dst] = ds;
-    signed_[op.dst] = op.qsigned;
-    p.steps.push_back([=]() {
-      prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
-    });
   }
-
-  void AddConv(Program& p, OpDesc& op, int64_t n) {
-    if (int8 && !op.keep) return AddConvInt8(p, op, n);
-    if (Narrow(op)) return AddNarrowGroupedConv(p, op, n);
-    const bool grouped = op.groups > 1;
-    dims wd = grouped ? dims{op.groups, op.out.c / op.groups, op.in.c / op.groups, op.kh, op.kw}
-                      : dims{op.out.c, op.in.c, op.kh, op.kw};
-    memory::desc wplain(wd, dt::f32, grouped ? tag::goihw : tag::oihw);
-    dnnl::post_ops po;
-    if (op.sum) po.append_sum(1.f);
-    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-    dnnl::primitive_attr attr = UserScratchAttr();
-    attr.set_post_ops(po);
-    auto desc = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
-      return dnnl::convolution_forward::desc(prop_kind::forward_inference, alg, src, memory::desc(wd, act, tag::any),
-                                             memory::desc({op.out.c}, dt::f32, tag::x), dst, {op.sh, op.sw},
-                                             {op.dh - 1, op.dw - 1}, {op.ph, op.pw}, {op.ph, op.pw});
-    };
-    auto make = [&](const memory::desc& src, const memory::desc& dst, algorithm alg) {
-      return dnnl::convolution_forward::primitive_desc(desc(src, dst, alg), attr, Eng());
-    };
-    auto ref = [](const dnnl::convolution_forward::primitive_desc& pd) {
-      return !pd || std::strncmp(pd.impl_info_str(), "ref", 3) == 0;
-    };
-    // The plan's layout for src and dst; a summing conv writes where the shortcut already is, in
-    // its format. Should oneDNN have no kernel or only a reference one for that, let it choose
-    // the layouts and pay a reorder on each side.
-    memory::desc src_md = Pref(op.in, n), dst_md = Pref(op.out, n);
-    if (layout == ActLayout::Blocked && strided_nhwc && op.kh == 3 && op.kw == 3 && (op.sh > 1 || op.sw > 1) && !grouped) {
-      src_md = Md(op.in, n, act, tag::nhwc);  // brgconv beats the blocked jit kernel on strided 3x3s, reorders included
-      dst_md = Md(op.out, n, act, tag::nhwc);
-    }
-    if (layout == ActLayout::Blocked && op.in.c < 16 && val_[op.src] && val_[op.src].get_desc().data_type() == act)
-      src_md = val_[op.src].get_desc();  // (the first conv: NCHW as it comes)
-    if (op.sum && val_[op.dst]) dst_md = val_[op.dst].get_desc();
-    dnnl::convolution_forward::primitive_desc pd;
-    if (winograd && act == dt::f32 && layout == ActLayout::Blocked && WinogradEligible(op)) {
-      try {
-        pd = make(src_md, dst_md, algorithm::convolution_winograd);
-      } catch (const dnnl::error&) {
-      }
-    }
-    if (!pd) {
-      try {
-        pd = make(src_md, dst_md, algorithm::convolution_direct);
-      } catch (const dnnl::error&) {
-      }
-    }
-    if (ref(pd)) {
-      memory::desc any_src = Md(op.in, n, act, tag::any), any_dst = Md(op.out, n, act, tag::any);
-      auto alt = make(any_src, any_dst, algorithm::convolution_direct);
-      if (!pd || !ref(alt)) pd = alt;
-    }
-    // Winograd weights are blocked for the batch size (up to 4x the direct ones), so every batch size
-    // would want its own copy. Batch 1 (latency) gets one; another batch size takes a Winograd
-    // kernel whose weights are already stored, else runs direct (one direct copy shared by all).
-    if (op.wei && n != 1 && pd.weights_desc().data.format_kind == dnnl_format_kind_wino && !Stored(op, pd.weights_desc())) {
-      auto d = desc(pd.src_desc(), pd.dst_desc(), algorithm::convolution_winograd);  // alive while iterating
-      dnnl::convolution_forward::primitive_desc it(d, attr, Eng());
-      bool found = false;
-      while (!found && it.next_impl() && !ref(it)) found = Stored(op, it.weights_desc());
-      if (found) {
-        pd = it;
-      } else {
-        auto direct = make(pd.src_desc(), pd.dst_desc(), algorithm::convolution_direct);
-        if (!ref(direct)) pd = direct;
-      }
-    }
-    Impl(op.name, n, pd.impl_info_str());
-    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
-    memory wei = Ready(op, wplain, pd.weights_desc());
-    memory bias = Bias(op, op.out.c);
-    memory src = Need(p, op.src, pd.src_desc(), op.name + ".src", n);
-    memory dst;
-    if (op.sum) {
-      dst = Need(p, op.dst, pd.dst_desc(), op.name + ".shortcut", n);
-      val_[op.dst] = dst;
-      copies_[op.dst].clear();
-    } else {
-      dst = Out(op.dst, pd.dst_desc());
-    }
-    p.steps.push_back([=]() {
-      prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
-    });
+  Impl(op.name, n, pd.impl_info_str());
+  auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::convolution_forward>(pd));
+  memory wei = Ready(op, wplain, pd.weights_desc());
+  memory bias = Bias(op, op.out.c);
+  memory src = Need(p, op.src, pd.src_desc(), op.name + ".src", n);
+  memory dst;
+  if (op.sum) {
+    dst = Need(p, op.dst, pd.dst_desc(), op.name + ".shortcut", n);
+    val_[op.dst] = dst;
+    copies_[op.dst].clear();
+  } else {
+    dst = Out(op.dst, pd.dst_desc());
   }
+  p.steps.push_back([=]() {
+    prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+  });
+}
 
-  // Max, average (over the pixels inside the input: PyTorch's count_include_pad=False) or global
-  // average pooling on whatever layout its input has (dst `any` follows the src). Ceil mode arrives
-  // as an output size that needs more right padding than `ph`/`pw`, which oneDNN also excludes.
-  void AddPool(Program& p, OpDesc& op, int64_t n, bool global) {
-    // An int8 value is pooled as it is (same scale), except by the global pool, which feeds the f32 head.
-    const bool q = !global && val_[op.src] && IsInt8(DtOf(val_[op.src]));
-    memory src = q ? val_[op.src] : Act(p, op.src, op.in, n, op.name + ".src");
-    int64_t kh = global ? op.in.h : op.kh, kw = global ? op.in.w : op.kw;
-    int64_t sh = global ? op.in.h : op.sh, sw = global ? op.in.w : op.sw;
-    int64_t ph = global ? 0 : op.ph, pw = global ? 0 : op.pw;
-    int64_t prh = std::max(ph, (op.out.h - 1) * sh + kh - op.in.h - ph);
-    int64_t prw = std::max(pw, (op.out.w - 1) * sw + kw - op.in.w - pw);
-    const bool avg = global || op.kind == OpKind::AvgPool;
-    dnnl::pooling_forward::desc d(prop_kind::forward_inference, avg ? algorithm::pooling_avg_exclude_padding : algorithm::pooling_max,
-                                  src.get_desc(), Md(op.out, n, DtOf(src), tag::any), {sh, sw}, {kh, kw}, {ph, pw}, {prh, prw});
-    dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
-    Impl(op.name, n, pd.impl_info_str());
-    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
-    memory dst = Out(op.dst, pd.dst_desc());
-    if (q) scale_[op.dst] = scale_[op.src], signed_[op.dst] = signed_[op.src];
-    p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
-  }
+void Plan::AddPool(Program& p, OpDesc& op, int64_t n, bool global) {
+  // An int8 value is pooled as it is (same scale), except by the global pool, which feeds the f32 head.
+  const bool q = !global && val_[op.src] && IsInt8(DtOf(val_[op.src]));
+  memory src = q ? val_[op.src] : Act(p, op.src, op.in, n, op.name + ".src");
+  int64_t kh = global ? op.in.h : op.kh, kw = global ? op.in.w : op.kw;
+  int64_t sh = global ? op.in.h : op.sh, sw = global ? op.in.w : op.sw;
+  int64_t ph = global ? 0 : op.ph, pw = global ? 0 : op.pw;
+  int64_t prh = std::max(ph, (op.out.h - 1) * sh + kh - op.in.h - ph);
+  int64_t prw = std::max(pw, (op.out.w - 1) * sw + kw - op.in.w - pw);
+  const bool avg = global || op.kind == OpKind::AvgPool;
+  dnnl::pooling_forward::desc d(prop_kind::forward_inference, avg ? algorithm::pooling_avg_exclude_padding : algorithm::pooling_max,
+                                src.get_desc(), Md(op.out, n, DtOf(src), tag::any), {sh, sw}, {kh, kw}, {ph, pw}, {prh, prw});
+  dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
+  Impl(op.name, n, pd.impl_info_str());
+  auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::pooling_forward>(pd));
+  memory dst = Out(op.dst, pd.dst_desc());
+  if (q) scale_[op.dst] = scale_[op.src], signed_[op.dst] = signed_[op.src];
+  p.steps.push_back([=]() { prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}); });
+}
 
-  void AddLinear(Program& p, OpDesc& op, int64_t n) {
-    // [N, C, 1, 1] in NCHW, NHWC or (C % 16 == 0) nChw16c is the same bytes as [N, C] row-major.
-    int64_t k = op.in.Size(), m = op.out.c;
-    memory have = Act(p, op.src, op.in, n, op.name + ".src");
-    bool flat = false;
-    for (tag t : {tag::nchw, tag::nhwc, tag::nChw16c}) flat = flat || have.get_desc() == Md(op.in, n, act, t);
-    if (!flat || op.in.h * op.in.w != 1) have = Need(p, op.src, Md(op.in, n, act, tag::nchw), op.name + ".src", n);
-    memory src(memory::desc({n, k}, act, tag::ab), Eng(), have.get_data_handle());
-    memory dst = Out(op.dst, memory::desc({n, m}, dt::f32, tag::ab));  // logits in f32 whatever the dtype
-    if (dst.get_data_handle() != bufs[op.dst]) throw OpError("the logits do not fit their buffer");
-    dnnl::inner_product_forward::desc d(prop_kind::forward_inference, src.get_desc(), memory::desc({m, k}, act, tag::any),
-                                        memory::desc({m}, dt::f32, tag::x), dst.get_desc());
-    dnnl::inner_product_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
-    Impl(op.name, n, pd.impl_info_str());
-    auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::inner_product_forward>(pd));
-    memory wei = Ready(op, memory::desc({m, k}, dt::f32, tag::ab), pd.weights_desc());
-    memory bias = Bias(op, m);
-    p.steps.push_back([=]() {
-      (void)have;  // keeps the memory that `src` views alive
-      prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
-    });
-  }
+void Plan::AddLinear(Program& p, OpDesc& op, int64_t n) {
+  // [N, C, 1, 1] in NCHW, NHWC or (C % 16 == 0) nChw16c is the same bytes as [N, C] row-major.
+  int64_t k = op.in.Size(), m = op.out.c;
+  memory have = Act(p, op.src, op.in, n, op.name + ".src");
+  bool flat = false;
+  for (tag t : {tag::nchw, tag::nhwc, tag::nChw16c}) flat = flat || have.get_desc() == Md(op.in, n, act, t);
+  if (!flat || op.in.h * op.in.w != 1) have = Need(p, op.src, Md(op.in, n, act, tag::nchw), op.name + ".src", n);
+  memory src(memory::desc({n, k}, act, tag::ab), Eng(), have.get_data_handle());
+  memory dst = Out(op.dst, memory::desc({n, m}, dt::f32, tag::ab));  // logits in f32 whatever the dtype
+  if (dst.get_data_handle() != bufs[op.dst]) throw OpError("the logits do not fit their buffer");
+  dnnl::inner_product_forward::desc d(prop_kind::forward_inference, src.get_desc(), memory::desc({m, k}, act, tag::any),
+                                      memory::desc({m}, dt::f32, tag::x), dst.get_desc());
+  dnnl::inner_product_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
+  Impl(op.name, n, pd.impl_info_str());
+  auto prim = std::make_shared<Prim>(MakePrim<decltype(pd), dnnl::inner_product_forward>(pd));
+  memory wei = Ready(op, memory::desc({m, k}, dt::f32, tag::ab), pd.weights_desc());
+  memory bias = Bias(op, m);
+  p.steps.push_back([=]() {
+    (void)have;  // keeps the memory that `src` views alive
+    prim->Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+  });
+}
 
-  // CIFAR option A: the input subsampled by the stride, zero channels either side. NHWC, or nChw16c
-  // when the plan is blocked and both channel counts divide by 16.
-  void AddShortcutA(Program& p, OpDesc& op, int64_t n) {
-    const bool blocked = layout == ActLayout::Blocked && op.in.c % 16 == 0 && op.out.c % 16 == 0;
-    const tag f = blocked ? tag::nChw16c : tag::nhwc;
-    const bool q = val_[op.src] && IsInt8(DtOf(val_[op.src]));  // an int8 value is copied as it is
-    const dt t = q ? DtOf(val_[op.src]) : act;
-    memory src = Need(p, op.src, Md(op.in, n, t, f), op.name + ".src", n);
-    memory dst = Out(op.dst, Md(op.out, n, t, f));
-    if (q) scale_[op.dst] = scale_[op.src], signed_[op.dst] = signed_[op.src];
-    const char* in = static_cast<const char*>(src.get_data_handle());
-    char* out = static_cast<char*>(dst.get_data_handle());
-    Shape3 a = op.in, b = op.out;
-    int64_t s = op.sh, before = (b.c - a.c) / 2, e = static_cast<int64_t>(q ? 1 : esize);
-    p.steps.push_back([=]() {
-      (void)src, (void)dst;
-      std::memset(out, 0, static_cast<size_t>(n * b.Size() * e));  // zero bits are 0.0 in f32, bf16 and int8
-      if (!blocked) {
-        for (int64_t k = 0; k < n; ++k)
-          for (int64_t i = 0; i < b.h; ++i)
-            for (int64_t j = 0; j < b.w; ++j)
-              std::memcpy(out + (((k * b.h + i) * b.w + j) * b.c + before) * e, in + ((k * a.h + i * s) * a.w + j * s) * a.c * e,
-                          static_cast<size_t>(a.c * e));
-        return;
-      }
-      // nChw16c: element (k, c, i, j) at (((k * C/16 + c/16) * H + i) * W + j) * 16 + c % 16.
+void Plan::AddShortcutA(Program& p, OpDesc& op, int64_t n) {
+  const bool blocked = layout == ActLayout::Blocked && op.in.c % 16 == 0 && op.out.c % 16 == 0;
+  const tag f = blocked ? tag::nChw16c : tag::nhwc;
+  const bool q = val_[op.src] && IsInt8(DtOf(val_[op.src]));  // an int8 value is copied as it is
+  const dt t = q ? DtOf(val_[op.src]) : act;
+  memory src = Need(p, op.src, Md(op.in, n, t, f), op.name + ".src", n);
+  memory dst = Out(op.dst, Md(op.out, n, t, f));
+  if (q) scale_[op.dst] = scale_[op.src], signed_[op.dst] = signed_[op.src];
+  const char* in = static_cast<const char*>(src.get_data_handle());
+  char* out = static_cast<char*>(dst.get_data_handle());
+  Shape3 a = op.in, b = op.out;
+  int64_t s = op.sh, before = (b.c - a.c) / 2, e = static_cast<int64_t>(q ? 1 : esize);
+  p.steps.push_back([=]() {
+    (void)src, (void)dst;
+    std::memset(out, 0, static_cast<size_t>(n * b.Size() * e));  // zero bits are 0.0 in f32, bf16 and int8
+    if (!blocked) {
       for (int64_t k = 0; k < n; ++k)
-        for (int64_t c = 0; c < a.c; ++c) {
-          int64_t oc = c + before;
-          for (int64_t i = 0; i < b.h; ++i)
-            for (int64_t j = 0; j < b.w; ++j)
-              std::memcpy(out + ((((k * (b.c / 16) + oc / 16) * b.h + i) * b.w + j) * 16 + oc % 16) * e,
-                          in + ((((k * (a.c / 16) + c / 16) * a.h + i * s) * a.w + j * s) * 16 + c % 16) * e, static_cast<size_t>(e));
-        }
-    });
-  }
-
-  Program Build(int64_t n) {
-    Choose(n);
-    Program p;
-    p.user_in = memory(Md(input, n, dt::f32, tag::nchw), Eng(), nullptr);
-    val_.assign(bufs.size(), memory());
-    copies_.assign(bufs.size(), {});
-    scale_.assign(bufs.size(), 0.f);
-    signed_.assign(bufs.size(), 1);
-    val_[input_buf] = p.user_in;  // the caller's array; the first step that wants another format reorders it
-    for (OpDesc& op : ops) {
-      try {
-        switch (op.kind) {
-          case OpKind::Conv: AddConv(p, op, n); break;
-          case OpKind::MaxPool:
-          case OpKind::AvgPool: AddPool(p, op, n, false); break;
-          case OpKind::GlobalAvgPool: AddPool(p, op, n, true); break;
-          case OpKind::Linear: AddLinear(p, op, n); break;
-          case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
-        }
-      } catch (const dnnl::error& e) {
-        throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (int8 ? "int8" : act == dt::bf16 ? "bf16" : "f32") +
-                      ", " + LayoutName(layout) + " layout): oneDNN error: " + e.what());
-      }
-      // A float value's int8 form, should a later step want one, uses its op's calibrated range.
-      if (!IsInt8(DtOf(val_[op.dst]))) scale_[op.dst] = op.qscale, signed_[op.dst] = op.qsigned;
-      p.marks.emplace_back(p.steps.size(), val_[op.dst]);
-    }
-    AddOutput(p, n);
-    val_.clear();
-    copies_.clear();
-    scale_.clear();
-    signed_.clear();
-    return p;
-  }
-
-  // The last op's value as f32 NCHW. The head's logits, and a global pool's output in f32 (NCHW,
-  // NHWC or nChw16c with whole blocks: [N, C, 1, 1] is the same bytes in each), are copied as they
-  // are; anything else (a bf16 value, a blocked feature map) gets one reorder into the caller's array.
-  void AddOutput(Program& p, int64_t n) {
-    memory have = val_[output_buf];
-    if (!have) throw OpError("the plan's output buffer is never written");
-    const memory::desc d = have.get_desc();
-    bool flat = d == Md(output, n, dt::f32, tag::nchw);
-    if (output.h * output.w == 1) {
-      flat = flat || d == memory::desc({n, output.c}, dt::f32, tag::ab) || d == Md(output, n, dt::f32, tag::nhwc) ||
-             (output.c % 16 == 0 && d == Md(output, n, dt::f32, tag::nChw16c));
-    }
-    if (flat) {
-      p.result = have;
+        for (int64_t i = 0; i < b.h; ++i)
+          for (int64_t j = 0; j < b.w; ++j)
+            std::memcpy(out + (((k * b.h + i) * b.w + j) * b.c + before) * e, in + ((k * a.h + i * s) * a.w + j * s) * a.c * e,
+                        static_cast<size_t>(a.c * e));
       return;
     }
-    p.user_out = memory(Md(output, n, dt::f32, tag::nchw), Eng(), nullptr);
-    dnnl::primitive_attr attr;
-    if (IsInt8(d.data_type())) attr.set_output_scales(0, {scale_[output_buf]});  // dequantized
-    dnnl::reorder::primitive_desc rpd(have, p.user_out, attr);
-    Impl("output:reorder", n, rpd.impl_info_str());
-    auto re = std::make_shared<dnnl::reorder>(rpd);
-    memory out = p.user_out;
-    p.steps.push_back([=]() mutable { re->execute(Strm(), have, out); });
+    // nChw16c: element (k, c, i, j) at (((k * C/16 + c/16) * H + i) * W + j) * 16 + c % 16.
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t c = 0; c < a.c; ++c) {
+        int64_t oc = c + before;
+        for (int64_t i = 0; i < b.h; ++i)
+          for (int64_t j = 0; j < b.w; ++j)
+            std::memcpy(out + ((((k * (b.c / 16) + oc / 16) * b.h + i) * b.w + j) * 16 + oc % 16) * e,
+                        in + ((((k * (a.c / 16) + c / 16) * a.h + i * s) * a.w + j * s) * 16 + c % 16) * e, static_cast<size_t>(e));
+      }
+  });
+}
+
+Program Plan::Build(int64_t n) {
+  Choose(n);
+  Program p;
+  p.user_in = memory(Md(input, n, dt::f32, tag::nchw), Eng(), nullptr);
+  val_.assign(bufs.size(), memory());
+  copies_.assign(bufs.size(), {});
+  scale_.assign(bufs.size(), 0.f);
+  signed_.assign(bufs.size(), 1);
+  val_[input_buf] = p.user_in;  // the caller's array; the first step that wants another format reorders it
+  for (OpDesc& op : ops) {
+    try {
+      switch (op.kind) {
+        case OpKind::Conv: AddConv(p, op, n); break;
+        case OpKind::MaxPool:
+        case OpKind::AvgPool: AddPool(p, op, n, false); break;
+        case OpKind::GlobalAvgPool: AddPool(p, op, n, true); break;
+        case OpKind::Linear: AddLinear(p, op, n); break;
+        case OpKind::ShortcutA: AddShortcutA(p, op, n); break;
+      }
+    } catch (const dnnl::error& e) {
+      throw OpError("step " + op.name + " (batch " + std::to_string(n) + ", " + (int8 ? "int8" : act == dt::bf16 ? "bf16" : "f32") +
+                    ", " + LayoutName(layout) + " layout): oneDNN error: " + e.what());
+    }
+    // A float value's int8 form, should a later step want one, uses its op's calibrated range.
+    if (!IsInt8(DtOf(val_[op.dst]))) scale_[op.dst] = op.qscale, signed_[op.dst] = op.qsigned;
+    p.marks.emplace_back(p.steps.size(), val_[op.dst]);
   }
-};
+  AddOutput(p, n);
+  val_.clear();
+  copies_.clear();
+  scale_.clear();
+  signed_.clear();
+  return p;
+}
+
+void Plan::AddOutput(Program& p, int64_t n) {
+  memory have = val_[output_buf];
+  if (!have) throw OpError("the plan's output buffer is never written");
+  const memory::desc d = have.get_desc();
+  bool flat = d == Md(output, n, dt::f32, tag::nchw);
+  if (output.h * output.w == 1) {
+    flat = flat || d == memory::desc({n, output.c}, dt::f32, tag::ab) || d == Md(output, n, dt::f32, tag::nhwc) ||
+           (output.c % 16 == 0 && d == Md(output, n, dt::f32, tag::nChw16c));
+  }
+  if (flat) {
+    p.result = have;
+    return;
+  }
+  p.user_out = memory(Md(output, n, dt::f32, tag::nchw), Eng(), nullptr);
+  dnnl::primitive_attr attr;
+  if (IsInt8(d.data_type())) attr.set_output_scales(0, {scale_[output_buf]});  // dequantized
+  dnnl::reorder::primitive_desc rpd(have, p.user_out, attr);
+  Impl("output:reorder", n, rpd.impl_info_str());
+  auto re = std::make_shared<dnnl::reorder>(rpd);
+  memory out = p.user_out;
+  p.steps.push_back([=]() mutable { re->execute(Strm(), have, out); });
+}
 
 void PlanDeleter::operator()(Plan* p) const { delete p; }
 

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "common.h"
+#include "engine_env.h"
+#include "napi_args.h"
 #include "plan.h"
 
 namespace residual {

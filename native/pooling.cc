@@ -2,7 +2,7 @@
 // all on NHWC. The max-pool argmax is oneDNN's workspace, kept as an opaque tensor.
 #include <algorithm>
 
-#include "common.h"
+#include "pooling.h"
 
 namespace residual {
 namespace {
@@ -25,14 +25,14 @@ int64_t OutSize(int64_t in, int64_t k, int64_t s, int64_t p, bool ceil) {
   return out;
 }
 
-PoolShape Parse(const dims& in, const Napi::CallbackInfo& info, size_t at) {
+PoolShape Shape(const dims& in, const PoolParams& p) {
   Require(in.size() == 4, "input must be 4-D [N,C,H,W]");
   PoolShape s{};
   s.n = in[0]; s.c = in[1]; s.h = in[2]; s.w = in[3];
-  s.kh = ArgInt(info, at); s.kw = ArgInt(info, at + 1);
-  s.sh = ArgInt(info, at + 2); s.sw = ArgInt(info, at + 3);
-  s.ph = ArgInt(info, at + 4); s.pw = ArgInt(info, at + 5);
-  s.ceil = ArgBool(info, at + 6);
+  s.kh = p.kh; s.kw = p.kw;
+  s.sh = p.sh; s.sw = p.sw;
+  s.ph = p.ph; s.pw = p.pw;
+  s.ceil = p.ceil;
   Require(s.kh >= 1 && s.kw >= 1 && s.sh >= 1 && s.sw >= 1 && s.ph >= 0 && s.pw >= 0, "bad kernel, stride or padding");
   Require(s.ph * 2 <= s.kh && s.pw * 2 <= s.kw, "padding must be at most half the kernel");
   s.oh = OutSize(s.h, s.kh, s.sh, s.ph, s.ceil);
@@ -84,35 +84,29 @@ PoolBwd& GetBwd(const PoolShape& s, algorithm alg) {
   });
 }
 
-// maxPool2d(x, kh, kw, sh, sw, ph, pw, ceil) -> {y, argmax}
-Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  PoolShape s = Parse(x->shape, info, 1);
+}  // namespace
+
+MaxPoolResult MaxPool2d(Tensor* x, const PoolParams& p, Outputs& outs) {
+  PoolShape s = Shape(x->shape, p);
   auto& e = GetFwd(s, algorithm::pooling_max);
-  Napi::Env env = info.Env();
-  NewT y = NewCanon(env, s.Dst());
-  NewT ws = NewTensor(env, s.Dst(), Layout::Opaque, e.pd.workspace_desc());
-  e.prim.Exec({{DNNL_ARG_SRC, AsLayout(x, Layout::NHWC)}, {DNNL_ARG_DST, y.t->mem}, {DNNL_ARG_WORKSPACE, ws.t->mem}});
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("y", y.obj);
-  out.Set("argmax", ws.obj);
-  return out;
+  Tensor* y = outs.Canon(s.Dst());
+  Tensor* ws = outs.New(s.Dst(), Layout::Opaque, e.pd.workspace_desc());
+  e.prim.Exec({{DNNL_ARG_SRC, AsLayout(x, Layout::NHWC)}, {DNNL_ARG_DST, y->mem}, {DNNL_ARG_WORKSPACE, ws->mem}});
+  return {y, ws};
 }
 
-// maxPool2dBackward(x, argmax, dy, kh, kw, sh, sw, ph, pw, ceil) -> dx
-Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  Tensor* ws = ArgTensor(info, 1);
-  Tensor* dy = ArgTensor(info, 2);
-  PoolShape s = Parse(x->shape, info, 3);
+Tensor* MaxPool2dBackward(Tensor* x, Tensor* ws, Tensor* dy, const PoolParams& p, Outputs& outs) {
+  PoolShape s = Shape(x->shape, p);
   Require(dy->shape == s.Dst(), "dy shape does not match the pooling output");
   auto& e = GetBwd(s, algorithm::pooling_max);
   Require(ws->layout == Layout::Opaque && ws->md == e.pd.workspace_desc(),
           "argmax does not come from maxPool2d with these parameters");
-  NewT dx = NewCanon(info.Env(), s.Src());
-  e.prim.Exec({{DNNL_ARG_DIFF_DST, AsLayout(dy, Layout::NHWC)}, {DNNL_ARG_WORKSPACE, ws->mem}, {DNNL_ARG_DIFF_SRC, dx.t->mem}});
-  return dx.obj;
+  Tensor* dx = outs.Canon(s.Src());
+  e.prim.Exec({{DNNL_ARG_DIFF_DST, AsLayout(dy, Layout::NHWC)}, {DNNL_ARG_WORKSPACE, ws->mem}, {DNNL_ARG_DIFF_SRC, dx->mem}});
+  return dx;
 }
+
+namespace {
 
 // PyTorch's divisor when count_include_pad is set and a ceil-mode window hangs past the right
 // padding: oneDNN would count the whole kernel, PyTorch stops at in + pad. Done by a loop then.
@@ -167,40 +161,6 @@ algorithm AvgAlg(bool include_pad) {
   return include_pad ? algorithm::pooling_avg_include_padding : algorithm::pooling_avg_exclude_padding;
 }
 
-// avgPool2d(x, kh, kw, sh, sw, ph, pw, ceil, countIncludePad) -> y
-Napi::Value AvgPool2d(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  PoolShape s = Parse(x->shape, info, 1);
-  bool include_pad = ArgBool(info, 8);
-  NewT y = NewCanon(info.Env(), s.Dst());
-  memory src = AsLayout(x, Layout::NHWC);
-  if (NeedsLoop(s, include_pad)) {
-    AvgLoopFwd(s, static_cast<const float*>(src.get_data_handle()), y.t->Data(), include_pad);
-  } else {
-    auto& e = GetFwd(s, AvgAlg(include_pad));
-    e.prim.Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, y.t->mem}});
-  }
-  return y.obj;
-}
-
-// avgPool2dBackward(dy, inputShape, kh, kw, sh, sw, ph, pw, ceil, countIncludePad) -> dx
-Napi::Value AvgPool2dBackward(const Napi::CallbackInfo& info) {
-  Tensor* dy = ArgTensor(info, 0);
-  dims in = ArgDims(info, 1);
-  PoolShape s = Parse(in, info, 2);
-  bool include_pad = ArgBool(info, 9);
-  Require(dy->shape == s.Dst(), "dy shape does not match the pooling output");
-  NewT dx = NewCanon(info.Env(), s.Src());
-  memory g = AsLayout(dy, Layout::NHWC);
-  if (NeedsLoop(s, include_pad)) {
-    AvgLoopBwd(s, static_cast<const float*>(g.get_data_handle()), dx.t->Data(), include_pad);
-  } else {
-    auto& e = GetBwd(s, AvgAlg(include_pad));
-    e.prim.Exec({{DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_SRC, dx.t->mem}});
-  }
-  return dx.obj;
-}
-
 PoolShape GlobalShape(const dims& in) {
   Require(in.size() == 4 && in[2] >= 1 && in[3] >= 1 && in[0] >= 1 && in[1] >= 1, "input must be a non-empty [N,C,H,W]");
   PoolShape s{};
@@ -210,38 +170,53 @@ PoolShape GlobalShape(const dims& in) {
   return s;
 }
 
-Napi::Value GlobalAvgPool(const Napi::CallbackInfo& info) {
-  Tensor* x = ArgTensor(info, 0);
-  PoolShape s = GlobalShape(x->shape);
-  auto& e = GetFwd(s, algorithm::pooling_avg_exclude_padding);
-  NewT y = NewCanon(info.Env(), s.Dst());
-  e.prim.Exec({{DNNL_ARG_SRC, AsLayout(x, Layout::NHWC)}, {DNNL_ARG_DST, y.t->mem}});
-  return y.obj;
+}  // namespace
+
+Tensor* AvgPool2d(Tensor* x, const PoolParams& p, bool include_pad, Outputs& outs) {
+  PoolShape s = Shape(x->shape, p);
+  Tensor* y = outs.Canon(s.Dst());
+  memory src = AsLayout(x, Layout::NHWC);
+  if (NeedsLoop(s, include_pad)) {
+    AvgLoopFwd(s, static_cast<const float*>(src.get_data_handle()), y->Data(), include_pad);
+  } else {
+    auto& e = GetFwd(s, AvgAlg(include_pad));
+    e.prim.Exec({{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, y->mem}});
+  }
+  return y;
 }
 
-// globalAvgPoolBackward(dy, inputShape) -> dx
-Napi::Value GlobalAvgPoolBackward(const Napi::CallbackInfo& info) {
-  Tensor* dy = ArgTensor(info, 0);
-  PoolShape s = GlobalShape(ArgDims(info, 1));
+Tensor* AvgPool2dBackward(Tensor* dy, const dims& in, const PoolParams& p, bool include_pad, Outputs& outs) {
+  PoolShape s = Shape(in, p);
+  Require(dy->shape == s.Dst(), "dy shape does not match the pooling output");
+  Tensor* dx = outs.Canon(s.Src());
+  memory g = AsLayout(dy, Layout::NHWC);
+  if (NeedsLoop(s, include_pad)) {
+    AvgLoopBwd(s, static_cast<const float*>(g.get_data_handle()), dx->Data(), include_pad);
+  } else {
+    auto& e = GetBwd(s, AvgAlg(include_pad));
+    e.prim.Exec({{DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_SRC, dx->mem}});
+  }
+  return dx;
+}
+
+Tensor* GlobalAvgPool(Tensor* x, Outputs& outs) {
+  PoolShape s = GlobalShape(x->shape);
+  auto& e = GetFwd(s, algorithm::pooling_avg_exclude_padding);
+  Tensor* y = outs.Canon(s.Dst());
+  e.prim.Exec({{DNNL_ARG_SRC, AsLayout(x, Layout::NHWC)}, {DNNL_ARG_DST, y->mem}});
+  return y;
+}
+
+Tensor* GlobalAvgPoolBackward(Tensor* dy, const dims& in, Outputs& outs) {
+  PoolShape s = GlobalShape(in);
   Require(dy->Numel() == s.n * s.c, "dy must be [N,C,1,1]");
   auto& e = GetBwd(s, algorithm::pooling_avg_exclude_padding);
-  NewT dx = NewCanon(info.Env(), s.Src());
+  Tensor* dx = outs.Canon(s.Src());
   // [N,C,1,1] is the same bytes in every layout, and so is [N,C]: no reorder needed.
   memory g = dy->layout == Layout::Opaque ? AsLayout(dy, Layout::NHWC)
                                           : memory(NhwcMd(s.Dst()), Eng(), dy->Data());
-  e.prim.Exec({{DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_SRC, dx.t->mem}});
-  return dx.obj;
-}
-
-}  // namespace
-
-void RegisterPooling(Napi::Env env, Napi::Object exports) {
-  Export(env, exports, "maxPool2d", MaxPool2d);
-  Export(env, exports, "maxPool2dBackward", MaxPool2dBackward);
-  Export(env, exports, "avgPool2d", AvgPool2d);
-  Export(env, exports, "avgPool2dBackward", AvgPool2dBackward);
-  Export(env, exports, "globalAvgPool", GlobalAvgPool);
-  Export(env, exports, "globalAvgPoolBackward", GlobalAvgPoolBackward);
+  e.prim.Exec({{DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_SRC, dx->mem}});
+  return dx;
 }
 
 }  // namespace residual

@@ -1,8 +1,9 @@
-// The JS tensor class: a native buffer (allocator.h) with its shape and layout, wrapped in a JS
-// object, plus the descriptors and layout conversions every op uses.
+// The tensor: a native buffer (allocator.h) with its shape and layout, plus the descriptors and
+// layout conversions every op uses. No Node-API here: the JS object that carries a tensor is
+// tensor_js.h.
 #pragma once
 
-#include <napi.h>
+#include <vector>
 
 #include "allocator.h"
 #include "engine.h"
@@ -14,25 +15,17 @@ namespace residual {
 // raw buffer when two tensors share a layout.
 enum class Layout { Plain, NHWC, Opaque };
 
-// The native side of a JS tensor object, attached with napi_wrap. dispose() frees the buffers AND
-// removes the wrap (napi_remove_wrap) and deletes this object at once, so a disposed tensor leaves
-// nothing waiting for a GC finalizer (Node runs those only when the event loop turns: a synchronous
-// training loop would otherwise pile up one pending object per tensor). Tensors that are never
-// disposed are freed by the finalizer.
+// The native side of a JS tensor object (tensor_js.h), which deletes it on dispose() or in its GC
+// finalizer.
 class Tensor {
  public:
-  // The class constructor of this environment (each worker thread has its own).
-  static Napi::Function Ctor(Napi::Env env);
-  static Napi::Function Init(Napi::Env env);
-  explicit Tensor(napi_env env) : env_(env) {}
+  Tensor() = default;
   ~Tensor();
   Tensor(const Tensor&) = delete;
   Tensor& operator=(const Tensor&) = delete;
-  // Frees the tensor behind `obj` now (no-op when already disposed).
-  static void DisposeObject(napi_env env, napi_value obj);
 
   // Allocates `md` (or wraps nothing for zero elements) and attaches it.
-  void Allocate(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md);
+  void Allocate(const dims& shape, Layout layout, const memory::desc& md);
   void Release();
   bool Alive() const { return alive_; }
   float* Data() const { return static_cast<float*>(mem.get_data_handle()); }
@@ -67,7 +60,6 @@ class Tensor {
   std::vector<DerivedCopy> derived_;
   size_t derived_bytes_ = 0;
   bool alive_ = false;
-  napi_env env_ = nullptr;
   void AdjustMem(int64_t delta);
 };
 
@@ -77,23 +69,9 @@ memory::desc NhwcMd(const dims& shape);
 memory::desc CanonMd(const dims& shape, Layout* layout);  // NHWC for rank 4, plain otherwise
 int64_t Product(const dims& d);
 
-// A new tensor object (the JS value) and its C++ side.
-struct NewT {
-  Napi::Object obj;
-  Tensor* t;
-};
-NewT NewTensor(Napi::Env env, const dims& shape, Layout layout, const memory::desc& md);
-NewT NewCanon(Napi::Env env, const dims& shape);  // NHWC for rank 4, plain otherwise
-NewT NewPlain(Napi::Env env, const dims& shape);
-
 // The tensor's values as a memory in the given layout: the tensor's own memory when it already is,
 // else a temporary reordered copy (edges only: inputs that came from fromArray).
 memory AsLayout(Tensor* t, Layout layout);
 memory AsCanon(Tensor* t);
-
-// The tensor behind `v`, or null when `v` is not a live tensor made by this environment's class.
-Tensor* TensorOf(Napi::Env env, Napi::Value v);
-// Whether `v` is an instance of this environment's tensor class (disposed or not).
-bool IsTensorObject(Napi::Env env, Napi::Value v);
 
 }  // namespace residual

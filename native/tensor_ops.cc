@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "napi_args.h"
 
 namespace residual {
 
@@ -78,7 +79,7 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
 Napi::Value DisposeFn(const Napi::CallbackInfo& info) {
   // Disposing twice is harmless; disposing something that is not a tensor is an error.
   Require(info.Length() >= 1 && IsTensorObject(info.Env(), info[0]), "argument 0 is not a native tensor");
-  Tensor::DisposeObject(info.Env(), info[0]);
+  DisposeTensorObject(info.Env(), info[0]);
   return info.Env().Undefined();
 }
 
@@ -163,7 +164,7 @@ Napi::Value ConfigureFn(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterTensorOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("NativeTensor", Tensor::Init(env));
+  exports.Set("NativeTensor", InitTensorClass(env));
   Export(env, exports, "fromArray", FromArray);
   Export(env, exports, "zeros", Zeros);
   Export(env, exports, "read", Read);

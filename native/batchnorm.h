@@ -1,0 +1,30 @@
+// Batch normalization on the activation layout: the compute side (batchnorm.cc); the Node-API side
+// is batchnorm_binding.cc.
+#pragma once
+
+#include "common.h"
+
+namespace residual {
+
+// The per-channel tensors of a BN layer: scale, shift and the running statistics (PyTorch's).
+struct BnParams {
+  Tensor* gamma = nullptr;
+  Tensor* beta = nullptr;
+  Tensor* running_mean = nullptr;
+  Tensor* running_var = nullptr;
+};
+
+struct BnTrainResult {
+  Tensor *y, *mean, *inv_std;
+};
+struct BnGrads {
+  Tensor *dx, *dgamma, *dbeta;
+};
+
+// Normalizes with the batch statistics and updates the running ones in place.
+BnTrainResult BatchNormTrain(Tensor* x, const BnParams& p, double momentum, double eps, Outputs& outs);
+// Normalizes with the running statistics.
+Tensor* BatchNormEval(Tensor* x, const BnParams& p, double eps, Outputs& outs);
+BnGrads BatchNormBackward(Tensor* x, Tensor* gamma, Tensor* mean, Tensor* inv_std, Tensor* dy, Outputs& outs);
+
+}  // namespace residual
