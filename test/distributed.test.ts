@@ -76,19 +76,32 @@ describe('distributed (mpirun, 2 ranks)', () => {
     assert.ok(mpirunThere, 'mpirun is not on PATH');
   });
 
-  it('with --sync-bn equals one process on the whole batch, through a resume; without it, does not', () => {
+  it('with --sync-bn ends within 1e-4 of one process\'s weights (per tensor, of its largest entry), through a resume; without it, does not', () => {
+    // Issue #15's bound, literally: max |a - b| <= 1e-4 * max |a| for every tensor of the checkpoint,
+    // BatchNorm running statistics included. The setup (BENCHMARKS.md, "Data-parallel equivalence"):
+    // - A warm start: one process (1 thread) trains 8 epochs of these 512 images at lr 0.1, and both
+    //   runs start from its weights. From scratch the BatchNorm biases are 0, so the bound asks their
+    //   first gradients to agree to 1e-4; f32 does not compute them that well (one process at 1 and
+    //   at 2 threads already differs by 3.4e-2 after one step, PyTorch's f32 gradients differ from
+    //   float64's by up to 9e-3), whatever the lr.
+    // - Then 5 steps at lr 0.001 (across the epoch boundary, the 2-rank run resumed after 3): the
+    //   stem BatchNorm's running statistics take 0.1 of each step's f32 batch mean, whose rounding
+    //   alone moves them ~5e-5 per step, so more steps run into the bound whatever the lr. Measured
+    //   here at step 5: --sync-bn 6.4e-5 (1 vs 2 threads of one process: 6.8e-5), without 1.8.
+    const warm = tempDir();
+    single([...recipe, '--epochs', '8', '--lr', '0.1', '--threads', '1', '--out', warm]);
+    const steps = [...recipe, '--lr', '0.001', '--weights', warm, '--head-lr-scale', '1', '--warmup', '0', '--wd', '5e-4'];
     const one = tempDir();
-    single([...recipe, '--threads', '1', '--max-steps', '6', '--out', one]);
-    // The engine's own noise floor: the same one-process run with another thread count sums in
-    // another order. BatchNorm biases start at 0 and their gradients cancel to a few percent.
+    single([...steps, '--threads', '1', '--max-steps', '5', '--out', one]);
+    // The engine's own rounding, for the messages: the same process at another thread count.
     const two = tempDir();
-    single([...recipe, '--threads', '2', '--max-steps', '6', '--out', two]);
+    single([...steps, '--threads', '2', '--max-steps', '5', '--out', two]);
 
-    // Two ranks: 3 steps, then a resumed run to 6 (across the epoch boundary, with a sharded test pass).
+    // Two ranks: 3 steps, then a resumed run to 5 (across the epoch boundary, with a sharded test pass).
     const dist = tempDir();
-    let r = mpirun([...recipe, '--distributed', '--sync-bn', '--threads', '1', '--max-steps', '3', '--out', dist]);
+    let r = mpirun([...steps, '--distributed', '--sync-bn', '--threads', '1', '--max-steps', '3', '--out', dist]);
     assert.equal(r.status, 0, `mpirun failed: ${r.err}`);
-    r = mpirun([...recipe, '--distributed', '--sync-bn', '--threads', '1', '--max-steps', '6', '--resume', '--out', dist]);
+    r = mpirun([...steps, '--distributed', '--sync-bn', '--threads', '1', '--max-steps', '5', '--resume', '--out', dist]);
     assert.equal(r.status, 0, `mpirun --resume failed: ${r.err}`);
     // Rank 0 alone prints and writes: one start and one end event, one metrics line for epoch 1.
     const events = r.out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event?: string; epoch?: number; comm?: unknown });
@@ -104,23 +117,42 @@ describe('distributed (mpirun, 2 ranks)', () => {
     const expected = lastCheckpoint(one);
     const noise = relativeDiffs(expected, lastCheckpoint(two));
     const got = relativeDiffs(expected, lastCheckpoint(dist));
-    const bad: string[] = [];
-    for (const [k, d] of got) {
-      const tol = 1e-4 + 3 * noise.get(k)!;
-      if (!(d <= tol)) bad.push(`${k}: ${d.toExponential(2)} > ${tol.toExponential(2)} (one process, 1 vs 2 threads: ${noise.get(k)!.toExponential(2)})`);
-    }
-    assert.deepEqual(bad, [], 'the 2-rank run differs from one process by more than the engine noise');
+    const counters = (k: string) => k.endsWith('num_batches_tracked');
+    const bad = [...got].filter(([k, d]) => !(d <= 1e-4) || (counters(k) && d !== 0))
+      .map(([k, d]) => `${k}: ${d.toExponential(2)} (one process, 1 vs 2 threads: ${noise.get(k)!.toExponential(2)})`);
+    assert.deepEqual(bad, [], 'the 2-rank --sync-bn run is farther than 1e-4 of a tensor\'s largest entry from one process');
     const weights = [...got].filter(([k]) => /(conv\d?|fc)\.weight$/.test(k));
-    assert.ok(weights.length === 20, `conv and fc weights compared: ${weights.length}`);
+    assert.ok(weights.length === 20 && got.size === 97 + 19, `tensors compared: ${got.size}, conv and fc weights ${weights.length}`);
 
-    // Per-rank BatchNorm statistics (DDP's semantics) train another function: far outside that bound.
+    // Per-rank BatchNorm statistics (DDP's semantics) train another function: far outside the bound.
     const ddp = tempDir();
-    r = mpirun([...recipe, '--distributed', '--threads', '1', '--max-steps', '6', '--out', ddp]);
+    r = mpirun([...steps, '--distributed', '--threads', '1', '--max-steps', '5', '--out', ddp]);
     assert.equal(r.status, 0, `mpirun without --sync-bn failed: ${r.err}`);
     const apart = relativeDiffs(expected, lastCheckpoint(ddp));
-    const outside = [...apart].filter(([k, d]) => d > 1e-4 + 3 * noise.get(k)!);
-    const worst = (m: Map<string, number>) => Math.max(...[...m].filter(([k]) => !k.endsWith('num_batches_tracked')).map(([, d]) => d));
-    assert.ok(outside.length >= 20, `without --sync-bn only ${outside.length} tensors differ beyond the bound (worst ${worst(apart).toExponential(2)}, with --sync-bn ${worst(got).toExponential(2)})`);
+    const worst = (m: Map<string, number>) => Math.max(...[...m].filter(([k]) => !counters(k)).map(([, d]) => d));
+    const outside = [...apart].filter(([k, d]) => !counters(k) && d > 1e-4);
+    assert.ok(outside.length >= 40 && worst(apart) > 100 * worst(got),
+      `without --sync-bn ${outside.length} tensors differ beyond 1e-4 (worst ${worst(apart).toExponential(2)}, with --sync-bn ${worst(got).toExponential(2)})`);
+  });
+
+  it('synchronized BatchNorm on unequal slices (2 and 3 samples) matches float64 batch norm of the whole batch as closely as one process does', () => {
+    // The layer alone, against an oracle: a wrong variance (E[x^2] - E[x]^2 cancelling, the unbiased
+    // one in the normalization) or a wrong share weighting shows here at 1e-3, far below what the
+    // end-to-end comparison above can see through f32's rounding of a network.
+    const r = spawnSync('mpirun', ['-np', '2', '--oversubscribe', 'node', join(repoRoot, 'dist', 'test', 'sync_bn_worker.js')],
+      { env: mpiEnv, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, `mpirun sync_bn_worker failed: ${r.stderr}`);
+    type Errors = Record<'y' | 'dx' | 'dgamma' | 'dbeta' | 'running_mean' | 'running_var', number>;
+    const ranks = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { rank: number; samples: number; sync: Errors; one_process: Errors });
+    assert.deepEqual(ranks.map((x) => x.samples).sort(), [2, 3], r.stdout);
+    for (const { rank, sync, one_process: one } of ranks) {
+      for (const k of Object.keys(sync) as (keyof Errors)[]) {
+        // dgamma sums dy * xhat, which cancels: f32 gets it to ~2e-5 either way.
+        const cap = k === 'dgamma' ? 1e-4 : 1e-5;
+        assert.ok(sync[k] <= cap && sync[k] <= 2 * one[k] + 1e-6,
+          `rank ${rank} ${k}: synchronized ${sync[k].toExponential(2)} from float64, one process ${one[k].toExponential(2)}`);
+      }
+    }
   });
 
   it('a rank that dies ends the job with an error, never a hang', () => {
