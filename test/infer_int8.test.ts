@@ -12,44 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { defaultBackend, initBackend, referenceBackend, setDefaultBackend } from '../src/backend/index.js';
-import { DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Subset, fashionMnist } from '../src/data/index.js';
-import { argmax, calibrate, compileForInference, readCalibration, writeCalibration, type Calibration } from '../src/infer/index.js';
+import { Subset, fashionMnist } from '../src/data/index.js';
+import { calibrate, compileForInference, readCalibration, writeCalibration, type Calibration } from '../src/infer/index.js';
 import { createModel, loadModel, type ResNet } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 import { Tensor, noGrad } from '../src/tensor/index.js';
 import { lastJson, repoRoot, residual } from './helpers.js';
+import { TRAINED, deviation, firstBatch, inputs, top1 } from './int8_helpers.js';
 
 const refOnly = !!process.env.RESIDUAL_TEST_REFERENCE_ONLY;
-const TRAINED = join(repoRoot, 'experiments', 'degradation-12e', 'models', 'resnet20', 'checkpoints', 'epoch-0012', 'model.safetensors');
-const normalize = { type: 'normalize', mean: FASHION_MNIST_MEAN, std: FASHION_MNIST_STD } as const;
-
-/** The first batch of `n` samples of a loader over `ds`. */
-async function firstBatch(ds: ConstructorParameters<typeof DataLoader>[0], n: number, shuffle: boolean): Promise<{ x: Float32Array; y: Int32Array }> {
-  const loader = new DataLoader(ds, { batchSize: n, shuffle, seed: 0, transforms: [normalize], worker: false });
-  for await (const b of loader.epoch(0)) return { x: b.x, y: b.y };
-  throw new Error('no batch');
-}
-
-function top1(logits: Float32Array, n: number): number[] {
-  const k = logits.length / n;
-  return Array.from({ length: n }, (_, i) => argmax(logits, i * k, k));
-}
-
-/** Largest |a - b| as a share of the largest |b|. */
-function deviation(a: Float32Array, b: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!)), m = Math.max(m, Math.abs(b[i]!));
-  return d / m;
-}
-
-/** Deterministic inputs in [-2, 2]. */
-function inputs(count: number, seed: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: count }, () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return (s / 2147483648) * 4 - 2;
-  });
-}
 
 describe('int8 inference', { skip: refOnly && 'native only' }, () => {
   let vnni = true;

@@ -18,45 +18,17 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/backend/index.js';
-import { DataLoader, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Subset, fashionMnist } from '../src/data/index.js';
-import { argmax, calibrate, compileForInference, writeCalibration, type Calibration } from '../src/infer/index.js';
+import { FASHION_MNIST_MEAN, FASHION_MNIST_STD, Subset, fashionMnist } from '../src/data/index.js';
+import { calibrate, compileForInference, writeCalibration, type Calibration } from '../src/infer/index.js';
 import { recordValueRanges } from '../src/infer/value_ranges.js';
 import { createModel, loadModel, resnextBlock, valueNames, type ResNet } from '../src/models/index.js';
 import { manualSeed } from '../src/nn/index.js';
 import { exportOnnx, onnxBytes } from '../src/onnx/index.js';
 import { activationParams, quantizeWeights } from '../src/onnx/qdq.js';
-import { repoRoot, residual } from './helpers.js';
+import { residual } from './helpers.js';
+import { TRAINED, deviation, firstBatch, inputs, top1 } from './int8_helpers.js';
 
-const TRAINED = join(repoRoot, 'experiments', 'degradation-12e', 'models', 'resnet20', 'checkpoints', 'epoch-0012', 'model.safetensors');
-const normalize = { type: 'normalize', mean: FASHION_MNIST_MEAN, std: FASHION_MNIST_STD } as const;
 const SESSION: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential' };
-
-async function firstBatch(ds: ConstructorParameters<typeof DataLoader>[0], n: number, shuffle: boolean): Promise<{ x: Float32Array; y: Int32Array }> {
-  const loader = new DataLoader(ds, { batchSize: n, shuffle, seed: 0, transforms: [normalize], worker: false });
-  for await (const b of loader.epoch(0)) return { x: b.x, y: b.y };
-  throw new Error('no batch');
-}
-
-function top1(logits: ArrayLike<number>, n: number): number[] {
-  const k = logits.length / n;
-  return Array.from({ length: n }, (_, i) => argmax(logits as Float32Array, i * k, k));
-}
-
-/** Largest |a - b| as a share of the largest |b|. */
-function deviation(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!)), m = Math.max(m, Math.abs(b[i]!));
-  return d / m;
-}
-
-/** Deterministic inputs in [-2, 2]. */
-function inputs(count: number, seed: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: count }, () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return (s / 2147483648) * 4 - 2;
-  });
-}
 
 /** Node op types of an ONNX file, counted: ModelProto.graph (7) -> GraphProto.node (1) -> NodeProto.op_type (4). */
 function opTypes(file: string): Record<string, number> {
