@@ -13,7 +13,7 @@
         "native/tensor.cc",
         "native/tensor_js.cc",
         "native/napi_args.cc",
-        "native/tensor_ops.cc",
+        "native/tensor_binding.cc",
         "native/conv.cc",
         "native/batchnorm.cc",
         "native/pooling.cc",

@@ -3,6 +3,7 @@
 #include "tensor.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace residual {
 
@@ -133,5 +134,33 @@ memory AsLayout(Tensor* t, Layout layout) {
 }
 
 memory AsCanon(Tensor* t) { return AsLayout(t, t->Rank() == 4 ? Layout::NHWC : Layout::Plain); }
+
+void CopyFromRowMajor(Tensor* t, const float* src) {
+  if (t->Numel() > 0) std::memcpy(t->Data(), src, static_cast<size_t>(t->Numel()) * sizeof(float));
+}
+
+void CopyToRowMajor(const Tensor& t, float* dst) {
+  if (t.Numel() == 0) return;
+  // NHWC with H*W == 1 or C == 1 has the same bytes as NCHW (e.g. the pooled features before the head).
+  bool same_bytes = t.layout == Layout::Plain ||
+                    (t.layout == Layout::NHWC && (t.Dim(2) * t.Dim(3) == 1 || t.Dim(1) == 1));
+  if (same_bytes) {
+    std::memcpy(dst, t.Data(), static_cast<size_t>(t.Numel()) * sizeof(float));
+    return;
+  }
+  memory out(PlainMd(t.shape), Eng(), dst);
+  Reorder(t.mem, out);
+  Strm().wait();
+}
+
+void FillZero(Tensor* t) {
+  if (t->Numel() > 0) std::memset(t->Data(), 0, t->md.get_size());
+}
+
+bool ReshapeKeepsLayout(const Tensor& x, const dims& shape) { return x.layout == Layout::NHWC && shape == x.shape; }
+
+void CopyBytes(const Tensor& src, Tensor* dst) {
+  if (src.Numel() > 0) std::memcpy(dst->Data(), src.Data(), src.md.get_size());
+}
 
 }  // namespace residual

@@ -74,4 +74,13 @@ int64_t Product(const dims& d);
 memory AsLayout(Tensor* t, Layout layout);
 memory AsCanon(Tensor* t);
 
+// Copies between a tensor and a dense row-major float buffer of its element count, whatever the
+// tensor's layout (the edges of JS: fromArray, read, reshape).
+void CopyFromRowMajor(Tensor* t, const float* src);
+void CopyToRowMajor(const Tensor& t, float* dst);
+void FillZero(Tensor* t);
+// A reshape that keeps the shape of an NHWC tensor keeps its layout: a byte copy.
+bool ReshapeKeepsLayout(const Tensor& x, const dims& shape);
+void CopyBytes(const Tensor& src, Tensor* dst);
+
 }  // namespace residual

@@ -9,18 +9,23 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
 import {
+  MODEL_FILE,
   PthFile,
+  STATE_FILE,
   SafetensorsFile,
   WeightFileError,
   bf16ToFloat,
+  checkpointName,
   detectWeightFileFormat,
   floatToBf16,
   floatToHalf,
   halfToFloat,
+  listCheckpointDirs,
   loadStateDictFile,
   openStateDictFile,
   readSafetensors,
   saveStateDictFile,
+  weightsFileOf,
   writeSafetensors,
   type LoadedTensor,
   type SafetensorsEntry,
@@ -623,5 +628,41 @@ print(json.dumps({
     assert.equal(out.nbt, 7);
     assert.deepEqual(out.nbt_shape, []);
     assert.deepEqual(out.ints, [[0, 1, -1], [7, 2 ** 24, -(2 ** 40)]]);
+  });
+});
+
+describe('io: the run folder layout (written by train/checkpoint.ts, read by weight loading)', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-run-folder-'));
+  after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const touch = (...parts: string[]) => {
+    fs.mkdirSync(path.join(root, ...parts.slice(0, -1)), { recursive: true });
+    fs.writeFileSync(path.join(root, ...parts), '');
+  };
+
+  it('names checkpoints so they sort by epoch, then batch', () => {
+    const names = [checkpointName(10, 0), checkpointName(2, 0), checkpointName(2, 120), checkpointName(2, 7)];
+    assert.deepEqual([...names].sort(), ['epoch-0002', 'epoch-0002-batch-000007', 'epoch-0002-batch-000120', 'epoch-0010']);
+  });
+
+  it('finds the newest checkpoint holding the file asked for, skipping temporaries and strangers', () => {
+    touch('run', 'checkpoints', checkpointName(1, 0), MODEL_FILE);
+    touch('run', 'checkpoints', checkpointName(1, 0), STATE_FILE);
+    touch('run', 'checkpoints', checkpointName(2, 50), MODEL_FILE); // newest weights, no state.json
+    touch('run', 'checkpoints', '.tmp-123-456', MODEL_FILE); // an interrupted save
+    touch('run', 'checkpoints', 'epoch-0009-old', MODEL_FILE); // not a checkpoint name
+    const run = path.join(root, 'run');
+    assert.deepEqual(listCheckpointDirs(run).map((d) => path.basename(d)), ['epoch-0001']);
+    assert.deepEqual(listCheckpointDirs(run, MODEL_FILE).map((d) => path.basename(d)), ['epoch-0001', 'epoch-0002-batch-000050']);
+    assert.equal(weightsFileOf(run), path.join(run, 'checkpoints', 'epoch-0002-batch-000050', MODEL_FILE));
+  });
+
+  it('a file names itself, a folder its own model.safetensors, an empty folder nothing', () => {
+    touch('export', MODEL_FILE);
+    touch('w.pth');
+    fs.mkdirSync(path.join(root, 'empty'));
+    assert.equal(weightsFileOf(path.join(root, 'w.pth')), path.join(root, 'w.pth'));
+    assert.equal(weightsFileOf(path.join(root, 'export')), path.join(root, 'export', MODEL_FILE));
+    assert.equal(weightsFileOf(path.join(root, 'empty')), null);
+    assert.deepEqual(listCheckpointDirs(path.join(root, 'empty')), []);
   });
 });

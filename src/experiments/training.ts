@@ -8,6 +8,7 @@
 // so the trainer's per-epoch evaluation, checkpoint and metrics.jsonl line fall every segment.
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CHECKPOINTS_DIR, checkpointsDir } from '../io/index.js';
 import { DataLoader, Subset, isSyncDataset, type AnyDataset, type Batch } from '../data/index.js';
 import type { NetSpec } from '../models/net.js';
 import { ResNet, traceNet } from '../models/net.js';
@@ -268,8 +269,8 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
   const test = new DataLoader(data.test, { batchSize: 256, transforms: data.spec.testTransforms });
   const loader = new SegmentLoader(inner, plan.segment);
   const curveFile = join(dir, 'curve.jsonl');
-  const resume = !!o.resume && existsSync(join(dir, 'checkpoints'));
-  if (!resume) for (const f of ['metrics.jsonl', 'curve.jsonl', 'checkpoints']) rmSync(join(dir, f), { recursive: true, force: true });
+  const resume = !!o.resume && existsSync(checkpointsDir(dir));
+  if (!resume) for (const f of ['metrics.jsonl', 'curve.jsonl', CHECKPOINTS_DIR]) rmSync(join(dir, f), { recursive: true, force: true });
 
   const curve: CurvePoint[] = [];
   const B = plan.batch;

@@ -12,6 +12,9 @@ import { SafetensorsFile, looksLikeSafetensors, writeSafetensors, type Safetenso
 export { WeightFileError, checkOutputPath, writeAtomic, syncDirectory } from './file.js';
 export { MAX_LOAD_BYTES_ENV, maxLoadBytes } from './budget.js';
 export { printable, printableLines } from './printable.js';
+export {
+  CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, checkpointName, checkpointsDir, listCheckpointDirs, weightsFileOf,
+} from './run_folder.js';
 export type { LoadedTensor, StoredDType } from './dtypes.js';
 export { DTYPE_SIZES, floatToBf16, floatToHalf, bf16ToFloat, halfToFloat } from './dtypes.js';
 export {

@@ -1,8 +1,7 @@
 // Building a registered model around a weight file: the options the weights imply (classes, input
 // channels, shortcut type) are read from them, so a person names only the model and the file.
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { loadStateDictFile, type LoadedTensor } from '../io/index.js';
+import { existsSync } from 'node:fs';
+import { CHECKPOINTS_DIR, MODEL_FILE, loadStateDictFile, weightsFileOf, type LoadedTensor } from '../io/index.js';
 import type { ResNet } from './net.js';
 import { getModel, listModels, traceModel, type ModelOptions } from './registry.js';
 
@@ -51,16 +50,9 @@ export function resolveWeightsPath(path: string): string {
       `(or await resolveWeights('${path}') for the cached file's path)`);
   }
   if (!existsSync(path)) throw new Error(`weights ${path} do not exist`);
-  if (!statSync(path).isDirectory()) return path;
-  const direct = join(path, 'model.safetensors');
-  if (existsSync(direct)) return direct;
-  const root = join(path, 'checkpoints');
-  if (existsSync(root)) {
-    // Checkpoint folders sort by epoch and batch (zero-padded names).
-    const names = readdirSync(root).filter((n) => /^epoch-\d+/.test(n) && existsSync(join(root, n, 'model.safetensors'))).sort();
-    if (names.length) return join(root, names[names.length - 1], 'model.safetensors');
-  }
-  throw new Error(`weights ${path} is a folder without model.safetensors or checkpoints/epoch-*/model.safetensors`);
+  const file = weightsFileOf(path);
+  if (file) return file;
+  throw new Error(`weights ${path} is a folder without ${MODEL_FILE} or ${CHECKPOINTS_DIR}/epoch-*/${MODEL_FILE}`);
 }
 
 /**

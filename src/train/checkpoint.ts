@@ -1,4 +1,4 @@
-// Training checkpoints: one folder per save, <run>/checkpoints/epoch-0003[-batch-00120]/ holding
+// Training checkpoints: one folder per save, <run>/checkpoints/epoch-0003[-batch-000120]/ (the layout: src/io/run_folder.ts) holding
 //   model.safetensors      the weights (loadable by PyTorch, by `residual eval`, `infer`, `predict`)
 //   optimizer.safetensors  the momentum buffers
 //   state.json             epoch, batch, iteration, schedule, seeds, metrics so far
@@ -6,7 +6,9 @@
 // kill -9 at any moment leaves the previous checkpoint whole and loadable. Older ones are pruned.
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadStateDictFile, saveStateDictFile, type StateDict } from '../io/index.js';
+import {
+  MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, checkpointName, checkpointsDir, listCheckpointDirs, loadStateDictFile, saveStateDictFile, type StateDict,
+} from '../io/index.js';
 
 export interface CheckpointState {
   /** The epoch this checkpoint resumes (0-based), and the batch within it (0 for an epoch boundary). */
@@ -24,8 +26,6 @@ export interface Checkpoint {
   optimizer: StateDict;
 }
 
-const pattern = /^epoch-(\d+)(?:-batch-(\d+))?$/;
-
 function syncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -35,19 +35,9 @@ function syncDir(dir: string): void {
   }
 }
 
-function name(epoch: number, batch: number): string {
-  const e = `epoch-${String(epoch).padStart(4, '0')}`;
-  return batch > 0 ? `${e}-batch-${String(batch).padStart(6, '0')}` : e;
-}
-
 /** Complete checkpoints in a run folder, oldest first. */
 export function listCheckpoints(runDir: string): string[] {
-  const root = join(runDir, 'checkpoints');
-  if (!existsSync(root)) return [];
-  return readdirSync(root)
-    .filter((n) => pattern.test(n) && existsSync(join(root, n, 'state.json')))
-    .sort()
-    .map((n) => join(root, n));
+  return listCheckpointDirs(runDir, STATE_FILE);
 }
 
 /**
@@ -56,15 +46,15 @@ export function listCheckpoints(runDir: string): string[] {
  */
 export function saveCheckpoint(runDir: string, state: CheckpointState, model: StateDict, optimizer: StateDict, keep = 2,
   modelMetadata: Readonly<Record<string, string>> = {}): string {
-  const root = join(runDir, 'checkpoints');
+  const root = checkpointsDir(runDir);
   mkdirSync(root, { recursive: true });
-  const final = join(root, name(state.epoch, state.batch));
+  const final = join(root, checkpointName(state.epoch, state.batch));
   const tmp = join(root, `.tmp-${process.pid}-${Date.now()}`);
   mkdirSync(tmp);
   try {
-    saveStateDictFile(join(tmp, 'model.safetensors'), model, { format: 'pt', residual_epoch: String(state.epoch), ...modelMetadata });
-    saveStateDictFile(join(tmp, 'optimizer.safetensors'), optimizer);
-    const statePath = join(tmp, 'state.json');
+    saveStateDictFile(join(tmp, MODEL_FILE), model, { format: 'pt', residual_epoch: String(state.epoch), ...modelMetadata });
+    saveStateDictFile(join(tmp, OPTIMIZER_FILE), optimizer);
+    const statePath = join(tmp, STATE_FILE);
     writeFileSync(statePath, JSON.stringify(state, null, 1));
     const fd = openSync(statePath, 'r');
     fsyncSync(fd);
@@ -86,14 +76,14 @@ export function saveCheckpoint(runDir: string, state: CheckpointState, model: St
 /** Loads a checkpoint folder, or the newest one in a run folder. */
 export function loadCheckpoint(path: string): Checkpoint {
   let dir = path;
-  if (!existsSync(join(path, 'state.json'))) {
+  if (!existsSync(join(path, STATE_FILE))) {
     const all = listCheckpoints(path);
-    if (all.length === 0) throw new Error(`no checkpoint in ${path}: expected ${join(path, 'checkpoints', 'epoch-NNNN')}/state.json`);
+    if (all.length === 0) throw new Error(`no checkpoint in ${path}: expected ${join(checkpointsDir(path), 'epoch-NNNN')}/${STATE_FILE}`);
     dir = all[all.length - 1];
   }
   let state: CheckpointState;
   try {
-    state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as CheckpointState;
+    state = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as CheckpointState;
   } catch (e) {
     throw new Error(`checkpoint ${dir}: state.json is unreadable (${(e as Error).message})`);
   }
@@ -103,7 +93,7 @@ export function loadCheckpoint(path: string): Checkpoint {
   return {
     dir,
     state,
-    model: loadStateDictFile(join(dir, 'model.safetensors')),
-    optimizer: loadStateDictFile(join(dir, 'optimizer.safetensors')),
+    model: loadStateDictFile(join(dir, MODEL_FILE)),
+    optimizer: loadStateDictFile(join(dir, OPTIMIZER_FILE)),
   };
 }

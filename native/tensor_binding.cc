@@ -1,8 +1,7 @@
 // The tensor ops exported to JS (fromArray, read, zeros, reshape, dispose, byteSize) and the
-// engine's introspection and configuration (info, stats, implementations, configure, setNumThreads).
+// engine's introspection and configuration (info, stats, implementations, configure, setNumThreads):
+// argument parsing and JS objects only; the copies and layout conversions are tensor.cc's.
 #include <omp.h>
-
-#include <cstring>
 
 #include "common.h"
 #include "napi_args.h"
@@ -23,7 +22,7 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   Require(static_cast<int64_t>(data.ElementLength()) == n,
           "data has " + std::to_string(data.ElementLength()) + " elements but the shape needs " + std::to_string(n));
   NewT r = NewPlain(info.Env(), shape);
-  if (n > 0) std::memcpy(r.t->Data(), data.Data(), static_cast<size_t>(n) * sizeof(float));
+  CopyFromRowMajor(r.t, data.Data());
   return r.obj;
 }
 
@@ -32,23 +31,15 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
   dims shape = ArgDims(info, 0);
   NewT r = NewCanon(info.Env(), shape);
-  if (r.t->Numel() > 0) std::memset(r.t->Data(), 0, r.t->md.get_size());
+  FillZero(r.t);
   return r.obj;
 }
 
 Napi::Value Read(const Napi::CallbackInfo& info) {
   Tensor* t = ArgTensor(info, 0);
   Require(t->layout != Layout::Opaque, "an argmax tensor is an opaque oneDNN workspace and cannot be read");
-  int64_t n = t->Numel();
-  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n));
-  if (n == 0) return out;
-  if (t->layout == Layout::Plain) {
-    std::memcpy(out.Data(), t->Data(), static_cast<size_t>(n) * sizeof(float));
-  } else {
-    memory dst(PlainMd(t->shape), Eng(), out.Data());
-    Reorder(t->mem, dst);
-    Strm().wait();
-  }
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(t->Numel()));
+  CopyToRowMajor(*t, out.Data());
   return out;
 }
 
@@ -57,22 +48,13 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
   dims shape = ArgDims(info, 1);
   Require(Product(shape) == x->Numel(), "reshape must keep the element count");
   Require(x->layout != Layout::Opaque, "cannot reshape an opaque tensor");
-  if (x->layout == Layout::NHWC && shape == x->shape) {
+  if (ReshapeKeepsLayout(*x, shape)) {
     NewT r = NewTensor(info.Env(), shape, Layout::NHWC, x->md);
-    std::memcpy(r.t->Data(), x->Data(), x->md.get_size());
+    CopyBytes(*x, r.t);
     return r.obj;
   }
   NewT r = NewPlain(info.Env(), shape);
-  if (x->Numel() == 0) return r.obj;
-  // NHWC with H*W == 1 or C == 1 has the same bytes as NCHW (e.g. the pooled features before the head).
-  bool same_bytes = x->layout == Layout::Plain ||
-                    (x->layout == Layout::NHWC && (x->Dim(2) * x->Dim(3) == 1 || x->Dim(1) == 1));
-  if (same_bytes) {
-    std::memcpy(r.t->Data(), x->Data(), static_cast<size_t>(x->Numel()) * sizeof(float));
-  } else {
-    memory dst(PlainMd(x->shape), Eng(), r.t->Data());
-    Reorder(x->mem, dst);
-  }
+  CopyToRowMajor(*x, r.t->Data());
   return r.obj;
 }
 
