@@ -419,6 +419,24 @@ describe('native backend: convolution vs reference', () => {
     assert.notEqual(load({ OMP_WAIT_POLICY: 'active' }).spin, '1000');
   });
 
+  it("initBackend's threads option: OpenMP's count for every kernel thread before the addon loads, the caller's after", () => {
+    const module = new URL('../src/backend/index.js', import.meta.url).href;
+    const code = `import(${JSON.stringify(module)}).then(async (m) => {
+      const b = await m.initBackend('native', { threads: 1 });
+      const first = [process.env.OMP_NUM_THREADS, b.info().threads];
+      await m.initBackend('native', { threads: 2 });
+      const again = [process.env.OMP_NUM_THREADS, b.info().threads];
+      const bad = await m.initBackend('native', { threads: 0 }).then(() => 'accepted', (e) => e.message);
+      console.log(JSON.stringify({ first, again, bad }));
+    })`;
+    const env = { ...process.env };
+    delete env.OMP_NUM_THREADS;
+    const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    // After the load the environment is not touched again: libgomp read it once.
+    assert.deepEqual(JSON.parse(r.stdout), { first: ['1', 1], again: ['1', 2], bad: 'threads must be a positive integer, got 0' });
+  });
+
   it('a new thread count gets primitives of its own (oneDNN runs one with its creation count), same results', () => {
     const x = pair([2, 16, 9, 9]), w = pair([32, 16, 3, 3]);
     const p = convP(1, 1, 1, 1);

@@ -31,6 +31,12 @@ export interface EngineConfig {
 /** What initBackend accepts: any part of the configuration; the rest comes from the environment. */
 export interface EngineOptions extends Partial<Omit<EngineConfig, 'plan'>> {
   plan?: Partial<PlanConfig>;
+  /**
+   * OpenMP threads for the engine's kernels (default: OMP_NUM_THREADS, else every core). Given before
+   * the addon first loads it is every kernel thread's count (the async plan workers' too); after, it
+   * is the calling thread's.
+   */
+  threads?: number;
 }
 
 function oneOf<V extends string>(name: string, value: string, allowed: readonly V[]): V {

@@ -70,7 +70,13 @@ export function initBackendSync(name?: BackendName, options?: EngineOptions): Ba
     current = referenceBackend();
     return current;
   }
-  const nb = tryNativeSync(options ?? {});
+  const { threads, ...engine } = options ?? {};
+  if (threads !== undefined) {
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
+    // OpenMP reads OMP_NUM_THREADS once, when the addon loads: the count every kernel thread starts with.
+    if (native === undefined) process.env.OMP_NUM_THREADS = String(threads);
+  }
+  const nb = tryNativeSync(engine);
   if (nb) {
     current = nb;
   } else if (wanted === 'native') {
@@ -82,6 +88,7 @@ export function initBackendSync(name?: BackendName, options?: EngineOptions): Ba
     }
     current = referenceBackend();
   }
+  if (threads !== undefined) current!.setNumThreads?.(threads);
   return current;
 }
 

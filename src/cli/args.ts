@@ -1,6 +1,5 @@
 // Option parsing shared by the commands: node's parseArgs with errors that name the command.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { Backend } from '../backend/types.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -46,19 +45,12 @@ export function shapeOption(command: string, name: string, v: string): number[] 
 }
 
 /**
- * `--threads N|auto`, read before the backend loads: N goes to OMP_NUM_THREADS (OpenMP reads it when
- * the addon loads; call `fixThreads` after initBackend for an addon already loaded); auto means a
- * ThreadGovernor picks the count while training runs.
+ * `--threads N|auto`: N is fixed (pass it to initBackend as `threads`); auto means a ThreadGovernor
+ * picks the count while training runs.
  */
 export function threadsOption(command: string, v: string | undefined): { auto: boolean; fixed?: number } {
   if (v === undefined) return { auto: false };
   if (v === 'auto') return { auto: true };
   if (!/^[1-9]\d*$/.test(v)) throw new Error(`${command}: --threads must be a positive integer or auto, got "${v}"`);
-  process.env.OMP_NUM_THREADS = v;
   return { auto: false, fixed: Number(v) };
-}
-
-/** Applies a fixed `--threads N` to a native backend already loaded. */
-export function fixThreads(backend: Backend, fixed: number | undefined): void {
-  if (fixed !== undefined) backend.setNumThreads?.(fixed);
 }

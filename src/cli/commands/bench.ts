@@ -3,7 +3,7 @@
 import { initBackend } from '../../backend/index.js';
 import { benchmark, type BenchDtype, type BenchMode } from '../../benchmark/index.js';
 import { getModel } from '../../models/index.js';
-import { fixThreads, intOption, parse, shapeOption } from '../args.js';
+import { intOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'time a model: compiled inference or a training step (median of several runs)';
 
@@ -53,10 +53,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const runs = values.runs === undefined ? undefined : intOption('bench', 'runs', values.runs, 1);
   const threads = values.threads === undefined ? undefined : intOption('bench', 'threads', values.threads, 1);
-  // OpenMP reads OMP_NUM_THREADS when the addon loads; setNumThreads covers an addon already loaded.
-  if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
-  const backend = await initBackend(mode === 'infer' ? 'native' : undefined);
-  fixThreads(backend, threads);
+  await initBackend(mode === 'infer' ? 'native' : undefined, { threads });
 
   const r = benchmark({ model: values.model!, batch, mode: mode as BenchMode, dtype: dtype as BenchDtype, input, warmup, runs });
   if (values.json) {

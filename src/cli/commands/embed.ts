@@ -8,7 +8,7 @@ import { loadFeatureExtractor, type FeatureExtractor } from '../../infer/feature
 import { openStateDictFile, SafetensorsFile, writeSafetensors } from '../../io/index.js';
 import { checkOutputPath } from '../../io/index.js';
 import { getModel } from '../../models/index.js';
-import { fixThreads, intOption, parse, shapeOption } from '../args.js';
+import { intOption, parse, shapeOption } from '../args.js';
 import { downloadProgress } from '../progress.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { calibrationFromArgs } from '../calibration_arg.js';
@@ -151,9 +151,7 @@ export async function run(argv: string[]): Promise<number> {
 
   if (!v.weights) console.error('embed: no --weights: the model has random weights, so the features mean nothing');
 
-  // OpenMP reads OMP_NUM_THREADS when the addon loads; setNumThreads covers an addon already loaded.
-  if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
-  fixThreads(await initBackend(), threads);
+  await initBackend(undefined, { threads });
   const total = given ? given.shape[0] : files!.length;
   let extractor: FeatureExtractor;
   try {

@@ -4,7 +4,7 @@ import { initBackend } from '../../backend/index.js';
 import {
   CARDINALITY_BUDGET, DEFAULT_BUDGET, checkDataOption, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
 } from '../../experiments/index.js';
-import { fixThreads, intOption, parse, threadsOption } from '../args.js';
+import { intOption, parse, threadsOption } from '../args.js';
 
 export const summary = 'run a paper experiment (degradation, cardinality, forms, complexity) and write its report';
 
@@ -93,8 +93,7 @@ export async function run(argv: string[]): Promise<number> {
     progress: tty ? (text) => process.stdout.write(`\r\x1b[2K${text.slice(0, (process.stdout.columns ?? 100) - 1)}`) : undefined,
   };
   checkDataOption(o.data);
-  const backend = await initBackend();
-  fixThreads(backend, threads.fixed);
+  const backend = await initBackend(undefined, { threads: threads.fixed });
   if (json) console.log(JSON.stringify({ event: 'start', experiment: name, out: o.out, backend: backend.name, threads: backend.info().threads }));
   else console.log(`experiment ${name} -> ${o.out} (${backend.name} backend, ${backend.info().threads} threads)`);
   const r = await runExperiment(name, o);

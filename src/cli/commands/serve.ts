@@ -1,4 +1,5 @@
 // `residual serve`: a model behind HTTP (src/serve/), until SIGINT or SIGTERM.
+import { initBackend } from '../../backend/index.js';
 import { loadClassifier } from '../../infer/classifier.js';
 import { downloadProgress } from '../progress.js';
 import { parseBytes, startServer } from '../../serve/index.js';
@@ -93,8 +94,8 @@ export async function run(argv: string[]): Promise<number> {
   const maxQueue = intOption('serve', 'max-queue', v['max-queue'], 64);
   const maxPixels = intOption('serve', 'max-pixels', v['max-pixels'], 50_000_000);
   const threads = v.threads === undefined ? undefined : intOption('serve', 'threads', v.threads, 1);
-  // OpenMP reads OMP_NUM_THREADS when the addon loads (loadClassifier loads it), for every thread that runs kernels.
-  if (threads !== undefined) process.env.OMP_NUM_THREADS = String(threads);
+  // Before the classifier loads the engine, so the count holds on the threads that run requests too.
+  await initBackend(undefined, { threads });
 
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, download: { onProgress: downloadProgress('serve') }, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,

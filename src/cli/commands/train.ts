@@ -3,7 +3,7 @@ import { modelNames, parseFreeze } from '../../models/index.js';
 import { runTraining } from '../../train/run.js';
 import { engineThreadGovernor } from '../../train/threads.js';
 import type { BatchProgress, EpochMetrics } from '../../train/trainer.js';
-import { fixThreads, intOption, numberOption, parse, threadsOption } from '../args.js';
+import { intOption, numberOption, parse, threadsOption } from '../args.js';
 import { downloadProgress, progressLine } from '../progress.js';
 import { distributedOptions } from '../../distributed/cli.js';
 
@@ -83,8 +83,7 @@ export async function run(argv: string[]): Promise<number> {
   if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`train: --dtype must be f32 or bf16, got "${v.dtype}"`);
   const dist = distributedOptions('train', { distributed: v.distributed, syncBn: v['sync-bn'] });
   const threads = threadsOption('train', v.threads ?? (process.env.OMP_NUM_THREADS ? undefined : dist?.defaultThreads ?? 'auto'));
-  const backend = await initBackend();
-  fixThreads(backend, threads.fixed);
+  const backend = await initBackend(undefined, { threads: threads.fixed });
   const governor = threads.auto ? engineThreadGovernor() ?? undefined : undefined;
   const json = v.json || !process.stdout.isTTY;
   // In a data-parallel run rank 0 speaks for all.
