@@ -84,6 +84,16 @@ describe('residual experiment degradation', () => {
     const again = experiment('degradation', '--depths', '8,14', ...tiny, '--budget', '1e', '--evals', '2', '--out', out, '--resume');
     assert.deepEqual(again.models, result.models);
   });
+  it('--models trains only the models named, into a folder another process shares; a name it does not have is refused', () => {
+    const shared = join(work, 'degradation-shared');
+    const part = experiment('degradation', '--depths', '8,14', ...tiny, '--budget', '1e', '--evals', '2', '--out', shared, '--models', 'plain14');
+    assert.deepEqual((part.models as { name: string }[]).map((m) => m.name), ['plain14']);
+    assert.ok(existsSync(join(shared, 'models', 'plain14', 'metrics.jsonl')));
+    assert.ok(!existsSync(join(shared, 'models', 'resnet8')), 'the other models are left to other processes');
+    const bad = spawnSync(process.execPath, [cli, 'experiment', 'degradation', '--depths', '8,14', ...tiny, '--models', 'resnet56', '--out', shared], { encoding: 'utf8' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /--models resnet56: not one of this run's models \(resnet8, resnet14, plain8, plain14\)/);
+  });
 });
 
 describe('residual experiment cardinality', () => {

@@ -52,13 +52,16 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
       models.push(contender(name, `${residual ? 'ResNet' : 'plain'}-${d}`, cifarResNetSpec(d, opts, residual), data.input));
     }
   }
+  const chosen = o.models ?? models.map((m) => m.name);
+  const unknown = chosen.filter((n) => !models.some((m) => m.name === n));
+  if (unknown.length) throw new Error(`degradation: --models ${unknown.join(',')}: not one of this run's models (${models.map((m) => m.name).join(', ')})`);
   const evals = o.evals ?? (o.full ? 64 : 10);
   const plan = await planFor(o, models, data, batch, { iterations: HE2015_ITERATIONS, basis: "the paper's 64k iterations" }, evals, log);
   log({ event: 'plan', experiment: 'degradation', ...plan, models: models.map((m) => m.name) },
     `degradation: ${models.map((m) => m.name).join(', ')} on ${data.spec.name}, ${plan.iterations} iterations of batch ${batch} each -> ${o.out}`);
 
   const runs: ModelRun[] = [];
-  for (const m of models) {
+  for (const m of models.filter((c) => chosen.includes(c.name))) {
     log({ event: 'model', model: m.name, params: m.params, macs: m.macs }, `training ${m.label} (${int(m.params)} params)`);
     const r = await trainContender(m, data, plan, recipe, join(o.out, 'models', m.name), { seed: o.seed, resume: o.resume, autoThreads: o.autoThreads, log, progress: o.progress });
     runs.push(r);

@@ -26,6 +26,12 @@ export interface ExperimentOptions {
   evals?: number;
   /** degradation: the depths of the plain/residual pairs (6n+2). */
   depths?: number[];
+  /**
+   * degradation: train only these of its models (e.g. resnet56,plain56), so processes can share one
+   * run folder, each training its own; the report covers what this process trained, so a last
+   * `--resume` run without it writes the whole one.
+   */
+  models?: string[];
   /** cardinality: the cardinalities to compare; forms: the (C, d) pairs come from these. */
   cardinalities?: number[];
   /** cardinality and forms: bottleneck width d of the C=1 baseline (the others' d is solved to match its cost). */

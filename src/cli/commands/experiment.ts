@@ -27,6 +27,8 @@ options:
                       times every core against one thread and keeps the faster (for a shared machine; runs
                       then do not repeat bit for bit)
   degradation:  --depths 20,56          plain and residual nets of these depths (6n+2)
+                --models plain20,plain56 train only these (another process can train the rest into the same
+                --out; then one more --resume run without --models reuses them all and writes the whole report)
   cardinality:  --cardinalities 1,2,4,8 --width D (d of C=1, default 16) --base B (stem width, default 16) --depth 20
                 --seeds N (default 3: seeds S..S+N-1, the same for every configuration) --no-table4 (Table 3 only);
                 default budget 2e per model, whole test set, --evals 4; per-image predictions in each model folder
@@ -40,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse('experiment', argv, {
     data: { type: 'string' }, budget: { type: 'string' }, full: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' },
     json: { type: 'boolean' }, subset: { type: 'string' }, 'test-subset': { type: 'string' }, batch: { type: 'string' }, evals: { type: 'string' },
-    depths: { type: 'string' }, cardinalities: { type: 'string' }, width: { type: 'string' }, base: { type: 'string' }, depth: { type: 'string' },
+    depths: { type: 'string' }, models: { type: 'string' }, cardinalities: { type: 'string' }, width: { type: 'string' }, base: { type: 'string' }, depth: { type: 'string' },
     channels: { type: 'string' }, size: { type: 'string' }, repeats: { type: 'string' }, resume: { type: 'boolean' },
     threads: { type: 'string' }, seeds: { type: 'string' }, 'no-table4': { type: 'boolean' },
   }, true);
@@ -74,6 +76,7 @@ export async function run(argv: string[]): Promise<number> {
     batch: int('batch'),
     evals: int('evals'),
     depths: v.depths ? parseIntList('depths', v.depths) : undefined,
+    models: v.models ? v.models.split(',').map((s) => s.trim()).filter((s) => s) : undefined,
     cardinalities: v.cardinalities ? parseIntList('cardinalities', v.cardinalities) : undefined,
     width: int('width'),
     base: int('base'),
