@@ -1,4 +1,5 @@
-// Training checkpoints: one folder per save, <run>/checkpoints/epoch-0003[-batch-000120]/ (the layout: src/io/run_folder.ts) holding
+// Training checkpoints: one folder per save, <run>/checkpoints/epoch-0003[-batch-000120]/ (the layout is
+// src/io/run_folder.ts's) holding
 //   model.safetensors      the weights (loadable by PyTorch, by `residual eval`, `infer`, `predict`)
 //   optimizer.safetensors  the momentum buffers
 //   state.json             epoch, batch, iteration, schedule, seeds, metrics so far
