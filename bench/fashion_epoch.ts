@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { hostInfo } from '../src/benchmark/host.js';
 import { runChild } from './child.js';
 
 interface EpochRun { epoch_s: number; test_acc: number; train_loss: number }
@@ -55,7 +56,7 @@ try {
 }
 const best = (runs: EpochRun[][]) => Math.min(...runs.flat().map((r) => r.epoch_s));
 console.log(JSON.stringify({
-  date: new Date().toISOString(), threads, epochs: Number(epochs), neighbour: values.spin ? 'one process spinning on one core' : 'none of ours', recipe: 'resnet20, batch 128, SGD nesterov 0.9, wd 5e-4, one-cycle 0.1 (15%), pad-2 crop + flip',
+  date: new Date().toISOString(), host: hostInfo(), threads, epochs: Number(epochs), neighbour: values.spin ? 'one process spinning on one core' : 'none of ours', recipe: 'resnet20, batch 128, SGD nesterov 0.9, wd 5e-4, one-cycle 0.1 (15%), pad-2 crop + flip',
   ours: ours.map((r) => r.map((e) => ({ epoch_s: +e.epoch_s.toFixed(1), test_acc: e.test_acc }))),
   pytorch: torch.map((r) => r.map((e) => ({ epoch_s: +e.epoch_s.toFixed(1), test_acc: e.test_acc }))),
   ...(values.auto ? { ours_auto: auto.map((r) => r.map((e) => ({ epoch_s: +e.epoch_s.toFixed(1), test_acc: e.test_acc }))) } : {}),

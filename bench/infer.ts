@@ -12,13 +12,19 @@
 // Every measurement runs in a fresh child process pinned to the same thread count (OMP_NUM_THREADS
 // for us and PyTorch, intraOpNumThreads for ONNX Runtime), and the engines alternate (ours, PyTorch,
 // ORT, ours, ...) because this machine is shared; each engine keeps its fastest median across
-// rounds. Prints one JSON object with the ratios ours / engine (below 1.0: we are faster).
+// rounds. Prints one JSON object with the ratios ours / engine (below 1.0: we are faster), the host
+// (CPU generation, load) and, where g++ can build bench/peak/peak.cc, each time as a fraction of the
+// measured peak of its precision on this host (`peak_fraction`: GFLOP/s achieved / (threads x one
+// core's peak); f32 engines against the f32 FMA peak, bf16 against vdpbf16ps, int8 against vpdpbusd).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { hostInfo } from '../src/benchmark/host.js';
+import { traceModel } from '../src/models/registry.js';
 import { lastJson, runChild } from './child.js';
+import { measurePeaks, type Peaks } from './peak.js';
 
 interface Case {
   model: string;
@@ -97,6 +103,19 @@ function ortChild(c: Case, env: NodeJS.ProcessEnv, dir: string, dtype: 'f32' | '
   return lastJson<EngineResult>(runChild([process.execPath, join(here, 'infer.js'), '--ort-only', spec], env, 'onnxruntime'));
 }
 
+/** Each engine's GFLOP/s as a share of `threads` cores' peak in the precision it computes in. */
+function peakFractions(model: string, input: [number, number, number], threads: number, peaks: Peaks,
+  best: Record<string, number>): Record<string, number> {
+  const gflop = (2 * traceModel(model, input).macs) / 1e9; // per image
+  const precision: Record<string, keyof Omit<Peaks, 'method'>> = { ours: 'f32', torch: 'f32', ort: 'f32', ours_bf16: 'bf16', ours_int8: 'int8', ort_int8: 'int8' };
+  const out: Record<string, number> = {};
+  for (const [engine, ms] of Object.entries(best)) {
+    if (!Number.isFinite(ms)) continue;
+    out[engine] = +(gflop / (ms / 1000) / (threads * peaks[precision[engine]!])).toFixed(3);
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -116,6 +135,7 @@ async function main(): Promise<void> {
   const threads = Number(values.threads);
   const input = values.input!.split('x').map(Number) as [number, number, number];
   const env = { ...process.env, OMP_NUM_THREADS: String(threads) };
+  const peaks = measurePeaks(); // before the engines run, while this process is the only one of ours
   const tmp = mkdtempSync(join(tmpdir(), 'residual-bench-infer-'));
   const rows: Record<string, unknown>[] = [];
   const engines: Record<string, string> = {};
@@ -149,6 +169,7 @@ async function main(): Promise<void> {
             ort_int8_ms_per_image: +best.ort_int8.toFixed(2), ratio_int8_vs_ort_int8: +(best.ours_int8 / best.ort_int8).toFixed(3),
           } : {}),
           load_1min: [+loadBefore.toFixed(2), +loadavg()[0]!.toFixed(2)], // before and after this case: other work on the machine
+          ...(peaks ? { peak_fraction: peakFractions(model, input, threads, peaks, best) } : {}),
         });
         console.error(JSON.stringify(rows[rows.length - 1]));
       }
@@ -158,7 +179,8 @@ async function main(): Promise<void> {
   }
   const report = {
     date: new Date().toISOString(), threads, input, rounds: Number(values.rounds), runs: Number(values.runs),
-    warmup: Number(values.warmup), statistic: 'per engine, the fastest of the rounds\' medians', engines, results: rows,
+    warmup: Number(values.warmup), statistic: 'per engine, the fastest of the rounds\' medians', host: hostInfo(),
+    peaks_per_core_gflops: peaks, engines, results: rows,
   };
   console.log(JSON.stringify(report, null, 1));
 }

@@ -15,6 +15,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { hostInfo } from '../src/benchmark/host.js';
 import { lastJson, runChild } from './child.js';
 
 interface Case { model: string; batch: number; input: [number, number, number]; threads: number; warmup: number; runs: number }
@@ -86,7 +87,7 @@ function main(): void {
     rmSync(tmp, { recursive: true, force: true });
   }
   console.log(JSON.stringify({
-    date: new Date().toISOString(), threads, rounds: Number(values.rounds), runs: Number(values.runs), warmup: Number(values.warmup),
+    date: new Date().toISOString(), host: hostInfo(), threads, rounds: Number(values.rounds), runs: Number(values.runs), warmup: Number(values.warmup),
     statistic: 'per engine, the fastest of the rounds\' medians', engines, results: rows,
   }, null, 1));
 }

@@ -2,6 +2,7 @@
 // (bf16 on a CPU without it, bad options), on CIFAR ResNet-20 with few runs so that the test stays fast.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parseCpuinfo } from '../src/benchmark/index.js';
 import { lastJson, residual } from './helpers.js';
 
 describe('residual bench', () => {
@@ -22,8 +23,25 @@ describe('residual bench', () => {
       const ms = o.ms_per_image as number, ips = o.images_per_s as number;
       assert.ok(ms > 0 && ips > 0);
       assert.ok(Math.abs((ips * ms) / 1000 - 1) < 1e-3, `images_per_s ${ips} and ms_per_image ${ms} disagree`);
+      // the host beside the figure: the same engine is ~2x apart on Zen 4 and Zen 5
+      const host = o.host as { logical_cpus: number; load_1min: number; features: string[] };
+      assert.ok(host.logical_cpus >= 1 && host.load_1min >= 0 && Array.isArray(host.features), JSON.stringify(host));
     });
   }
+
+  it('the host record names the CPU generation from /proc/cpuinfo', () => {
+    const amd = (family: number, flags: string) =>
+      `processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: ${family}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: ${flags}\n\nprocessor\t: 1\nvendor_id\t: Other\n`;
+    const zen5 = parseCpuinfo(amd(26, 'fpu avx2 avx512f avx512_bf16 avx512_vnni avx512_vp2intersect'));
+    assert.deepEqual(zen5, { cpu: 'AMD EPYC', vendor: 'AuthenticAMD', family: 26, model: 2, microarchitecture: 'Zen 5',
+      features: ['avx2', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'avx512_vp2intersect'] });
+    assert.equal(parseCpuinfo(amd(25, 'avx2 avx512f avx512_bf16')).microarchitecture, 'Zen 4');
+    assert.equal(parseCpuinfo(amd(25, 'avx2')).microarchitecture, 'Zen 3');
+    const intel = parseCpuinfo('vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\nflags\t\t: avx512f amx_bf16 amx_int8\n');
+    assert.equal(intel.microarchitecture, null);
+    assert.deepEqual(intel.features, ['avx512f', 'amx_bf16', 'amx_int8']);
+    assert.deepEqual(parseCpuinfo(''), { cpu: null, vendor: null, family: null, model: null, microarchitecture: null, features: [] });
+  });
 
   it('--dtype bf16 runs the bf16 plan, or is refused with a reason on a CPU without bf16', () => {
     const r = residual(['bench', '--model', 'resnet20', '--batch', '2', '--dtype', 'bf16', '--warmup', '1', '--runs', '2', '--json']);

@@ -1,8 +1,10 @@
 // Peak multiply-add throughput of one core: f32 FMA (vfmadd231ps zmm) against bf16 dot products
-// (vdpbf16ps zmm: 32 bf16 products summed pairwise into 16 f32 lanes). 12 independent accumulators
-// hide the latency. Prints GFLOP/s (a multiply-add = 2 FLOP) per second of this thread's CPU time
-// (CLOCK_THREAD_CPUTIME_ID), so time spent descheduled on a shared machine does not count. Build:
-//   g++ -O2 -mavx512f -mavx512bf16 bench/peak/peak.cc -o /tmp/peak && /tmp/peak
+// (vdpbf16ps zmm: 32 bf16 products summed pairwise into 16 f32 lanes) and int8 VNNI dot products
+// (vpdpbusd zmm: 64 u8 x s8 products summed by fours into 16 s32 lanes). 12 independent
+// accumulators hide the latency. Prints GFLOP/s (a multiply-add = 2 FLOP; for int8, 2 integer ops)
+// per second of this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), so time spent descheduled on a
+// shared machine does not count. Build:
+//   g++ -O2 -mavx512f -mavx512bf16 -mavx512vnni bench/peak/peak.cc -o /tmp/peak && /tmp/peak
 #include <immintrin.h>
 #include <algorithm>
 #include <cstdio>
@@ -51,5 +53,20 @@ int main() {
     for (auto& a : acc) sink += _mm512_reduce_add_ps(a);
   });
   double bf16 = iters * 12.0 * 32 * 2 / t / 1e9;
-  std::printf("{\"f32_fma_gflops\": %.1f, \"bf16_dpbf16ps_gflops\": %.1f, \"ratio\": %.2f, \"sink\": %g}\n", f32, bf16, bf16 / f32, sink);
+  __m512i iacc[12];
+  long long isink = 0;
+  t = Time([&] {
+    for (auto& a : iacc) a = _mm512_setzero_si512();
+    __m512i x = _mm512_set1_epi8(1), y = _mm512_set1_epi8(1);
+    for (long i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+      for (int k = 0; k < 12; ++k) iacc[k] = _mm512_dpbusd_epi32(iacc[k], x, y);
+      asm volatile("" : "+v"(x));
+    }
+    for (auto& a : iacc) isink += _mm512_reduce_add_epi32(a);
+  });
+  double int8 = iters * 12.0 * 64 * 2 / t / 1e9;
+  std::printf("{\"f32_fma_gflops\": %.1f, \"bf16_dpbf16ps_gflops\": %.1f, \"int8_vpdpbusd_gops\": %.1f, "
+              "\"bf16_over_f32\": %.2f, \"int8_over_f32\": %.2f, \"sink\": %g}\n",
+              f32, bf16, int8, bf16 / f32, int8 / f32, sink + isink);
 }

@@ -1,7 +1,7 @@
 // `residual bench`: times a model on this machine, inference through the compiled plan or a full
 // training step, and prints the median; --json makes the last line one JSON object for scripts.
 import { initBackend } from '../../backend/index.js';
-import { benchmark, type BenchDtype, type BenchMode } from '../../benchmark/index.js';
+import { benchmark, hostInfo, type BenchDtype, type BenchMode } from '../../benchmark/index.js';
 import { getModel } from '../../models/index.js';
 import { intOption, parse, shapeOption } from '../args.js';
 
@@ -57,7 +57,7 @@ export async function run(argv: string[]): Promise<number> {
 
   const r = benchmark({ model: values.model!, batch, mode: mode as BenchMode, dtype: dtype as BenchDtype, input, warmup, runs });
   if (values.json) {
-    console.log(JSON.stringify(r));
+    console.log(JSON.stringify({ ...r, host: hostInfo() }));
   } else {
     console.log(`${r.model} ${r.mode} ${r.dtype} batch ${r.batch} input ${r.input.join('x')} (${r.backend}, ${r.threads} threads): ` +
       `${r.ms_per_image.toFixed(2)} ms/image, ${r.images_per_s.toFixed(1)} images/s ` +
