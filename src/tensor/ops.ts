@@ -111,13 +111,15 @@ let convDtype: ComputeDtype = 'f32';
 
 /**
  * Runs `fn` with convolutions in `dtype`, like PyTorch's `torch.autocast('cpu', dtype=torch.bfloat16)`
- * restricted to convolutions: under 'bf16' each conv2d reads its input and weight rounded to bfloat16
- * and accumulates in f32; its backward (whenever it runs) reads dy in bf16 too and returns f32
- * gradients. Everything else (BatchNorm and its statistics, ReLU, sums, pooling, the classifier, the
- * loss) and every tensor (parameters, gradients, optimizer state) stays f32, so the parameters are the
- * f32 master weights. bf16 keeps f32's exponent range, so no loss scaling is needed (unlike fp16).
- * The native backend needs AVX512-BF16 (or AMX) for 'bf16' and refuses it otherwise, with the reason;
- * the reference backend emulates it exactly (rounds, then computes in f32).
+ * for a conv net: under 'bf16' each conv2d reads its input and weight rounded to bfloat16, accumulates
+ * in f32 and stores its output in bf16; BatchNorm (with f32 statistics, scale and shift), ReLU, the
+ * residual sums and max pooling then read and write bf16 activations, and the gradients flowing back
+ * between them are bf16 too. The global average pool hands the classifier f32; the classifier, the loss,
+ * the parameters (f32 master weights), their gradients and the optimizer state stay f32. `read()`
+ * of a bf16 activation widens it to f32. bf16 keeps f32's exponent range, so no loss scaling is needed
+ * (unlike fp16). The native backend needs AVX512-BF16 (or AMX) for 'bf16' and refuses it otherwise,
+ * with the reason; the reference backend emulates it (rounds to bf16 where native stores bf16, computes
+ * in f32).
  */
 export function autocast<R>(dtype: ComputeDtype, fn: () => R): R {
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`autocast: dtype must be "f32" or "bf16", got "${String(dtype)}"`);
