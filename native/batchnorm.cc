@@ -1,5 +1,8 @@
 // Batch normalization on the activation layout (NHWC for 4-D), with separate scale and shift.
 // oneDNN reports the biased batch variance; the running variance gets the unbiased one, as in PyTorch.
+// The data (x, y, dy, dx) is f32 or bf16, as x is (bf16 training); scale, shift, statistics and their
+// gradients are always f32. With `relu`, the training forward is BN followed by ReLU in one pass
+// (fuse_norm_relu), which keeps a 1-bit-per-element mask as workspace for the backward.
 #include <cmath>
 #include <cstring>
 
@@ -31,13 +34,18 @@ int64_t Bits(double v) {
 
 normalization_flags ScaleShift() { return normalization_flags::use_scale | normalization_flags::use_shift; }
 
-BnFwd& GetFwd(const dims& shape, float eps, bool training) {
+normalization_flags Flags(bool relu) {
+  return relu ? ScaleShift() | normalization_flags::fuse_norm_relu : ScaleShift();
+}
+
+memory::desc DataMd(const dims& shape, dt type) { return CanonMdOf(shape, type); }
+
+BnFwd& GetFwd(const dims& shape, dt type, float eps, bool training, bool relu) {
   Key k("bn_fwd");
-  k << shape << Bits(eps) << static_cast<int64_t>(training);
+  k << shape << static_cast<int64_t>(type) << Bits(eps) << static_cast<int64_t>(training) << static_cast<int64_t>(relu);
   return g_fwd.Get(k, [&] {
-    Layout l;
-    memory::desc md = CanonMd(shape, &l);
-    normalization_flags flags = ScaleShift();
+    memory::desc md = DataMd(shape, type);
+    normalization_flags flags = Flags(relu);
     if (!training) flags = flags | normalization_flags::use_global_stats;
     dnnl::batch_normalization_forward::desc d(training ? prop_kind::forward_training : prop_kind::forward_inference, md,
                                               eps, flags);
@@ -48,14 +56,14 @@ BnFwd& GetFwd(const dims& shape, float eps, bool training) {
 }
 
 // Backward runs with epsilon 0 on variance := 1/invStd^2, which is exactly var + eps of the forward.
-BnBwd& GetBwd(const dims& shape) {
+// With `relu`, the hint carries fuse_norm_relu so that the backward reads the forward's workspace.
+BnBwd& GetBwd(const dims& shape, dt type, bool relu) {
   Key k("bn_bwd");
-  k << shape;
+  k << shape << static_cast<int64_t>(type) << static_cast<int64_t>(relu);
   return g_bwd.Get(k, [&] {
-    Layout l;
-    memory::desc md = CanonMd(shape, &l);
-    auto& f = GetFwd(shape, 0.f, true);
-    dnnl::batch_normalization_backward::desc d(prop_kind::backward, md, md, 0.f, ScaleShift());
+    memory::desc md = DataMd(shape, type);
+    auto& f = GetFwd(shape, type, 0.f, true, relu);
+    dnnl::batch_normalization_backward::desc d(prop_kind::backward, md, md, 0.f, Flags(relu));
     dnnl::batch_normalization_backward::primitive_desc pd(d, UserScratchAttr(), Eng(), f.pd);
     RecordImpl(k.s, pd.impl_info_str());
     return BnBwd{pd, MakePrim<decltype(pd), dnnl::batch_normalization_backward>(pd)};
@@ -74,24 +82,29 @@ void CheckInput(Tensor* x) {
 
 }  // namespace
 
-BnTrainResult BatchNormTrain(Tensor* x, const BnParams& p, double momentum, double eps, Outputs& outs) {
+BnTrainResult BatchNormTrain(Tensor* x, const BnParams& p, double momentum, double eps, bool relu, Outputs& outs) {
   Tensor *gamma = p.gamma, *beta = p.beta, *rm = p.running_mean, *rv = p.running_var;
   CheckInput(x);
   int64_t c = x->Dim(1);
   Vec(rm, c, "running mean");
   Vec(rv, c, "running var");
-  auto& e = GetFwd(x->shape, static_cast<float>(eps), true);
-  Tensor* y = outs.Canon(x->shape);
+  const dt type = x->Type();
+  auto& e = GetFwd(x->shape, type, static_cast<float>(eps), true, relu);
+  memory::desc ymd = DataMd(x->shape, type);
+  Tensor* y = outs.New(x->shape, x->Rank() == 4 ? Layout::NHWC : Layout::Plain, ymd);
   Tensor* mean = outs.Plain({c});
   Tensor* inv = outs.Plain({c});
+  Tensor* mask = relu ? outs.New(x->shape, Layout::Opaque, e.pd.workspace_desc()) : nullptr;
   memory var(memory::desc({c}, dt::f32, tag::x), Eng());
   memory mean_m(memory::desc({c}, dt::f32, tag::x), Eng(), mean->Data());
-  e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
-               {DNNL_ARG_DST, y->mem},
-               {DNNL_ARG_MEAN, mean_m},
-               {DNNL_ARG_VARIANCE, var},
-               {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
-               {DNNL_ARG_SHIFT, Vec(beta, c, "beta")}});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, AsCanonOf(x, type)},
+                                       {DNNL_ARG_DST, y->mem},
+                                       {DNNL_ARG_MEAN, mean_m},
+                                       {DNNL_ARG_VARIANCE, var},
+                                       {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
+                                       {DNNL_ARG_SHIFT, Vec(beta, c, "beta")}};
+  if (mask) args[DNNL_ARG_WORKSPACE] = mask->mem;
+  e.prim.Exec(std::move(args));
   const float* v = static_cast<const float*>(var.get_data_handle());
   const float* m = mean->Data();
   float* is = inv->Data();
@@ -106,16 +119,17 @@ BnTrainResult BatchNormTrain(Tensor* x, const BnParams& p, double momentum, doub
   }
   rm->Touch();
   rv->Touch();
-  return {y, mean, inv};
+  return {y, mean, inv, mask};
 }
 
 Tensor* BatchNormEval(Tensor* x, const BnParams& p, double eps, Outputs& outs) {
   Tensor *gamma = p.gamma, *beta = p.beta, *rm = p.running_mean, *rv = p.running_var;
   CheckInput(x);
   int64_t c = x->Dim(1);
-  auto& e = GetFwd(x->shape, static_cast<float>(eps), false);
-  Tensor* y = outs.Canon(x->shape);
-  e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
+  const dt type = x->Type();
+  auto& e = GetFwd(x->shape, type, static_cast<float>(eps), false, false);
+  Tensor* y = outs.New(x->shape, x->Rank() == 4 ? Layout::NHWC : Layout::Plain, DataMd(x->shape, type));
+  e.prim.Exec({{DNNL_ARG_SRC, AsCanonOf(x, type)},
                {DNNL_ARG_DST, y->mem},
                {DNNL_ARG_MEAN, Vec(rm, c, "running mean")},
                {DNNL_ARG_VARIANCE, Vec(rv, c, "running var")},
@@ -124,11 +138,16 @@ Tensor* BatchNormEval(Tensor* x, const BnParams& p, double eps, Outputs& outs) {
   return y;
 }
 
-BnGrads BatchNormBackward(Tensor* x, Tensor* gamma, Tensor* mean, Tensor* inv, Tensor* dy, Outputs& outs) {
+BnGrads BatchNormBackward(Tensor* x, Tensor* gamma, Tensor* mean, Tensor* inv, Tensor* dy, Tensor* relu_mask, Outputs& outs) {
   CheckInput(x);
   Require(dy->shape == x->shape, "dy must have the shape of x");
   int64_t c = x->Dim(1);
-  auto& e = GetBwd(x->shape);
+  const dt type = x->Type();
+  const bool relu = relu_mask != nullptr;
+  auto& e = GetBwd(x->shape, type, relu);
+  if (relu)
+    Require(relu_mask->layout == Layout::Opaque && relu_mask->md == e.pd.workspace_desc(),
+            "the ReLU mask does not come from batchNormReluTrain of this input");
   memory var(memory::desc({c}, dt::f32, tag::x), Eng());
   {
     Vec(inv, c, "invStd");
@@ -139,22 +158,24 @@ BnGrads BatchNormBackward(Tensor* x, Tensor* gamma, Tensor* mean, Tensor* inv, T
       v[i] = static_cast<float>(1.0 / (s * s));
     }
   }
-  Tensor* dx = outs.Canon(x->shape);
+  Tensor* dx = outs.New(x->shape, x->Rank() == 4 ? Layout::NHWC : Layout::Plain, DataMd(x->shape, type));
   Tensor* dgamma = outs.Plain({c});
   Tensor* dbeta = outs.Plain({c});
   memory::desc vmd({c}, dt::f32, tag::x);
   // oneDNN 2.6 lists SHIFT as an input of the backward pass when use_shift is set (it is not read).
   memory shift(vmd, Eng());
   std::memset(shift.get_data_handle(), 0, vmd.get_size());
-  e.prim.Exec({{DNNL_ARG_SRC, AsCanon(x)},
-               {DNNL_ARG_MEAN, Vec(mean, c, "mean")},
-               {DNNL_ARG_VARIANCE, var},
-               {DNNL_ARG_DIFF_DST, AsCanon(dy)},
-               {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
-               {DNNL_ARG_SHIFT, shift},
-               {DNNL_ARG_DIFF_SRC, dx->mem},
-               {DNNL_ARG_DIFF_SCALE, memory(vmd, Eng(), dgamma->Data())},
-               {DNNL_ARG_DIFF_SHIFT, memory(vmd, Eng(), dbeta->Data())}});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, AsCanonOf(x, type)},
+                                       {DNNL_ARG_MEAN, Vec(mean, c, "mean")},
+                                       {DNNL_ARG_VARIANCE, var},
+                                       {DNNL_ARG_DIFF_DST, AsCanonOf(dy, type)},
+                                       {DNNL_ARG_SCALE, Vec(gamma, c, "gamma")},
+                                       {DNNL_ARG_SHIFT, shift},
+                                       {DNNL_ARG_DIFF_SRC, dx->mem},
+                                       {DNNL_ARG_DIFF_SCALE, memory(vmd, Eng(), dgamma->Data())},
+                                       {DNNL_ARG_DIFF_SHIFT, memory(vmd, Eng(), dbeta->Data())}};
+  if (relu) args[DNNL_ARG_WORKSPACE] = relu_mask->mem;
+  e.prim.Exec(std::move(args));
   return {dx, dgamma, dbeta};
 }
 

@@ -3,12 +3,12 @@
 // reordered into the primitive's format through the tensor's derived-copy cache (once per update).
 //
 // Mixed precision (ConvParams::bf16, the trailing JS argument): the convolution reads bf16 and
-// accumulates in f32, PyTorch autocast's semantics. Tensors stay f32 (master weights, activations,
-// gradients): the conv converts what it reads. The input's bf16 copy is a derived copy cached on the
-// input tensor, so the forward converts it once and backward-weights reuses it; the weights' bf16
-// copies come from the same cache (one conversion per optimizer step); dy is converted once per
-// backward call and shared by backward-data and backward-weights. dst, diff_src and diff_weights are
-// written f32 directly.
+// accumulates in f32, PyTorch autocast's semantics, and writes its output in bf16, so the activations
+// between ops (BN, ReLU, sums, pooling) move half the bytes. diff_src has the data type of the input
+// (bf16 for an activation, f32 for the image); diff_weights and diff_bias are f32 (the master weights
+// stay f32). An f32 input (the image) gets a bf16 copy cached on it (a derived copy), so the forward
+// converts it once and backward-weights reuses it; the weights' bf16 copies come from the same cache
+// (one conversion per optimizer step); an f32 dy is converted once per backward call.
 #include <cstdlib>
 #include <cstring>
 
@@ -20,7 +20,8 @@ namespace {
 
 struct ConvShape {
   int64_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, g, oh, ow;
-  bool bf16;  // read src/weights/diff_dst as bf16 (f32 accumulation and outputs)
+  bool bf16;  // read src/weights/diff_dst as bf16, write dst as bf16 (f32 accumulation)
+  bool bf16_dsrc = false;  // backward-data writes diff_src as bf16 (the input is a bf16 activation)
   dims Src() const { return {n, c, h, w}; }
   dims Dst() const { return {n, o, oh, ow}; }
   dims Wei() const { return g > 1 ? dims{g, o / g, c / g, kh, kw} : dims{o, c / g, kh, kw}; }
@@ -34,6 +35,7 @@ struct ConvShape {
     Key k(op);
     k << n << c << h << w << o << kh << kw << sh << sw << ph << pw << dh << dw << g;
     if (bf16) k << "bf16";
+    if (bf16_dsrc) k << "bf16_dsrc";
     return k;
   }
 };
@@ -90,7 +92,9 @@ bool g_any_layout = false;
 
 // Activations explicitly NHWC (so no reorders); weights `any`. If oneDNN only offers a reference
 // kernel for that combination, let it choose the activation layout too and pay the reorders.
-FwdEntry& GetFwd(const ConvShape& s, bool bias) {
+FwdEntry& GetFwd(const ConvShape& shape, bool bias) {
+  ConvShape s = shape;
+  s.bf16_dsrc = false;  // backward-data's concern only
   Key k = s.K("conv_fwd");
   k << static_cast<int64_t>(bias);
   return g_fwd.Get(k, [&] {
@@ -100,9 +104,9 @@ FwdEntry& GetFwd(const ConvShape& s, bool bias) {
                                         Any(s.Wei(), Low(s)), b, dst, s.Strides(), s.Dil(), s.Pad(), s.Pad());
       return dnnl::convolution_forward::primitive_desc(d, UserScratchAttr(), Eng());
     };
-    auto pd = make(Nhwc(s.Src(), Low(s)), NhwcMd(s.Dst()));
+    auto pd = make(Nhwc(s.Src(), Low(s)), Nhwc(s.Dst(), Low(s)));
     if (g_any_layout || IsRef(pd.impl_info_str())) {
-      auto alt = make(Any(s.Src(), Low(s)), Any(s.Dst()));
+      auto alt = make(Any(s.Src(), Low(s)), Any(s.Dst(), Low(s)));
       if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
@@ -114,14 +118,15 @@ BwdDataEntry& GetBwdData(const ConvShape& s) {
   Key k = s.K("conv_bwd_data");
   return g_bwd_data.Get(k, [&] {
     auto& f = GetFwd(s, false);
+    const dt dsrc_type = s.bf16_dsrc ? dt::bf16 : dt::f32;
     auto make = [&](const memory::desc& dsrc, const memory::desc& ddst) {
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dsrc, Any(s.Wei(), Low(s)), ddst,
                                               s.Strides(), s.Dil(), s.Pad(), s.Pad());
       return dnnl::convolution_backward_data::primitive_desc(d, UserScratchAttr(), Eng(), f.pd);
     };
-    auto pd = make(NhwcMd(s.Src()), Nhwc(s.Dst(), Low(s)));
+    auto pd = make(Nhwc(s.Src(), dsrc_type), Nhwc(s.Dst(), Low(s)));
     if (g_any_layout || IsRef(pd.impl_info_str())) {
-      auto alt = make(Any(s.Src()), Any(s.Dst(), Low(s)));
+      auto alt = make(Any(s.Src(), dsrc_type), Any(s.Dst(), Low(s)));
       if (g_any_layout || !IsRef(alt.impl_info_str())) pd = alt;
     }
     RecordImpl(k.s, pd.impl_info_str());
@@ -129,7 +134,9 @@ BwdDataEntry& GetBwdData(const ConvShape& s) {
   });
 }
 
-BwdWeiEntry& GetBwdWei(const ConvShape& s, bool bias) {
+BwdWeiEntry& GetBwdWei(const ConvShape& shape, bool bias) {
+  ConvShape s = shape;
+  s.bf16_dsrc = false;  // backward-data's concern only
   Key k = s.K("conv_bwd_weights");
   k << static_cast<int64_t>(bias);
   return g_bwd_wei.Get(k, [&] {
@@ -210,6 +217,7 @@ void RequireBf16Isa() {
 
 // y (NHWC) = the narrow grouped conv of `src` (NHWC, [n, c, h, w]) with OIHW weights `wei` (+ bias);
 // `bf16`: src and dst are stored as bf16 (the weights are rounded to bf16 first, f32 arithmetic).
+// A bf16 dst written into an f32 tensor goes through a pooled temporary.
 void RunNarrow(const ConvShape& s, const float* wei, const float* bias, int64_t stride, const void* src, int64_t h, int64_t w,
                void* dst, int64_t oh, int64_t ow, bool bf16 = false) {
   std::vector<float> zeros, rounded;
@@ -222,8 +230,9 @@ void RunNarrow(const ConvShape& s, const float* wei, const float* bias, int64_t 
   k.Run(src, BlockStrides::Nhwc(s.c, h, w), h, w, dst, BlockStrides::Nhwc(s.o, oh, ow), oh, ow, s.n, bf16);
 }
 
-// The input's values as bf16 NHWC: a derived copy cached on the tensor (valid while it is not
-// mutated), so backward-weights reads the same copy the forward made.
+// The input's values as bf16 NHWC: its own memory when it is a bf16 activation, else a derived copy
+// cached on the tensor (valid while it is not mutated), so backward-weights reads the copy the
+// forward made.
 memory Bf16Input(Tensor* x) {
   Require(x->layout != Layout::Opaque, "an opaque tensor (a pooling argmax) was passed where values are expected");
   return x->Derived(x->md, Nhwc(x->shape, dt::bf16));
@@ -248,15 +257,13 @@ Tensor* Conv2d(Tensor* x, Tensor* w, Tensor* b, const ConvParams& p, Outputs& ou
   if (s.bf16) RequireBf16Isa();
   if (b) Require(b->Numel() == s.o && b->layout == Layout::Plain, "bias must have one value per output channel");
   s.bf16 = Bf16Runs(s, b != nullptr);
+  Tensor* y = outs.New(s.Dst(), Layout::NHWC, Nhwc(s.Dst(), Low(s)));
   if (Narrow(s)) {
     WeightView(w, s);  // plain OIHW
-    Tensor* y = outs.Canon(s.Dst());
     RecordImpl(s.K("conv_fwd").s, s.c / s.g == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
     if (s.bf16) {
       memory src = Bf16Input(x);
-      Temp dst(Nhwc(s.Dst(), dt::bf16));
-      RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, dst.m.get_data_handle(), s.oh, s.ow, true);
-      Reorder(dst.m, y->mem);
+      RunNarrow(s, w->Data(), b ? b->Data() : nullptr, s.sh, src.get_data_handle(), s.h, s.w, y->mem.get_data_handle(), s.oh, s.ow, true);
       return y;
     }
     memory src = AsLayout(x, Layout::NHWC);
@@ -266,7 +273,6 @@ Tensor* Conv2d(Tensor* x, Tensor* w, Tensor* b, const ConvParams& p, Outputs& ou
   auto& e = GetFwd(s, b != nullptr);
   memory wei = w->Derived(WeightView(w, s), e.pd.weights_desc());
   memory src = Want(s.bf16 ? Bf16Input(x) : AsLayout(x, Layout::NHWC), e.pd.src_desc());
-  Tensor* y = outs.Canon(s.Dst());
   bool direct = e.pd.dst_desc() == y->md;
   memory dst = direct ? y->mem : memory(e.pd.dst_desc(), Eng());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
@@ -284,15 +290,10 @@ Grads Conv2dBackward(Tensor* x, Tensor* w, Tensor* dy, const ConvParams& p, Grad
   Require(dy->Rank() == 4 && dy->shape == s.Dst(), "dy shape does not match the convolution output");
   Grads out;
   memory::desc wview = WeightView(w, s);  // may relayout w: before any other memory handle is taken
-  memory ddst_nhwc = AsLayout(dy, Layout::NHWC);
   s.bf16 = (need_x || need_w) && Bf16Runs(s, need_b);
-  // dy in bf16, converted once for backward-data and backward-weights.
-  std::unique_ptr<Temp> ddst_low;
-  if (s.bf16) {
-    ddst_low = std::make_unique<Temp>(Nhwc(s.Dst(), dt::bf16));
-    Reorder(ddst_nhwc, ddst_low->m);
-  }
-  memory ddst_in = s.bf16 ? ddst_low->m : ddst_nhwc;
+  s.bf16_dsrc = s.bf16 && x->Bf16();
+  // dy as the conv reads it (bf16 or f32), converted at most once for backward-data and backward-weights.
+  memory ddst_in = AsCanonOf(dy, Low(s));
 
   if (need_x && Narrow(s) && s.sh == 1) {
     // dx = conv(dy, w') with w'[g*W + i][o][a][b] = w[g*W + o][i][2 - a][2 - b] (stride 1, padding 1)
@@ -306,21 +307,23 @@ Grads Conv2dBackward(Tensor* x, Tensor* w, Tensor* dy, const ConvParams& p, Grad
         for (int64_t i = 0; i < width; ++i)
           for (int64_t t = 0; t < 9; ++t)
             wt[static_cast<size_t>(((g * width + i) * width + o) * 9 + t)] = wp[((g * width + o) * width + i) * 9 + (8 - t)];
-    Tensor* dx = outs.Canon(s.Src());
+    Tensor* dx = outs.New(s.Src(), Layout::NHWC, Nhwc(s.Src(), s.bf16_dsrc ? dt::bf16 : dt::f32));
     RecordImpl(s.K("conv_bwd_data").s, width == 4 ? "residual:grouped3x3:g4" : "residual:grouped3x3:g8");
-    if (s.bf16) {
+    if (s.bf16_dsrc) {
+      RunNarrow(s, wt.data(), nullptr, 1, ddst_in.get_data_handle(), s.oh, s.ow, dx->mem.get_data_handle(), s.h, s.w, true);
+    } else if (s.bf16) {
       Temp dsrc(Nhwc(s.Src(), dt::bf16));
       RunNarrow(s, wt.data(), nullptr, 1, ddst_in.get_data_handle(), s.oh, s.ow, dsrc.m.get_data_handle(), s.h, s.w, true);
       Reorder(dsrc.m, dx->mem);
     } else {
-      RunNarrow(s, wt.data(), nullptr, 1, ddst_nhwc.get_data_handle(), s.oh, s.ow, dx->mem.get_data_handle(), s.h, s.w);
+      RunNarrow(s, wt.data(), nullptr, 1, ddst_in.get_data_handle(), s.oh, s.ow, dx->mem.get_data_handle(), s.h, s.w);
     }
     out.dx = dx;
   } else if (need_x) {
     auto& e = GetBwdData(s);
     memory ddst = Want(ddst_in, e.pd.diff_dst_desc());
     memory wei = w->Derived(wview, e.pd.weights_desc());
-    Tensor* dx = outs.Canon(s.Src());
+    Tensor* dx = outs.New(s.Src(), Layout::NHWC, Nhwc(s.Src(), s.bf16_dsrc ? dt::bf16 : dt::f32));
     bool direct = e.pd.diff_src_desc() == dx->md;
     memory dsrc = direct ? dx->mem : memory(e.pd.diff_src_desc(), Eng());
     e.prim.Exec({{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
@@ -349,7 +352,8 @@ Grads Conv2dBackward(Tensor* x, Tensor* w, Tensor* dy, const ConvParams& p, Grad
     // Bias gradient alone: a sum of dy over N, H, W (dy is NHWC: channels are innermost). In f32 even
     // under bf16: a memory-bound pass that a conversion would only slow down.
     Tensor* db = outs.Plain({s.o});
-    const float* g = static_cast<const float*>(ddst_nhwc.get_data_handle());
+    memory ddst_f32 = AsLayout(dy, Layout::NHWC);
+    const float* g = static_cast<const float*>(ddst_f32.get_data_handle());
     float* r = db->Data();
     int64_t pixels = s.n * s.oh * s.ow;
     std::vector<double> acc(static_cast<size_t>(s.o), 0.0);

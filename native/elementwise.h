@@ -6,7 +6,10 @@
 
 namespace residual {
 
+// a + b, and relu(a + b) in one pass (the residual sum of a block; its backward is ReluBackward
+// of the output). bf16 when either input is.
 Tensor* Add(Tensor* a, Tensor* b, Outputs& outs);
+Tensor* AddRelu(Tensor* a, Tensor* b, Outputs& outs);
 // dst += src.
 void AddInPlace(Tensor* dst, Tensor* src);
 Tensor* Scale(Tensor* x, float s, Outputs& outs);

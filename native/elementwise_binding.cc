@@ -12,6 +12,14 @@ Napi::Value AddJs(const Napi::CallbackInfo& info) {
   return outs.Obj(Add(a, b, outs));
 }
 
+// addRelu(a, b): relu(a + b).
+Napi::Value AddReluJs(const Napi::CallbackInfo& info) {
+  Tensor* a = ArgTensor(info, 0);
+  Tensor* b = ArgTensor(info, 1);
+  JsOutputs outs(info.Env());
+  return outs.Obj(AddRelu(a, b, outs));
+}
+
 // addInPlace(dst, src): dst += src.
 Napi::Value AddInPlaceJs(const Napi::CallbackInfo& info) {
   Tensor* dst = ArgTensor(info, 0);
@@ -45,6 +53,7 @@ Napi::Value ReluBackwardJs(const Napi::CallbackInfo& info) {
 
 void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "add", AddJs);
+  Export(env, exports, "addRelu", AddReluJs);
   Export(env, exports, "addInPlace", AddInPlaceJs);
   Export(env, exports, "scale", ScaleJs);
   Export(env, exports, "relu", ReluJs);

@@ -1,5 +1,7 @@
 // Max and average pooling (PyTorch's ceil_mode and count_include_pad) and the global average pool,
-// all on NHWC. The max-pool argmax is oneDNN's workspace, kept as an opaque tensor.
+// all on NHWC. The max-pool argmax is oneDNN's workspace, kept as an opaque tensor. Max pooling runs in
+// bf16 on a bf16 input (bf16 training's stem); the average pools widen a bf16 input to f32, so the
+// global pool hands the classifier f32 features.
 #include <algorithm>
 
 #include "pooling.h"
@@ -43,10 +45,10 @@ PoolShape Shape(const dims& in, const PoolParams& p) {
   return s;
 }
 
-Key PoolKey(const char* op, const PoolShape& s, algorithm alg) {
+Key PoolKey(const char* op, const PoolShape& s, algorithm alg, dt type) {
   Key k(op);
   k << s.n << s.c << s.h << s.w << s.kh << s.kw << s.sh << s.sw << s.ph << s.pw << s.prh << s.prw
-    << static_cast<int64_t>(alg);
+    << static_cast<int64_t>(alg) << static_cast<int64_t>(type);
   return k;
 }
 
@@ -61,10 +63,10 @@ struct PoolBwd {
 Cache<PoolFwd>& g_fwd = *new Cache<PoolFwd>();  // never destroyed: nothing may run at process exit
 Cache<PoolBwd>& g_bwd = *new Cache<PoolBwd>();  // never destroyed: nothing may run at process exit
 
-PoolFwd& GetFwd(const PoolShape& s, algorithm alg) {
-  Key k = PoolKey("pool_fwd", s, alg);
+PoolFwd& GetFwd(const PoolShape& s, algorithm alg, dt type = dt::f32) {
+  Key k = PoolKey("pool_fwd", s, alg, type);
   return g_fwd.Get(k, [&] {
-    dnnl::pooling_forward::desc d(prop_kind::forward_training, alg, NhwcMd(s.Src()), NhwcMd(s.Dst()), {s.sh, s.sw},
+    dnnl::pooling_forward::desc d(prop_kind::forward_training, alg, NhwcMd(s.Src(), type), NhwcMd(s.Dst(), type), {s.sh, s.sw},
                                   {s.kh, s.kw}, {s.ph, s.pw}, {s.prh, s.prw});
     dnnl::pooling_forward::primitive_desc pd(d, UserScratchAttr(), Eng());
     RecordImpl(k.s, pd.impl_info_str());
@@ -72,11 +74,11 @@ PoolFwd& GetFwd(const PoolShape& s, algorithm alg) {
   });
 }
 
-PoolBwd& GetBwd(const PoolShape& s, algorithm alg) {
-  Key k = PoolKey("pool_bwd", s, alg);
+PoolBwd& GetBwd(const PoolShape& s, algorithm alg, dt type = dt::f32) {
+  Key k = PoolKey("pool_bwd", s, alg, type);
   return g_bwd.Get(k, [&] {
-    auto& f = GetFwd(s, alg);
-    dnnl::pooling_backward::desc d(alg, NhwcMd(s.Src()), NhwcMd(s.Dst()), {s.sh, s.sw}, {s.kh, s.kw}, {s.ph, s.pw},
+    auto& f = GetFwd(s, alg, type);
+    dnnl::pooling_backward::desc d(alg, NhwcMd(s.Src(), type), NhwcMd(s.Dst(), type), {s.sh, s.sw}, {s.kh, s.kw}, {s.ph, s.pw},
                                    {s.prh, s.prw});
     dnnl::pooling_backward::primitive_desc pd(d, UserScratchAttr(), Eng(), f.pd);
     RecordImpl(k.s, pd.impl_info_str());
@@ -88,21 +90,23 @@ PoolBwd& GetBwd(const PoolShape& s, algorithm alg) {
 
 MaxPoolResult MaxPool2d(Tensor* x, const PoolParams& p, Outputs& outs) {
   PoolShape s = Shape(x->shape, p);
-  auto& e = GetFwd(s, algorithm::pooling_max);
-  Tensor* y = outs.Canon(s.Dst());
+  const dt type = x->Type();
+  auto& e = GetFwd(s, algorithm::pooling_max, type);
+  Tensor* y = outs.New(s.Dst(), Layout::NHWC, NhwcMd(s.Dst(), type));
   Tensor* ws = outs.New(s.Dst(), Layout::Opaque, e.pd.workspace_desc());
-  e.prim.Exec({{DNNL_ARG_SRC, AsLayout(x, Layout::NHWC)}, {DNNL_ARG_DST, y->mem}, {DNNL_ARG_WORKSPACE, ws->mem}});
+  e.prim.Exec({{DNNL_ARG_SRC, AsLayoutOf(x, Layout::NHWC, type)}, {DNNL_ARG_DST, y->mem}, {DNNL_ARG_WORKSPACE, ws->mem}});
   return {y, ws};
 }
 
 Tensor* MaxPool2dBackward(Tensor* x, Tensor* ws, Tensor* dy, const PoolParams& p, Outputs& outs) {
   PoolShape s = Shape(x->shape, p);
   Require(dy->shape == s.Dst(), "dy shape does not match the pooling output");
-  auto& e = GetBwd(s, algorithm::pooling_max);
+  const dt type = x->Type();  // dx has x's data type
+  auto& e = GetBwd(s, algorithm::pooling_max, type);
   Require(ws->layout == Layout::Opaque && ws->md == e.pd.workspace_desc(),
           "argmax does not come from maxPool2d with these parameters");
-  Tensor* dx = outs.Canon(s.Src());
-  e.prim.Exec({{DNNL_ARG_DIFF_DST, AsLayout(dy, Layout::NHWC)}, {DNNL_ARG_WORKSPACE, ws->mem}, {DNNL_ARG_DIFF_SRC, dx->mem}});
+  Tensor* dx = outs.New(s.Src(), Layout::NHWC, NhwcMd(s.Src(), type));
+  e.prim.Exec({{DNNL_ARG_DIFF_DST, AsLayoutOf(dy, Layout::NHWC, type)}, {DNNL_ARG_WORKSPACE, ws->mem}, {DNNL_ARG_DIFF_SRC, dx->mem}});
   return dx;
 }
 
@@ -213,8 +217,8 @@ Tensor* GlobalAvgPoolBackward(Tensor* dy, const dims& in, Outputs& outs) {
   auto& e = GetBwd(s, algorithm::pooling_avg_exclude_padding);
   Tensor* dx = outs.Canon(s.Src());
   // [N,C,1,1] is the same bytes in every layout, and so is [N,C]: no reorder needed.
-  memory g = dy->layout == Layout::Opaque ? AsLayout(dy, Layout::NHWC)
-                                          : memory(NhwcMd(s.Dst()), Eng(), dy->Data());
+  memory g = dy->layout == Layout::Opaque || dy->Bf16() ? AsLayout(dy, Layout::NHWC)
+                                                        : memory(NhwcMd(s.Dst()), Eng(), dy->Data());
   e.prim.Exec({{DNNL_ARG_DIFF_DST, g}, {DNNL_ARG_DIFF_SRC, dx->mem}});
   return dx;
 }

@@ -15,18 +15,22 @@ int64_t Product(const dims& d) {
   return p;
 }
 
-memory::desc PlainMd(const dims& shape) {
-  if (shape.empty()) return memory::desc({1}, dt::f32, tag::a);
+memory::desc PlainMd(const dims& shape, dt type) {
+  if (shape.empty()) return memory::desc({1}, type, tag::a);
   dims strides(shape.size());
   int64_t s = 1;
   for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
     strides[i] = s;
     s *= std::max<int64_t>(shape[i], 1);
   }
-  return memory::desc(shape, dt::f32, strides);
+  return memory::desc(shape, type, strides);
 }
 
-memory::desc NhwcMd(const dims& shape) { return memory::desc(shape, dt::f32, tag::nhwc); }
+memory::desc NhwcMd(const dims& shape, dt type) { return memory::desc(shape, type, tag::nhwc); }
+
+memory::desc CanonMdOf(const dims& shape, dt type) {
+  return shape.size() == 4 ? NhwcMd(shape, type) : PlainMd(shape, type);
+}
 
 memory::desc CanonMd(const dims& shape, Layout* layout) {
   if (shape.size() == 4) {
@@ -48,6 +52,11 @@ Tensor::~Tensor() {
 }
 
 int64_t Tensor::Numel() const { return Product(shape); }
+
+float* Tensor::Data() const {
+  Require(md.data_type() == dt::f32, "this op reads f32 values but got a bf16 tensor (an activation of bf16 training)");
+  return static_cast<float*>(mem.get_data_handle());
+}
 
 size_t Tensor::Bytes() const {
   if (!alive_) return 0;
@@ -85,7 +94,7 @@ void Tensor::Relayout(Layout want) {
   if (want == layout) return;
   Require(want != Layout::Opaque && layout != Layout::Opaque, "cannot change the layout of an opaque tensor");
   Require(want != Layout::NHWC || shape.size() == 4, "NHWC needs a 4-D tensor");
-  memory::desc nmd = want == Layout::NHWC ? NhwcMd(shape) : PlainMd(shape);
+  memory::desc nmd = want == Layout::NHWC ? NhwcMd(shape, Type()) : PlainMd(shape, Type());
   void* nbuf = nullptr;
   memory nmem = PooledMemory(nmd, &nbuf);
   if (Numel() > 0) Reorder(mem, nmem);
@@ -124,16 +133,26 @@ memory Tensor::Derived(const memory::desc& src_view, const memory::desc& want) {
   return d.mem;
 }
 
-memory AsLayout(Tensor* t, Layout layout) {
-  if (t->layout == layout) return t->mem;
+memory AsLayoutOf(Tensor* t, Layout layout, dt type) {
+  if (t->layout == layout && t->Type() == type) return t->mem;
   Require(t->layout != Layout::Opaque, "an opaque tensor (a pooling argmax) was passed where values are expected");
-  memory::desc want = layout == Layout::NHWC ? NhwcMd(t->shape) : PlainMd(t->shape);
+  memory::desc want = layout == Layout::NHWC ? NhwcMd(t->shape, type) : PlainMd(t->shape, type);
   memory out(want, Eng());
   if (t->Numel() > 0) Reorder(t->mem, out);
   return out;
 }
 
+memory AsLayout(Tensor* t, Layout layout) { return AsLayoutOf(t, layout, dt::f32); }
+
 memory AsCanon(Tensor* t) { return AsLayout(t, t->Rank() == 4 ? Layout::NHWC : Layout::Plain); }
+
+memory AsCanonOf(Tensor* t, dt type) { return AsLayoutOf(t, t->Rank() == 4 ? Layout::NHWC : Layout::Plain, type); }
+
+dt ActivationType(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->Bf16()) return dt::bf16;
+  return dt::f32;
+}
 
 void CopyFromRowMajor(Tensor* t, const float* src) {
   if (t->Numel() > 0) std::memcpy(t->Data(), src, static_cast<size_t>(t->Numel()) * sizeof(float));
@@ -142,25 +161,26 @@ void CopyFromRowMajor(Tensor* t, const float* src) {
 void CopyToRowMajor(const Tensor& t, float* dst) {
   if (t.Numel() == 0) return;
   // NHWC with H*W == 1 or C == 1 has the same bytes as NCHW (e.g. the pooled features before the head).
-  bool same_bytes = t.layout == Layout::Plain ||
-                    (t.layout == Layout::NHWC && (t.Dim(2) * t.Dim(3) == 1 || t.Dim(1) == 1));
+  bool same_bytes = t.Type() == dt::f32 &&
+                    (t.layout == Layout::Plain || (t.layout == Layout::NHWC && (t.Dim(2) * t.Dim(3) == 1 || t.Dim(1) == 1)));
   if (same_bytes) {
     std::memcpy(dst, t.Data(), static_cast<size_t>(t.Numel()) * sizeof(float));
     return;
   }
   memory out(PlainMd(t.shape), Eng(), dst);
-  Reorder(t.mem, out);
+  Reorder(t.mem, out);  // from any layout, and from bf16 (widened to f32)
   Strm().wait();
 }
 
 void FillZero(Tensor* t) {
-  if (t->Numel() > 0) std::memset(t->Data(), 0, t->md.get_size());
+  if (t->Numel() > 0) std::memset(t->mem.get_data_handle(), 0, t->md.get_size());  // zero bits are 0 in f32 and bf16
 }
 
 bool ReshapeKeepsLayout(const Tensor& x, const dims& shape) { return x.layout == Layout::NHWC && shape == x.shape; }
 
 void CopyBytes(const Tensor& src, Tensor* dst) {
-  if (src.Numel() > 0) std::memcpy(dst->Data(), src.Data(), src.md.get_size());
+  Require(dst->md.get_size() == src.md.get_size(), "a byte copy needs the same layout and data type");
+  if (src.Numel() > 0) std::memcpy(dst->mem.get_data_handle(), src.mem.get_data_handle(), src.md.get_size());
 }
 
 }  // namespace residual

@@ -3,6 +3,7 @@
 // tensor_js.h.
 #pragma once
 
+#include <initializer_list>
 #include <vector>
 
 #include "allocator.h"
@@ -28,7 +29,11 @@ class Tensor {
   void Allocate(const dims& shape, Layout layout, const memory::desc& md);
   void Release();
   bool Alive() const { return alive_; }
-  float* Data() const { return static_cast<float*>(mem.get_data_handle()); }
+  // The values as floats: f32 tensors only. A bf16 activation (mixed-precision training) throws
+  // here instead of being misread; ops that take bf16 read `mem` or go through AsLayout.
+  float* Data() const;
+  dt Type() const { return md.data_type(); }
+  bool Bf16() const { return md.data_type() == dt::bf16; }
   int64_t Numel() const;
   int64_t Dim(int i) const { return shape[i]; }
   int Rank() const { return static_cast<int>(shape.size()); }
@@ -63,23 +68,32 @@ class Tensor {
   void AdjustMem(int64_t delta);
 };
 
-// Descriptors.
-memory::desc PlainMd(const dims& shape);  // row-major; rank 0 becomes {1}
-memory::desc NhwcMd(const dims& shape);
+// Descriptors (f32 unless `type` says otherwise).
+memory::desc PlainMd(const dims& shape, dt type = dt::f32);  // row-major; rank 0 becomes {1}
+memory::desc NhwcMd(const dims& shape, dt type = dt::f32);
 memory::desc CanonMd(const dims& shape, Layout* layout);  // NHWC for rank 4, plain otherwise
 int64_t Product(const dims& d);
 
-// The tensor's values as a memory in the given layout: the tensor's own memory when it already is,
-// else a temporary reordered copy (edges only: inputs that came from fromArray).
+// The tensor's values as an f32 memory in the given layout: the tensor's own memory when it already
+// is, else a temporary reordered copy (edges: inputs that came from fromArray; bf16 activations
+// reaching an op that computes in f32 only).
 memory AsLayout(Tensor* t, Layout layout);
 memory AsCanon(Tensor* t);
+// The same in `layout`, or the canonical one (NHWC for rank 4), and data type `type`: for ops that
+// run in bf16 too.
+memory AsLayoutOf(Tensor* t, Layout layout, dt type);
+memory AsCanonOf(Tensor* t, dt type);
+// The canonical descriptor of `shape` in data type `type`.
+memory::desc CanonMdOf(const dims& shape, dt type);
+// bf16 when any of the tensors is (the activations of mixed-precision training flow in bf16), else f32.
+dt ActivationType(std::initializer_list<const Tensor*> ts);
 
 // Copies between a tensor and a dense row-major float buffer of its element count, whatever the
-// tensor's layout (the edges of JS: fromArray, read, reshape).
+// tensor's layout and data type (the edges of JS: fromArray, read, reshape).
 void CopyFromRowMajor(Tensor* t, const float* src);
 void CopyToRowMajor(const Tensor& t, float* dst);
 void FillZero(Tensor* t);
-// A reshape that keeps the shape of an NHWC tensor keeps its layout: a byte copy.
+// A reshape that keeps the shape of an NHWC tensor keeps its layout and data type: a byte copy.
 bool ReshapeKeepsLayout(const Tensor& x, const dims& shape);
 void CopyBytes(const Tensor& src, Tensor* dst);
 

@@ -79,6 +79,15 @@ napi_value JsLayout(napi_env env, napi_callback_info cb) {
   return r;
 }
 
+// How the values are stored: "float32", or "bfloat16" (the activations of bf16 training).
+napi_value JsStorage(napi_env env, napi_callback_info cb) {
+  Tensor* t = Wrapped(env, This(env, cb));
+  const char* s = t == nullptr || !t->Alive() ? "disposed" : t->layout == Layout::Opaque ? "opaque" : t->Bf16() ? "bfloat16" : "float32";
+  napi_value r;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
 }  // namespace
 
 void DisposeTensorObject(napi_env env, napi_value obj) {
@@ -96,6 +105,7 @@ Napi::Function InitTensorClass(Napi::Env env) {
       {"disposed", nullptr, nullptr, JsDisposed, nullptr, nullptr, acc, nullptr},
       {"byteSize", nullptr, nullptr, JsByteSize, nullptr, nullptr, acc, nullptr},
       {"layout", nullptr, nullptr, JsLayout, nullptr, nullptr, acc, nullptr},
+      {"storage", nullptr, nullptr, JsStorage, nullptr, nullptr, acc, nullptr},
   };
   napi_value cls;
   NAPI_THROW_IF_FAILED(env, napi_define_class(env, "NativeTensor", NAPI_AUTO_LENGTH, JsConstruct, nullptr,

@@ -463,6 +463,35 @@ describe('reference backend: every backward agrees with finite differences', () 
     });
   }
 
+  it('batchNormRelu train (the fused BN+ReLU) and its backward through the ReLU mask', () => {
+    const rand = rng(21);
+    const shape = [3, 4, 3, 2], C = 4;
+    const x = randTensor(shape, rand, 2, 0.5), gamma = randTensor([C], rand, 0.5, 1), beta = randTensor([C], rand, 0.5);
+    const fwd = () => be.batchNormReluTrain(x, gamma, beta, be.zeros([C]), be.zeros([C]), 0.1, 1e-5);
+    const { y, mean, invStd, reluMask } = fwd();
+    // No output sits at the ReLU's kink, where a finite difference would straddle it.
+    const unfused = be.batchNormTrain(x, gamma, beta, be.zeros([C]), be.zeros([C]), 0.1, 1e-5).y.data;
+    assert.ok(unfused.every((v) => Math.abs(v) > 0.02), 'BN outputs keep away from 0');
+    assertClose(y.data, be.relu(be.fromArray(unfused, shape)).data, 'batchNormRelu = relu(batchNorm)');
+    const r = randTensor(y.shape, rand);
+    const loss = () => dot(fwd().y.data, r.data);
+    const g = be.batchNormReluBackward(x, gamma, mean, invStd, reluMask, r);
+    checkGradient('dx', x, loss, g.dx.data, { h: 2 ** -9 });
+    checkGradient('dgamma', gamma, loss, g.dgamma.data, { h: 2 ** -9 });
+    checkGradient('dbeta', beta, loss, g.dbeta.data, { h: 2 ** -9 });
+  });
+
+  it('addRelu (the fused residual add+ReLU): gradient to both inputs through reluBackward of the output', () => {
+    const rand = rng(22);
+    const a = distinctTensor([2, 3, 4], rand), b = randTensor([2, 3, 4], rand, 0.01);
+    const r = randTensor(a.shape, rand);
+    const y = be.addRelu(a, b);
+    assertClose(y.data, be.relu(be.add(a, b)).data, 'addRelu = relu(add)');
+    const g = be.reluBackward(y, r).data;
+    checkGradient('da', a, () => dot(be.addRelu(a, b).data, r.data), g);
+    checkGradient('db', b, () => dot(be.addRelu(a, b).data, r.data), g);
+  });
+
   const poolConfigs: [string, Shape, Pool2dParams][] = [
     ['3/2/1 (the stem)', [2, 2, 7, 6], pool(3, 2, 1)],
     ['2/2/0', [1, 3, 4, 6], pool(2, 2, 0)],

@@ -28,6 +28,8 @@ export interface NativeTensor extends BackendTensor {
   readonly byteSize: number;
   /** How the values are laid out in memory: 'plain' (row-major), 'nhwc', 'opaque' (pooling workspace), 'disposed'. */
   readonly layout: 'plain' | 'nhwc' | 'opaque' | 'disposed';
+  /** How the values are stored: 'bfloat16' for the activations of bf16 training (read() widens them). */
+  readonly storage: 'float32' | 'bfloat16' | 'opaque' | 'disposed';
   dispose(): void;
 }
 
@@ -54,6 +56,7 @@ interface Addon {
   dispose(t: T): void;
   byteSize(t: T): number;
   add(a: T, b: T): T;
+  addRelu(a: T, b: T): T;
   addInPlace(dst: T, src: T): void;
   scale(x: T, s: number): T;
   relu(x: T): T;
@@ -65,7 +68,8 @@ interface Addon {
   ): Grads;
   batchNormTrain(x: T, gamma: T, beta: T, rm: T, rv: T, momentum: number, eps: number): { y: T; mean: T; invStd: T };
   batchNormEval(x: T, gamma: T, beta: T, rm: T, rv: T, eps: number): T;
-  batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T): { dx: T; dgamma: T; dbeta: T };
+  batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T, reluMask?: T): { dx: T; dgamma: T; dbeta: T };
+  batchNormReluTrain(x: T, gamma: T, beta: T, rm: T, rv: T, momentum: number, eps: number): { y: T; mean: T; invStd: T; reluMask: T };
   maxPool2d(x: T, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, ceil: boolean): { y: T; argmax: T };
   maxPool2dBackward(
     x: T, argmax: T, dy: T, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, ceil: boolean,
@@ -247,6 +251,9 @@ export class NativeBackend implements Backend<NativeTensor> {
   add(a: T, b: T): T {
     return this.a.add(a, b);
   }
+  addRelu(a: T, b: T): T {
+    return this.a.addRelu(a, b);
+  }
   addInPlace(dst: T, src: T): void {
     this.a.addInPlace(dst, src);
   }
@@ -281,6 +288,13 @@ export class NativeBackend implements Backend<NativeTensor> {
   }
   batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T): { dx: T; dgamma: T; dbeta: T } {
     return this.a.batchNormBackward(x, gamma, mean, invStd, dy);
+  }
+  batchNormReluTrain(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, momentum: number, eps: number):
+    { y: T; mean: T; invStd: T; reluMask: T } {
+    return this.a.batchNormReluTrain(x, gamma, beta, runningMean, runningVar, momentum, eps);
+  }
+  batchNormReluBackward(x: T, gamma: T, mean: T, invStd: T, reluMask: T, dy: T): { dx: T; dgamma: T; dbeta: T } {
+    return this.a.batchNormBackward(x, gamma, mean, invStd, dy, reluMask);
   }
 
   // ---- pooling ----

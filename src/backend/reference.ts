@@ -4,6 +4,9 @@
 // float64 and rounded to float32 once, so the oracle is more accurate than what it judges.
 // Convolution and linear go through one register-blocked matrix product (reference/gemm.ts), which
 // keeps real test shapes (batch 7, 64 channels, 32x32) at a fraction of a second per call.
+// bf16 training: where the native engine stores a tensor in bf16 (a conv's output under precision
+// 'bf16', and what BN, ReLU, sums and max pooling make of it, and their gradients), this backend
+// rounds the values to bf16 and marks the tensor, so the two can be compared at a stated tolerance.
 import type {
   Backend, BackendInfo, BackendTensor, Conv2dParams, GradNeeds, Pool2dParams, SgdOptions, Shape,
 } from './types.js';
@@ -24,6 +27,8 @@ export interface RefTensor extends BackendTensor {
   /** Logical row-major values. Empty after dispose. */
   data: Float32Array;
   disposed: boolean;
+  /** Stored as bf16 by the native engine: the values are bf16 values (rounded when made). */
+  bf16: boolean;
 }
 
 export function numel(shape: Shape): number {
@@ -32,11 +37,22 @@ export function numel(shape: Shape): number {
   return n;
 }
 
-function make(data: Float32Array, shape: Shape): RefTensor {
-  return { shape: Object.freeze([...shape]), data, disposed: false };
+/** A tensor over `data`; with `bf16`, the values are rounded to bf16 (in place) first. */
+function make(data: Float32Array, shape: Shape, bf16 = false): RefTensor {
+  return { shape: Object.freeze([...shape]), data: bf16 ? roundInPlace(data) : data, disposed: false, bf16 };
 }
 
-/** The values of a live tensor; a disposed one is a bug upstream, reported instead of computed on. */
+function roundInPlace(v: Float32Array): Float32Array {
+  v.set(roundToBf16(v));
+  return v;
+}
+
+/** The values as an op in `bf16` reads them: rounded to bf16 (a copy) when the op runs in bf16. */
+function asRead(t: RefTensor, bf16: boolean): Float32Array {
+  const v = vals(t);
+  return bf16 && !t.bf16 ? roundToBf16(v) : v;
+}
+
 /**
  * A copy of `v` with every value rounded to the nearest bfloat16 (ties to even), as f32: what a bf16
  * convolution reads. Infinities and NaN pass through.
@@ -51,6 +67,7 @@ export function roundToBf16(v: Float32Array): Float32Array {
   return out;
 }
 
+/** The values of a live tensor; a disposed one is a bug upstream, reported instead of computed on. */
 function vals(t: RefTensor): Float32Array {
   if (t.disposed) throw new Error(`reference backend: tensor of shape [${t.shape.join(', ')}] used after dispose`);
   return t.data;
@@ -125,24 +142,37 @@ export class ReferenceBackend implements Backend<RefTensor> {
   }
 
   reshape(x: RefTensor, shape: Shape): RefTensor {
-    // A copy, so in-place ops on one (addInPlace, sgdStep) never show through the other.
-    return make(Float32Array.from(vals(x)), shape);
+    // A copy, so in-place ops on one (addInPlace, sgdStep) never show through the other. As the
+    // native engine: a bf16 tensor stays bf16 only when the shape is unchanged.
+    const same = shape.length === x.shape.length && shape.every((d, i) => d === x.shape[i]);
+    return make(Float32Array.from(vals(x)), shape, x.bf16 && same);
   }
 
   // ---- elementwise ----
 
   add(a: RefTensor, b: RefTensor): RefTensor {
-    const av = vals(a), bv = vals(b);
+    const low = a.bf16 || b.bf16;
+    const av = asRead(a, low), bv = asRead(b, low);
     sameSize('add', av, bv);
     const y = new Float32Array(av.length);
     for (let i = 0; i < y.length; i++) y[i] = av[i] + bv[i];
-    return make(y, a.shape);
+    return make(y, a.shape, low);
+  }
+
+  addRelu(a: RefTensor, b: RefTensor): RefTensor {
+    const low = a.bf16 || b.bf16;
+    const av = asRead(a, low), bv = asRead(b, low);
+    sameSize('addRelu', av, bv);
+    const y = new Float32Array(av.length);
+    for (let i = 0; i < y.length; i++) { const v = av[i] + bv[i]; y[i] = v <= 0 ? 0 : v; }
+    return make(y, a.shape, low);
   }
 
   addInPlace(dst: RefTensor, src: RefTensor): void {
-    const d = vals(dst), s = vals(src);
+    const d = vals(dst), s = asRead(src, dst.bf16);
     sameSize('addInPlace', d, s);
     for (let i = 0; i < d.length; i++) d[i] += s[i];
+    if (dst.bf16) roundInPlace(d);
   }
 
   scale(x: RefTensor, s: number): RefTensor {
@@ -157,14 +187,14 @@ export class ReferenceBackend implements Backend<RefTensor> {
     const y = new Float32Array(xv.length);
     // `v <= 0 ? 0 : v` keeps NaN as NaN, as torch.relu does.
     for (let i = 0; i < y.length; i++) { const v = xv[i]; y[i] = v <= 0 ? 0 : v; }
-    return make(y, x.shape);
+    return make(y, x.shape, x.bf16);
   }
 
   reluBackward(y: RefTensor, dy: RefTensor): RefTensor {
-    const yv = vals(y), g = vals(dy);
+    const yv = vals(y), g = asRead(dy, y.bf16);
     const dx = new Float32Array(yv.length);
     for (let i = 0; i < dx.length; i++) dx[i] = yv[i] > 0 ? g[i] : 0;
-    return make(dx, y.shape);
+    return make(dx, y.shape, y.bf16);
   }
 
   // ---- convolution ----
@@ -173,7 +203,7 @@ export class ReferenceBackend implements Backend<RefTensor> {
     const g = convGeometry(x.shape, w.shape, p);
     const low = p.precision === 'bf16' ? roundToBf16 : (v: Float32Array) => v;
     const y = conv2dForward(low(vals(x)), low(vals(w)), b ? vals(b) : null, g);
-    return make(y, [g.n, g.o, g.oh, g.ow]);
+    return make(y, [g.n, g.o, g.oh, g.ow], p.precision === 'bf16');
   }
 
   conv2dBackward(x: RefTensor, w: RefTensor, dy: RefTensor, p: Conv2dParams, needs: GradNeeds):
@@ -181,10 +211,11 @@ export class ReferenceBackend implements Backend<RefTensor> {
     const g = convGeometry(x.shape, w.shape, p);
     const r: { dx?: RefTensor; dw?: RefTensor; db?: RefTensor } = {};
     // bf16: what the conv reads is rounded to bf16, dy included (oneDNN's backward-weights sums the
-    // bias gradient from the same bf16 dy), accumulated in f32.
-    const low = p.precision === 'bf16' ? roundToBf16 : (v: Float32Array) => v;
+    // bias gradient from the same bf16 dy), accumulated in f32; dx is bf16 when x is.
+    const bf16 = p.precision === 'bf16';
+    const low = bf16 ? roundToBf16 : (v: Float32Array) => v;
     const dyLow = low(vals(dy));
-    if (needs.input) r.dx = make(conv2dBackwardData(dyLow, low(vals(w)), g), x.shape);
+    if (needs.input) r.dx = make(conv2dBackwardData(dyLow, low(vals(w)), g), x.shape, bf16 && x.bf16);
     if (needs.weight) r.dw = make(conv2dBackwardWeight(low(vals(x)), dyLow, g), w.shape);
     if (needs.bias) r.db = make(conv2dBackwardBias(dyLow, g.n, g.o, g.oh * g.ow), [g.o]);
     return r;
@@ -197,6 +228,7 @@ export class ReferenceBackend implements Backend<RefTensor> {
     const { n: N, c: C, inner: HW } = channelLayout(x.shape);
     const xv = vals(x), gv = vals(gamma), bv = vals(beta), rm = vals(runningMean), rv = vals(runningVar);
     const count = N * HW;
+    // Statistics in float64 whatever x is; y has x's storage (bf16 rounds).
     const y = new Float32Array(xv.length), mean = new Float32Array(C), invStd = new Float32Array(C);
     for (let c = 0; c < C; c++) {
       // Two passes in float64: mean first, then the centred sum of squares (no cancellation).
@@ -221,7 +253,27 @@ export class ReferenceBackend implements Backend<RefTensor> {
       rm[c] = (1 - momentum) * rm[c] + momentum * m;
       rv[c] = (1 - momentum) * rv[c] + momentum * unbiasedVar;
     }
-    return { y: make(y, x.shape), mean: make(mean, [C]), invStd: make(invStd, [C]) };
+    return { y: make(y, x.shape, x.bf16), mean: make(mean, [C]), invStd: make(invStd, [C]) };
+  }
+
+  /**
+   * batchNormTrain then ReLU. The mask (1 where the output is positive) is what the backward reads,
+   * as the native engine's fused kernel keeps a bit mask.
+   */
+  batchNormReluTrain(x: RefTensor, gamma: RefTensor, beta: RefTensor, runningMean: RefTensor, runningVar: RefTensor,
+    momentum: number, eps: number): { y: RefTensor; mean: RefTensor; invStd: RefTensor; reluMask: RefTensor } {
+    const r = this.batchNormTrain(x, gamma, beta, runningMean, runningVar, momentum, eps);
+    const v = r.y.data, mask = new Float32Array(v.length);
+    for (let i = 0; i < v.length; i++) { const keep = v[i] > 0; mask[i] = keep ? 1 : 0; if (!keep && !Number.isNaN(v[i])) v[i] = 0; }
+    return { ...r, reluMask: make(mask, x.shape) };
+  }
+
+  batchNormReluBackward(x: RefTensor, gamma: RefTensor, mean: RefTensor, invStd: RefTensor, reluMask: RefTensor,
+    dy: RefTensor): { dx: RefTensor; dgamma: RefTensor; dbeta: RefTensor } {
+    const m = vals(reluMask), g = asRead(dy, x.bf16);
+    const masked = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) masked[i] = m[i] > 0 ? g[i] : 0;
+    return this.batchNormBackward(x, gamma, mean, invStd, make(masked, x.shape, x.bf16));
   }
 
   batchNormEval(x: RefTensor, gamma: RefTensor, beta: RefTensor, runningMean: RefTensor, runningVar: RefTensor,
@@ -236,13 +288,13 @@ export class ReferenceBackend implements Backend<RefTensor> {
         for (let i = 0; i < HW; i++) y[base + i] = (xv[base + i] - m) * a + bv[c];
       }
     }
-    return make(y, x.shape);
+    return make(y, x.shape, x.bf16);
   }
 
   batchNormBackward(x: RefTensor, gamma: RefTensor, mean: RefTensor, invStd: RefTensor, dy: RefTensor):
     { dx: RefTensor; dgamma: RefTensor; dbeta: RefTensor } {
     const { n: N, c: C, inner: HW } = channelLayout(x.shape);
-    const xv = vals(x), gv = vals(gamma), mv = vals(mean), iv = vals(invStd), g = vals(dy);
+    const xv = vals(x), gv = vals(gamma), mv = vals(mean), iv = vals(invStd), g = asRead(dy, x.bf16);
     const count = N * HW;
     const dx = new Float32Array(xv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
     for (let c = 0; c < C; c++) {
@@ -265,7 +317,7 @@ export class ReferenceBackend implements Backend<RefTensor> {
         }
       }
     }
-    return { dx: make(dx, x.shape), dgamma: make(dgamma, [C]), dbeta: make(dbeta, [C]) };
+    return { dx: make(dx, x.shape, x.bf16), dgamma: make(dgamma, [C]), dbeta: make(dbeta, [C]) };
   }
 
   // ---- pooling ----
@@ -274,11 +326,11 @@ export class ReferenceBackend implements Backend<RefTensor> {
     const g = poolGeometry(x.shape, p);
     const { y, argmax } = maxPoolForward(vals(x), g);
     const shape = [x.shape[0], x.shape[1], g.oh, g.ow];
-    return { y: make(y, shape), argmax: make(argmax, shape) };
+    return { y: make(y, shape, x.bf16), argmax: make(argmax, shape) };
   }
 
   maxPool2dBackward(x: RefTensor, argmax: RefTensor, dy: RefTensor, p: Pool2dParams): RefTensor {
-    return make(maxPoolBackward(vals(argmax), vals(dy), poolGeometry(x.shape, p)), x.shape);
+    return make(maxPoolBackward(vals(argmax), asRead(dy, x.bf16), poolGeometry(x.shape, p)), x.shape, x.bf16);
   }
 
   avgPool2d(x: RefTensor, p: Pool2dParams): RefTensor {

@@ -26,8 +26,9 @@ export interface Conv2dParams {
   groups: number;
   /**
    * What the convolution reads: 'f32' (default), or 'bf16' for mixed-precision training: x, w and (in
-   * backward) dy are rounded to bfloat16, products are accumulated in f32, and y, dx, dw, db come back f32
-   * (PyTorch autocast's semantics for a conv). The tensors themselves stay f32.
+   * backward) dy are rounded to bfloat16, products are accumulated in f32, y comes back stored as bf16
+   * (PyTorch autocast's semantics for a conv), dx has x's storage (bf16 for an activation, f32 for the
+   * image), and dw, db are f32: the weights stay f32 master weights.
    */
   precision?: 'f32' | 'bf16';
 }
@@ -84,8 +85,13 @@ export interface Backend<T extends BackendTensor = BackendTensor> {
   reshape(x: T, shape: Shape): T;
 
   // ---- elementwise ----
-  /** a + b, same shapes: the residual sum. */
+  /**
+   * a + b, same shapes: the residual sum. Ops on activations keep a bf16 input's storage (the native
+   * engine stores the activations of bf16 training in bf16; `read` widens them to f32).
+   */
   add(a: T, b: T): T;
+  /** relu(a + b) in one pass: the end of a residual block. Its backward is reluBackward of the output. */
+  addRelu(a: T, b: T): T;
   /** dst += src, same shapes (gradient accumulation). */
   addInPlace(dst: T, src: T): void;
   /** x * s. */
@@ -110,6 +116,14 @@ export interface Backend<T extends BackendTensor = BackendTensor> {
   batchNormEval(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, eps: number): T;
   /** Backward of batchNormTrain. */
   batchNormBackward(x: T, gamma: T, mean: T, invStd: T, dy: T): { dx: T; dgamma: T; dbeta: T };
+  /**
+   * batchNormTrain followed by ReLU, in one pass on the native engine. `reluMask` is an opaque record of
+   * where the output is positive, which the backward reads.
+   */
+  batchNormReluTrain(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, momentum: number, eps: number):
+    { y: T; mean: T; invStd: T; reluMask: T };
+  /** Backward of batchNormReluTrain: dy is the gradient of its output. */
+  batchNormReluBackward(x: T, gamma: T, mean: T, invStd: T, reluMask: T, dy: T): { dx: T; dgamma: T; dbeta: T };
 
   // ---- pooling ----
   /** Returns the output and an opaque record of the argmax positions for backward. */

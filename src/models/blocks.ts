@@ -5,8 +5,8 @@
 //
 // Registration order mirrors torchvision (conv1, bn1, relu, conv2, bn2, [conv3, bn3,] downsample),
 // which makes the state-dict key order identical to PyTorch's.
-import { AvgPool2d, BatchNorm2d, Conv2d, Identity, Module, ReLU, Sequential } from '../nn/index.js';
-import { Tensor, add, shortcutA } from '../tensor/index.js';
+import { AvgPool2d, BatchNorm2d, Conv2d, Identity, Module, ReLU, Sequential, addThenRelu, bnRelu } from '../nn/index.js';
+import { Tensor, shortcutA } from '../tensor/index.js';
 import { GraphBuilder, childPath, convOptions, type ConvSpec, type Graph, type PoolSpec, type ValueId } from './graph.js';
 
 /**
@@ -119,15 +119,16 @@ export class ResidualBlock extends Module {
   override forward(x: Tensor): Tensor {
     let y = x;
     const last = this.convs.length - 1;
-    for (let i = 0; i <= last; i++) {
-      y = this.norms[i].forward(this.convs[i].forward(y));
-      if (i < last) y = this.relu.forward(y);
-    }
     const { shortcut, outChannels, stride } = this.spec;
-    if (shortcut === 'identity') y = add(y, x);
-    else if (shortcut === 'projection' || shortcut === 'avgProjection') y = add(y, this.downsample!.forward(x));
-    else if (shortcut === 'optionA') y = add(y, shortcutA(x, outChannels, stride));
-    return this.relu.forward(y);
+    // BN+ReLU and the residual add+ReLU run as fused ops (plain nets: the last BN+ReLU too).
+    for (let i = 0; i <= last; i++) {
+      const z = this.convs[i].forward(y);
+      y = i < last || shortcut === 'none' ? bnRelu(this.norms[i], this.relu, z) : this.norms[i].forward(z);
+    }
+    if (shortcut === 'identity') return addThenRelu(this.relu, y, x);
+    if (shortcut === 'projection' || shortcut === 'avgProjection') return addThenRelu(this.relu, y, this.downsample!.forward(x));
+    if (shortcut === 'optionA') return addThenRelu(this.relu, y, shortcutA(x, outChannels, stride));
+    return y;
   }
 }
 

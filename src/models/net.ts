@@ -2,7 +2,7 @@
 // residual blocks named layer1..layerN, global average pooling and a linear head `fc`. The
 // ImageNet family (resnet.ts), ResNet-D (resnet_d.ts) and the CIFAR family (cifar.ts) differ only in
 // the NetSpec they build. lowerNet is the network's one structural description (graph.ts).
-import { BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut } from '../nn/index.js';
+import { BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, AdaptiveAvgPool2d, Module, ReLU, Sequential, kaimingNormalFanOut, bnRelu } from '../nn/index.js';
 import { Tensor, flatten, isGradEnabled, tidy } from '../tensor/index.js';
 import { ResidualBlock, lowerBlock, makeBlock, makeConv, type BlockSpec } from './blocks.js';
 import { GraphBuilder, type ConvSpec, type Graph, type PoolSpec, type ValueId } from './graph.js';
@@ -220,7 +220,7 @@ export class ResNet extends Module {
     const recordsNothing = (frozen: boolean, input: Tensor) => !isGradEnabled() || (frozen && !input.requiresGrad);
     const part = (frozen: boolean, input: Tensor, fn: () => Tensor) => (recordsNothing(frozen, input) ? tidy(fn) : fn());
     let y = part(this.conv1.frozen, x, () => {
-      const s = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
+      const s = bnRelu(this.bn1, this.relu, this.conv1.forward(x));
       return this.maxpool ? this.maxpool.forward(s) : s;
     });
     if (stepsDone('stem', y)) return out;

@@ -1,6 +1,6 @@
 // The layers a ResNet is made of, with PyTorch's constructor arguments, defaults and key names.
 import {
-  Tensor, avgPool2d, batchNorm, conv2d, flatten, globalAvgPool, linear, maxPool2d, relu, type Conv2dOptions,
+  Tensor, add, addRelu, avgPool2d, batchNorm, batchNormRelu, conv2d, flatten, globalAvgPool, linear, maxPool2d, relu, type Conv2dOptions,
 } from '../tensor/index.js';
 import { defaultUniform, fans } from './init.js';
 import { Counter, Module } from './module.js';
@@ -69,12 +69,39 @@ export class BatchNorm2d extends Module {
     return batchNorm(x, this.weight, this.bias, this.runningMean, this.runningVar,
       { training: this.training, momentum: this.momentum, eps: this.eps });
   }
+
+  /**
+   * relu(this.forward(x)), as one fused op in training. When `forward` has been replaced or overridden
+   * (SyncBatchNorm, a recording wrapper, a subclass), it is that forward followed by relu, so the
+   * replacement is never bypassed.
+   */
+  forwardRelu(x: Tensor): Tensor {
+    if (this.forward !== BatchNorm2d.prototype.forward || !this.training) return relu(this.forward(x));
+    this.numBatchesTracked.value++;
+    return batchNormRelu(x, this.weight, this.bias, this.runningMean, this.runningVar,
+      { training: true, momentum: this.momentum, eps: this.eps });
+  }
 }
 
 export class ReLU extends Module {
   forward(x: Tensor): Tensor {
     return relu(x);
   }
+
+  /** Whether forward is ReLU's own (not replaced or overridden), so a caller may fuse it into another op. */
+  get fusable(): boolean {
+    return this.forward === ReLU.prototype.forward;
+  }
+}
+
+/** relu(bn(x)): fused (BatchNorm2d.forwardRelu) unless the ReLU module's forward was replaced. */
+export function bnRelu(bn: BatchNorm2d, reluModule: ReLU, x: Tensor): Tensor {
+  return reluModule.fusable ? bn.forwardRelu(x) : reluModule.forward(bn.forward(x));
+}
+
+/** relu(a + b), the end of a residual block: one op unless the ReLU module's forward was replaced. */
+export function addThenRelu(reluModule: ReLU, a: Tensor, b: Tensor): Tensor {
+  return reluModule.fusable ? addRelu(a, b) : reluModule.forward(add(a, b));
 }
 
 export class Identity extends Module {

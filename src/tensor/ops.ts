@@ -111,13 +111,15 @@ let convDtype: ComputeDtype = 'f32';
 
 /**
  * Runs `fn` with convolutions in `dtype`, like PyTorch's `torch.autocast('cpu', dtype=torch.bfloat16)`
- * restricted to convolutions: under 'bf16' each conv2d reads its input and weight rounded to bfloat16
- * and accumulates in f32; its backward (whenever it runs) reads dy in bf16 too and returns f32
- * gradients. Everything else (BatchNorm and its statistics, ReLU, sums, pooling, the classifier, the
- * loss) and every tensor (parameters, gradients, optimizer state) stays f32, so the parameters are the
- * f32 master weights. bf16 keeps f32's exponent range, so no loss scaling is needed (unlike fp16).
- * The native backend needs AVX512-BF16 (or AMX) for 'bf16' and refuses it otherwise, with the reason;
- * the reference backend emulates it exactly (rounds, then computes in f32).
+ * for a conv net: under 'bf16' each conv2d reads its input and weight rounded to bfloat16, accumulates
+ * in f32 and stores its output in bf16; BatchNorm (with f32 statistics, scale and shift), ReLU, the
+ * residual sums and max pooling then read and write bf16 activations, and the gradients flowing back
+ * between them are bf16 too. The global average pool hands the classifier f32; the classifier, the loss,
+ * the parameters (f32 master weights), their gradients and the optimizer state stay f32. `read()`
+ * of a bf16 activation widens it to f32. bf16 keeps f32's exponent range, so no loss scaling is needed
+ * (unlike fp16). The native backend needs AVX512-BF16 (or AMX) for 'bf16' and refuses it otherwise,
+ * with the reason; the reference backend emulates it (rounds to bf16 where native stores bf16, computes
+ * in f32).
  */
 export function autocast<R>(dtype: ComputeDtype, fn: () => R): R {
   if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`autocast: dtype must be "f32" or "bf16", got "${String(dtype)}"`);
@@ -173,9 +175,8 @@ export interface BatchNormOptions {
   eps?: number;
 }
 
-export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor,
-  o: BatchNormOptions): Tensor {
-  const op = 'batch_norm';
+function checkBatchNorm(op: string, x: Tensor, weight: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor,
+  o: BatchNormOptions): { backend: Backend; momentum: number; eps: number } {
   const backend = sameBackend(op, [x, weight, bias, runningMean, runningVar]);
   checkRank(op, 'input', x, 4, 'NCHW');
   const c = x.shape[1];
@@ -188,26 +189,53 @@ export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, runningMean: 
   const eps = o.eps ?? 1e-5;
   if (!(eps > 0)) throw new Error(`${op}: eps must be > 0, got ${eps}`);
   if (!(momentum >= 0 && momentum <= 1)) throw new Error(`${op}: momentum must be in [0, 1], got ${momentum}`);
+  if (o.training && x.shape[0] * x.shape[2] * x.shape[3] < 2) {
+    throw new Error(`${op}: training needs more than one value per channel, got input ${s(x.shape)}; use a batch > 1 or eval mode`);
+  }
+  return { backend, momentum, eps };
+}
+
+/** The backward of a training batch norm drops the gradients nobody needs (the backend computes all three). */
+function keepNeeded(backend: Backend, inputs: readonly Tensor[], grads: Grads): Grads {
+  inputs.forEach((t, i) => {
+    if (!t.requiresGrad && grads[i]) { backend.dispose(grads[i]!); grads[i] = undefined; }
+  });
+  return grads;
+}
+
+export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor,
+  o: BatchNormOptions): Tensor {
+  const op = 'batch_norm';
+  const { backend, momentum, eps } = checkBatchNorm(op, x, weight, bias, runningMean, runningVar, o);
   if (!o.training) {
     const out = backend.batchNormEval(x.handle, weight.handle, bias.handle, runningMean.handle, runningVar.handle, eps);
     return record(backend, out, op, [x, weight, bias], () => {
       throw new Error(`${op}: backward through eval-mode batch norm is not supported; call model.train() to train`);
     });
   }
-  if (x.shape[0] * x.shape[2] * x.shape[3] < 2) {
-    throw new Error(`${op}: training needs more than one value per channel, got input ${s(x.shape)}; use a batch > 1 or eval mode`);
-  }
   const { y, mean, invStd } = backend.batchNormTrain(x.handle, weight.handle, bias.handle, runningMean.handle,
     runningVar.handle, momentum, eps);
   return record(backend, y, op, [x, weight, bias], (g) => {
     const r = backend.batchNormBackward(x.handle, weight.handle, mean, invStd, g);
-    const grads: Grads = [r.dx, r.dgamma, r.dbeta];
-    // The backend computes all three; drop what nobody needs.
-    [x, weight, bias].forEach((t, i) => {
-      if (!t.requiresGrad && grads[i]) { backend.dispose(grads[i]!); grads[i] = undefined; }
-    });
-    return grads;
+    return keepNeeded(backend, [x, weight, bias], [r.dx, r.dgamma, r.dbeta]);
   }, [mean, invStd]);
+}
+
+/**
+ * relu(batchNorm(x, ...)). In training, one fused op (the native engine makes one pass over the data
+ * and keeps a 1-bit mask for the backward instead of the BN output); in eval, the two ops.
+ */
+export function batchNormRelu(x: Tensor, weight: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor,
+  o: BatchNormOptions): Tensor {
+  const op = 'batch_norm_relu';
+  if (!o.training) return relu(batchNorm(x, weight, bias, runningMean, runningVar, o));
+  const { backend, momentum, eps } = checkBatchNorm(op, x, weight, bias, runningMean, runningVar, o);
+  const { y, mean, invStd, reluMask } = backend.batchNormReluTrain(x.handle, weight.handle, bias.handle, runningMean.handle,
+    runningVar.handle, momentum, eps);
+  return record(backend, y, op, [x, weight, bias], (g) => {
+    const r = backend.batchNormReluBackward(x.handle, weight.handle, mean, invStd, reluMask, g);
+    return keepNeeded(backend, [x, weight, bias], [r.dx, r.dgamma, r.dbeta]);
+  }, [mean, invStd, reluMask]);
 }
 
 // ---- elementwise ----
@@ -225,6 +253,20 @@ export function add(a: Tensor, b: Tensor): Tensor {
   if (s(a.shape) !== s(b.shape)) throw new Error(`add: shapes differ: ${s(a.shape)} and ${s(b.shape)}`);
   const out = backend.add(a.handle, b.handle);
   return record(backend, out, 'add', [a, b], (g) => [g, g]);
+}
+
+/** relu(a + b) in one op: the end of a residual block. The backward reads the output's sign only. */
+export function addRelu(a: Tensor, b: Tensor): Tensor {
+  const backend = sameBackend('add_relu', [a, b]);
+  if (s(a.shape) !== s(b.shape)) throw new Error(`add_relu: shapes differ: ${s(a.shape)} and ${s(b.shape)}`);
+  const out = backend.addRelu(a.handle, b.handle);
+  // The backward reads the output: `out` stays alive as long as the result tensor does. Both inputs
+  // get the same gradient.
+  const result: Tensor = record(backend, out, 'add_relu', [a, b], (g) => {
+    const d = backend.reluBackward(result.handle, g);
+    return [d, d];
+  });
+  return result;
 }
 
 export function mulScalar(x: Tensor, k: number): Tensor {

@@ -54,8 +54,10 @@ export interface TrainOptions {
   distributed?: DataParallel;
   /**
    * 'bf16': mixed precision, PyTorch AMP with bf16: the convolutions (forward, backward-data,
-   * backward-weights) read bf16 and accumulate in f32; the parameters (f32 master weights), their
-   * gradients, the optimizer state, BatchNorm and its statistics, the classifier and the loss stay f32.
+   * backward-weights) read bf16 and accumulate in f32, and the activations between them (conv outputs,
+   * BatchNorm, ReLU, residual sums, max pooling) and their gradients are stored in bf16; the parameters
+   * (f32 master weights), their gradients, the optimizer state, BatchNorm's statistics, the classifier
+   * and the loss stay f32.
    * No loss scaling: bf16 has f32's exponent range, so gradients do not underflow as in fp16.
    * Checkpoints are f32 either way, so a run resumes in either dtype. Needs AVX512-BF16 on the native
    * backend (refused otherwise, with the reason). The per-epoch test evaluation runs in the same dtype.

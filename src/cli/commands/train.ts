@@ -49,8 +49,10 @@ Threads per rank default to the cores divided by the ranks on the host. RESIDUAL
 default 600) bounds every wait for the other ranks: a rank that died or hangs stops the run with an error.
 
 --dtype bf16 trains in mixed precision, as PyTorch's autocast with bfloat16 does: the convolutions
-(forward, backward-data, backward-weights) read bf16 and accumulate in f32; the weights stay f32 (master
-copy), and so do the optimizer state, BatchNorm and its statistics, the classifier and the loss. No loss
+(forward, backward-data, backward-weights) read bf16 and accumulate in f32, and the activations between
+them (conv outputs, BatchNorm, ReLU, residual sums, max pooling) and their gradients are stored in bf16;
+the weights stay f32 (master copy), and so do their gradients, the optimizer state, BatchNorm's
+statistics, the global pool's output, the classifier and the loss. No loss
 scaling is needed (bf16 has f32's exponent range; that is fp16's problem). Checkpoints are f32, so a run
 resumes in either dtype. It needs a CPU with AVX512-BF16 (or AMX) and is refused otherwise, with the reason.`;
 
