@@ -12,6 +12,7 @@ import { compareToPrinted } from '../src/experiments/complexity.js';
 import { equalCostWidths, parseBudget, solveWidth } from '../src/experiments/index.js';
 import { judgeLower } from '../src/experiments/markdown.js';
 import { makePlan } from '../src/experiments/training.js';
+import { tryNativeBackend } from '../src/backend/index.js';
 import { repoRoot } from './helpers.js';
 
 const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -73,8 +74,9 @@ describe('residual experiment degradation', () => {
       assert.ok(c.evidence.two_standard_errors! > 0);
     }
     for (const m of ['plain8', 'plain14', 'resnet8', 'resnet14']) {
-      const metrics = readFileSync(join(out, 'models', m, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number });
+      const metrics = readFileSync(join(out, 'models', m, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number; dtype: string });
       assert.deepEqual(metrics.map((x) => x.iteration), [4, 8], `${m}: a test evaluation every 4 iterations`);
+      assert.deepEqual(metrics.map((x) => x.dtype), ['f32', 'f32'], `${m}: each epoch logs its precision`);
       const curve = readFileSync(join(out, 'models', m, 'curve.jsonl'), 'utf8').trim().split('\n');
       assert.equal(curve.length, 8, `${m}: a training-error point per iteration`);
       assertPng(join(out, 'models', m, 'curves.png'));
@@ -93,6 +95,32 @@ describe('residual experiment degradation', () => {
     const bad = spawnSync(process.execPath, [cli, 'experiment', 'degradation', '--depths', '8,14', ...tiny, '--models', 'resnet56', '--out', shared], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /--models resnet56: not one of this run's models \(resnet8, resnet14, plain8, plain14\)/);
+  });
+});
+
+describe('residual experiment --dtype', () => {
+  it('bf16: the models train in bf16 (their logs and the report say so); --resume in f32 is refused, naming the fix', async (t) => {
+    const native = await tryNativeBackend();
+    const isa = native?.info().isa ?? '';
+    if (!['avx512_core_bf16', 'avx512_core_amx'].includes(isa)) return t.skip(`bf16 training needs AVX512-BF16; this CPU: ${isa || 'no native backend'}`);
+    const out = join(work, 'degradation-bf16');
+    const r = experiment('degradation', '--depths', '8,14', ...tiny, '--budget', '1e', '--evals', '2', '--out', out, '--models', 'plain8', '--dtype', 'bf16');
+    assert.deepEqual((r.models as { name: string }[]).map((m) => m.name), ['plain8']);
+    const metrics = readFileSync(join(out, 'models', 'plain8', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { dtype?: string });
+    assert.deepEqual(metrics.map((m) => m.dtype), ['bf16', 'bf16']);
+    assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /^- precision: bf16 mixed precision/m);
+    const refused = spawnSync(process.execPath, [cli, 'experiment', 'degradation', '--depths', '8,14', ...tiny, '--budget', '1e', '--evals', '2', '--out', out,
+      '--models', 'plain8', '--resume'], { encoding: 'utf8' });
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /--resume: plain8 in .* trained in bf16, this run asks for f32; give --dtype bf16 to continue it/);
+  });
+  it('refuses a precision it does not have, and --dtype on an experiment that trains nothing', () => {
+    let r = spawnSync(process.execPath, [cli, 'experiment', 'degradation', '--dtype', 'fp16'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--dtype must be f32 or bf16, got "fp16"/);
+    r = spawnSync(process.execPath, [cli, 'experiment', 'forms', '--dtype', 'bf16'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--dtype is for the training experiments \(degradation, cardinality\); forms trains nothing/);
   });
 });
 

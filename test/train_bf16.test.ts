@@ -197,6 +197,7 @@ describe('bf16 training', { skip: !refOnly && !hasBf16 && 'needs a CPU with AVX5
     assert.notEqual(l16, l32, 'bf16 changed the arithmetic');
     const resumed = await train(tinyNet(), loaders().train, loaders().test, { ...recipe, dtype: 'f32', outDir: dir, resume: true });
     assert.equal(resumed.history.length, 2);
+    assert.deepEqual(resumed.history.map((h) => h.dtype), ['bf16', 'f32'], 'each epoch records the precision it trained in');
     const a32 = f32.history[1]!.test_acc!, amixed = resumed.history[1]!.test_acc!;
     assert.ok(amixed > 0.4 && Math.abs(amixed - a32) < 0.03, `test accuracy after 2 epochs: bf16 then f32 ${amixed}, f32 ${a32}`);
   });

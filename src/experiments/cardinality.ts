@@ -312,7 +312,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   const po = o.budget.kind === 'minutes' ? { ...o, budget: { kind: 'minutes' as const, minutes: o.budget.minutes / seedCount } } : o;
   const plan: Plan = await planFor(po, configs, data, batch, { iterations: fullIters, basis: "the paper's 300 epochs" }, evals, log);
   // The time it will take at this machine's measured speed (a few steps of each configuration).
-  const secs = await calibrate(configs, data, batch, 3);
+  const secs = await calibrate(configs, data, batch, 3, o.dtype);
   const evalIters = ((evals + 1) * data.test.length) / (3 * batch); // the evaluations and the predictions pass, a test image ~1/3 of a training one
   const estimate = seedCount * configs.reduce((a, _, i) => a + secs[i] * (plan.iterations + evalIters), 0);
   const power = powerOf(data.test.length, seedCount, ASSUMED_DISCORDANCE, ASSUMED_SEED_SD, 'assumed before the run');
@@ -320,7 +320,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     seeds, table3: t3.map((c) => c.name), table4: t4.map((c) => c.name), baseline: baseline.name,
     configs: configs.map((c) => ({ name: c.name, label: c.label, table: c.table, role: c.role, C: c.C, d: c.d, blocks: c.blocks, depth: c.depth, params: c.params, macs: c.macs,
       params_vs_baseline: c.params / baseline.params, macs_vs_baseline: c.macs / baseline.macs, seconds_per_iteration: secs[configs.indexOf(c)] })),
-    power, estimated_seconds: estimate,
+    power, estimated_seconds: estimate, dtype: o.dtype ?? 'f32',
     tests: 'McNemar exact test on the per-image predictions, discordant counts pooled over the seeds (per-seed p also given); paired t-test on the per-seed error differences; a claim holds when both are significant at alpha 0.05',
   };
   const planOut = { ...plan, design };
@@ -344,7 +344,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
       const name = `${m.name}_s${s}`;
       log({ event: 'model', model: name, seed: s, params: m.params, macs: m.macs }, `training ResNeXt ${m.label}, seed ${s} (${int(m.params)} params, ${macs(m.macs)} MACs)`);
       const r = await trainContender({ ...m, name }, data, plan, recipe, join(o.out, 'models', name),
-        { seed: s, resume: o.resume, autoThreads: o.autoThreads, predictions: true, log, progress: o.progress });
+        { seed: s, resume: o.resume, autoThreads: o.autoThreads, predictions: true, dtype: o.dtype, log, progress: o.progress });
       if (r.stopped === 'interrupted') { interrupted = true; break; }
       runs.set(name, r);
       log({ event: 'model_done', model: name, seed: s, test_error: r.predictions ? errorOf(r.predictions, r.labels!) : null, seconds: r.seconds },

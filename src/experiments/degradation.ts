@@ -63,7 +63,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
   const runs: ModelRun[] = [];
   for (const m of models.filter((c) => chosen.includes(c.name))) {
     log({ event: 'model', model: m.name, params: m.params, macs: m.macs }, `training ${m.label} (${int(m.params)} params)`);
-    const r = await trainContender(m, data, plan, recipe, join(o.out, 'models', m.name), { seed: o.seed, resume: o.resume, autoThreads: o.autoThreads, log, progress: o.progress });
+    const r = await trainContender(m, data, plan, recipe, join(o.out, 'models', m.name), { seed: o.seed, resume: o.resume, autoThreads: o.autoThreads, dtype: o.dtype, log, progress: o.progress });
     runs.push(r);
     if (r.stopped === 'interrupted') break;
   }
@@ -104,7 +104,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
       evidence: {
         [`${a.name}_final_train_error`]: a.finalTrainError, [`${b.name}_final_train_error`]: b.finalTrainError, two_standard_errors: 2 * j.se,
         train_samples_per_figure: nTrain, [`${a.name}_final_test_error`]: a.finalTestError, [`${b.name}_final_test_error`]: b.finalTestError,
-        test_samples: data.test.length, iterations: plan.iterations, batch: plan.batch, epochs: plan.epochs,
+        test_samples: data.test.length, iterations: plan.iterations, batch: plan.batch, epochs: plan.epochs, dtype: o.dtype ?? 'f32',
       } });
   }
   const held = overall(verdicts.map((v) => (v.verdict === 'NOT MEASURED' ? 'INCONCLUSIVE' : v.verdict)));

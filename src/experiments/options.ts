@@ -52,6 +52,12 @@ export interface ExperimentOptions {
   tableFour?: boolean;
   /** Continue the model runs an interrupted experiment left in `out` (their checkpoints). */
   resume?: boolean;
+  /**
+   * The precision every model trains in: f32 (default) or bf16 mixed precision (`residual train --dtype
+   * bf16`: convolutions in bf16, f32 master weights, BatchNorm statistics and loss). All the models of a
+   * run folder train alike; resuming one in the other precision is refused.
+   */
+  dtype?: 'f32' | 'bf16';
   /** Each model's training picks its thread count from measured steps (ThreadGovernor; `--threads auto`). */
   autoThreads?: boolean;
   /** A transient progress line during training (a terminal's status line), at most a few per second. */

@@ -13,7 +13,7 @@ import { DataLoader, Subset, isSyncDataset, type AnyDataset, type Batch } from '
 import type { NetSpec } from '../models/net.js';
 import { ResNet, traceNet } from '../models/net.js';
 import { manualSeed, type Module } from '../nn/index.js';
-import { Tensor, noGrad, tidy } from '../tensor/index.js';
+import { Tensor, autocast, noGrad, tidy } from '../tensor/index.js';
 import { plotRun } from '../report/index.js';
 import { openData, type DataSpec } from '../train/data_spec.js';
 import { engineThreadGovernor } from '../train/threads.js';
@@ -124,7 +124,7 @@ export function contender(name: string, label: string, spec: NetSpec, input: rea
  * Median seconds per training iteration of each model at this batch size, from a few real steps
  * (the first, which creates the kernels, is not counted).
  */
-export async function calibrate(models: Contender[], data: ExperimentData, batch: number, steps = 4): Promise<number[]> {
+export async function calibrate(models: Contender[], data: ExperimentData, batch: number, steps = 4, dtype: 'f32' | 'bf16' = 'f32'): Promise<number[]> {
   const n = Math.min(data.train.length, batch * steps);
   const sample = firstN(data.train, n, 'subset');
   const out: number[] = [];
@@ -135,7 +135,7 @@ export async function calibrate(models: Contender[], data: ExperimentData, batch
     const times: number[] = [];
     let last = Date.now();
     await train(model, loader, null, {
-      epochs: 1, lr: 0.01, schedule: { kind: 'constant' }, handleInterrupt: false,
+      epochs: 1, lr: 0.01, schedule: { kind: 'constant' }, handleInterrupt: false, dtype,
       onBatch: () => { const now = Date.now(); times.push((now - last) / 1000); last = now; },
     });
     model.dispose();
@@ -157,7 +157,7 @@ export async function planFor(o: ExperimentOptions, models: Contender[], data: E
   if (b.kind === 'iterations') return makePlan(b.iterations, batch, n, evals, `--budget ${b.iterations}i`);
   if (b.kind === 'epochs') return makePlan(b.epochs * Math.floor(n / batch), batch, n, evals, `${b.epochs} epoch${b.epochs === 1 ? '' : 's'} of ${n} samples per model`);
   log({ event: 'calibrate', models: models.map((m) => m.name) }, `timing a few training steps of each model to fit the ${b.minutes} min budget...`);
-  const secs = await calibrate(models, data, batch);
+  const secs = await calibrate(models, data, batch, 4, o.dtype);
   const perIter = secs.reduce((a, s) => a + s, 0);
   const evalCost = secs.reduce((a, s) => a + (evals * data.test.length * s) / (3 * batch), 0);
   const iterations = Math.max(evals, Math.floor((b.minutes * 60 - evalCost) / perIter));
@@ -219,8 +219,8 @@ export interface ModelRun {
 /** The file a finished model's per-image test predictions are kept in: one byte (the class) per image. */
 export const PREDICTIONS_FILE = 'predictions.u8';
 
-/** The model's class (argmax) and the label of every test image, in order, in eval mode. */
-export async function predictTest(model: Module, loader: DataLoader): Promise<{ predictions: Uint8Array; labels: Uint8Array }> {
+/** The model's class (argmax) and the label of every test image, in order, in eval mode (in `dtype`, as the run's evaluations). */
+export async function predictTest(model: Module, loader: DataLoader, dtype: 'f32' | 'bf16' = 'f32'): Promise<{ predictions: Uint8Array; labels: Uint8Array }> {
   const wasTraining = model.training;
   model.eval();
   const preds: number[] = [];
@@ -228,7 +228,7 @@ export async function predictTest(model: Module, loader: DataLoader): Promise<{ 
   const p = model.parameters()[0];
   try {
     for await (const b of loader.epoch(0)) {
-      noGrad(() => tidy(() => {
+      autocast(dtype, () => noGrad(() => tidy(() => {
         const logits = model.forward(Tensor.fromArray(b.x, b.shape, p ? { backend: p.backend } : {}));
         const k = logits.shape[1];
         const v = logits.toArray();
@@ -238,13 +238,34 @@ export async function predictTest(model: Module, loader: DataLoader): Promise<{ 
           preds.push(best);
           labels.push(b.y[i]);
         }
-      }));
+      })));
     }
   } finally {
     model.train(wasTraining);
   }
   if (preds.some((c) => c > 255)) throw new Error('predictTest: more than 256 classes do not fit a byte per image');
   return { predictions: Uint8Array.from(preds), labels: Uint8Array.from(labels) };
+}
+
+/**
+ * A claim compares models trained alike: a model folder whose logged epochs trained in another
+ * precision (metrics.jsonl's `dtype`; logs without it are f32) is not continued or reused in this one.
+ */
+function checkSamePrecision(name: string, dir: string, dtype: 'f32' | 'bf16'): void {
+  const file = join(dir, 'metrics.jsonl');
+  if (!existsSync(file)) return;
+  const logged = new Set(readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l, i) => {
+    try {
+      return (JSON.parse(l) as EpochMetrics).dtype ?? 'f32';
+    } catch {
+      throw new Error(`--resume: ${file} line ${i + 1} is not JSON; the model folder is damaged (remove it to train ${name} again)`);
+    }
+  }));
+  const other = [...logged].find((d) => d !== dtype);
+  if (other) {
+    throw new Error(`--resume: ${name} in ${dir} trained in ${other}, this run asks for ${dtype}; ` +
+      `give --dtype ${other} to continue it, or a new --out for a ${dtype} run (the models of one experiment train alike)`);
+  }
 }
 
 function readCurve(file: string, upTo: number): CurvePoint[] {
@@ -257,8 +278,10 @@ function readCurve(file: string, upTo: number): CurvePoint[] {
  * curves.png). With `resume`, a run folder left by an interrupted run continues where it stopped.
  */
 export async function trainContender(m: Contender, data: ExperimentData, plan: Plan, recipe: Recipe, dir: string,
-  o: { seed: number; resume?: boolean; autoThreads?: boolean; predictions?: boolean; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
+  o: { seed: number; resume?: boolean; autoThreads?: boolean; predictions?: boolean; dtype?: 'f32' | 'bf16'; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
   const started = Date.now();
+  const dtype = o.dtype ?? 'f32';
+  if (o.resume) checkSamePrecision(m.name, dir, dtype);
   if (o.resume && o.predictions) {
     const done = await finishedRun(m, data, plan, dir);
     if (done) return done;
@@ -318,8 +341,8 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
   const milestones = recipe.milestones.map((f) => Math.round(f * plan.iterations));
   const result = await train(model, loader as unknown as DataLoader, test, {
     epochs: plan.segments, lr: recipe.lr, momentum: recipe.momentum, nesterov: recipe.nesterov, weightDecay: recipe.weightDecay,
-    schedule: { kind: 'multistep', milestones }, outDir: dir, resume,
-    runInfo: { experiment_model: m.name, plan, recipe, params: m.params, macs: m.macs },
+    schedule: { kind: 'multistep', milestones }, outDir: dir, resume, dtype,
+    runInfo: { experiment_model: m.name, plan, recipe, params: m.params, macs: m.macs, dtype },
     threads: o.autoThreads ? engineThreadGovernor() ?? undefined : undefined,
     onBatch,
     onEpoch: (e) => o.log({ event: 'eval', model: m.name, iteration: e.iteration, train_error: 1 - e.train_acc, test_error: e.test_acc === null ? null : 1 - e.test_acc, elapsed_s: e.elapsed_s },
@@ -329,7 +352,7 @@ export async function trainContender(m: Contender, data: ExperimentData, plan: P
   // run folder (a resumed finished run reloads its last checkpoint, so they come out the same).
   let predicted: { predictions: Uint8Array; labels: Uint8Array } | undefined;
   if (o.predictions && result.stopped === 'done') {
-    predicted = await predictTest(model, test);
+    predicted = await predictTest(model, test, dtype);
     writeFileSync(join(dir, PREDICTIONS_FILE), predicted.predictions);
   }
   model.dispose();
@@ -385,6 +408,7 @@ export function scaleSection(data: ExperimentData, plan: Plan, recipe: Recipe, o
     `- length: ${plan.iterations.toLocaleString('en-US')} iterations of batch ${plan.batch} per model (${plan.epochs.toFixed(2)} epochs), chosen from ${plan.basis}`,
     `- recipe: ${recipe.name}${o.full ? '' : ', scaled to this length'}: SGD momentum ${recipe.momentum}${recipe.nesterov ? ' (Nesterov)' : ''}, weight decay ${recipe.weightDecay}, ${lr}; ` +
       `augmentation ${data.spec.trainTransforms.map((t) => (typeof t === 'function' ? 'custom' : t.type)).join(', ')}`,
+    `- precision: ${o.dtype === 'bf16' ? 'bf16 mixed precision (convolutions and the activations between them in bf16, f32 master weights, BatchNorm statistics and loss)' : 'f32'}`,
     `- measured: test error every ${plan.segment} iterations, training error (running, train mode) every ${plan.curveEvery}`,
     `- time: ${runs.map((r) => `${r.name} ${(r.seconds / 60).toFixed(1)} min`).join(', ')}; ${(wallSeconds / 60).toFixed(1)} min ${o.resume ? 'for this resumed invocation (what earlier ones ran is in the per-model times)' : 'in all'} (seed ${o.seed}, ${backendLine()})`,
   ];

@@ -96,6 +96,8 @@ export interface EpochMetrics {
    * is bookkeeping (metrics, progress, checkpoints of an interrupted epoch).
    */
   phase_s: { data: number; forward: number; backward: number; optimizer: number };
+  /** The precision this epoch trained in (a run may resume in the other one); absent in logs before 2026-12-06: f32. */
+  dtype?: ComputeDtype;
   /** Data-parallel runs: the epoch's allreduce time, and the part backward did not hide (in phase_s.backward). */
   comm?: CommStats;
 }
@@ -307,6 +309,7 @@ export async function train(model: Module, trainLoader: DataLoader, testLoader: 
           data: +(phases.data / 1000).toFixed(3), forward: +(phases.forward / 1000).toFixed(3),
           backward: +(phases.backward / 1000).toFixed(3), optimizer: +(phases.optimizer / 1000).toFixed(3),
         },
+        dtype,
         ...(dist ? { comm: dist.takeCommStats() } : {}),
       };
       history.push(m);

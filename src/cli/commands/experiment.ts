@@ -26,6 +26,9 @@ options:
   --threads N|auto    engine threads (default: OMP_NUM_THREADS, else every core); auto: each model's training
                       times every core against one thread and keeps the faster (for a shared machine; runs
                       then do not repeat bit for bit)
+  --dtype f32|bf16    the precision every model trains in (default f32); bf16 is mixed precision as in
+                      \`residual train --dtype bf16\` (needs AVX512-BF16). One run folder keeps one precision:
+                      --resume in the other is refused
   degradation:  --depths 20,56          plain and residual nets of these depths (6n+2)
                 --models plain20,plain56 train only these (another process can train the rest into the same
                 --out; then one more --resume run without --models reuses them all and writes the whole report)
@@ -44,7 +47,7 @@ export async function run(argv: string[]): Promise<number> {
     json: { type: 'boolean' }, subset: { type: 'string' }, 'test-subset': { type: 'string' }, batch: { type: 'string' }, evals: { type: 'string' },
     depths: { type: 'string' }, models: { type: 'string' }, cardinalities: { type: 'string' }, width: { type: 'string' }, base: { type: 'string' }, depth: { type: 'string' },
     channels: { type: 'string' }, size: { type: 'string' }, repeats: { type: 'string' }, resume: { type: 'boolean' },
-    threads: { type: 'string' }, seeds: { type: 'string' }, 'no-table4': { type: 'boolean' },
+    threads: { type: 'string' }, seeds: { type: 'string' }, 'no-table4': { type: 'boolean' }, dtype: { type: 'string' },
   }, true);
   if (v.help) {
     console.log(usage);
@@ -62,6 +65,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`experiment: --seed must be a non-negative integer, got "${v.seed}"`);
   const int = (k: keyof typeof v & string) => (v[k] === undefined ? undefined : intOption('experiment', k, v[k] as string, 1));
   const threads = threadsOption('experiment', v.threads);
+  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`experiment: --dtype must be f32 or bf16, got "${v.dtype}"`);
+  if (v.dtype === 'bf16' && (name === 'forms' || name === 'complexity')) throw new Error(`experiment: --dtype is for the training experiments (degradation, cardinality); ${name} trains nothing`);
   const json = !!v.json;
   const tty = !json && process.stdout.isTTY;
   const o: ExperimentOptions = {
@@ -87,6 +92,7 @@ export async function run(argv: string[]): Promise<number> {
     size: int('size'),
     repeats: int('repeats'),
     resume: !!v.resume,
+    dtype: v.dtype as 'f32' | 'bf16' | undefined,
     autoThreads: threads.auto,
     // On a terminal a status line shows the batch being trained; log lines print over it.
     log: (event, text) => {
