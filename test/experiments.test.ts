@@ -92,6 +92,14 @@ describe('residual experiment degradation', () => {
     assert.deepEqual((part.models as { name: string }[]).map((m) => m.name), ['plain14']);
     assert.ok(existsSync(join(shared, 'models', 'plain14', 'metrics.jsonl')));
     assert.ok(!existsSync(join(shared, 'models', 'resnet8')), 'the other models are left to other processes');
+    // The claims whose pairs this process did not train are said to be unmeasured, and why.
+    const claims = part.claims as { held: unknown; evidence: { not_measured?: boolean; reason?: string } }[];
+    assert.deepEqual(claims.map((c) => c.evidence.reason), ['plain-8 not trained in this run', 'ResNet-8 and ResNet-14 not trained in this run']);
+    assert.ok(claims.every((c) => c.evidence.not_measured === true));
+    const report = readFileSync(join(shared, 'report.md'), 'utf8');
+    assert.match(report, /^- NOT MEASURED: the deeper ResNet-14 .* \(ResNet-8 and ResNet-14 not trained in this run\)/m);
+    assert.match(report, /^This run measured neither half of the paper's claim/m);
+    assert.doesNotMatch(report, /within sampling noise/);
     const bad = spawnSync(process.execPath, [cli, 'experiment', 'degradation', '--depths', '8,14', ...tiny, '--models', 'resnet56', '--out', shared], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /--models resnet56: not one of this run's models \(resnet8, resnet14, plain8, plain14\)/);

@@ -97,7 +97,13 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     const b = byName.get(`${residual ? 'resnet' : 'plain'}${hi}`);
     const family = residual ? 'ResNet' : 'plain';
     const claim = residual ? `the deeper ResNet-${hi} trains to a lower training error than ResNet-${lo}` : `the deeper plain-${hi} trains to a higher training error than plain-${lo}`;
-    if (!a || !b || a.stopped === 'interrupted' || b.stopped === 'interrupted') { verdicts.push({ claim, verdict: 'NOT MEASURED', detail: 'run incomplete', evidence: {} }); continue; }
+    if (!a || !b || a.stopped === 'interrupted' || b.stopped === 'interrupted') {
+      // Not part of this run (--models), or cut short: said so, not passed off as an inconclusive measurement.
+      const absent = [a ? null : `${family}-${lo}`, b ? null : `${family}-${hi}`].filter((x) => x !== null);
+      const detail = absent.length ? `${absent.join(' and ')} not trained in this run` : 'run interrupted before both finished';
+      verdicts.push({ claim, verdict: 'NOT MEASURED', detail, evidence: { not_measured: true, reason: detail } });
+      continue;
+    }
     const j = residual ? judgeLower(b.finalTrainError, a.finalTrainError, nTrain, nTrain) : judgeLower(a.finalTrainError, b.finalTrainError, nTrain, nTrain);
     verdicts.push({ claim, verdict: j.verdict, detail: `${family}-${lo} ${pct(a.finalTrainError)} vs ${family}-${hi} ${pct(b.finalTrainError)} training error, ` +
       `two standard errors ${pct(2 * j.se)}; test error ${pct(a.finalTestError)} vs ${pct(b.finalTestError)}`,
@@ -108,6 +114,7 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
       } });
   }
   const held = overall(verdicts.map((v) => (v.verdict === 'NOT MEASURED' ? 'INCONCLUSIVE' : v.verdict)));
+  const unmeasured = verdicts.filter((v) => v.verdict === 'NOT MEASURED');
   const wall = (Date.now() - started) / 1000;
   const report = [
     '# Degradation: plain vs residual nets (He et al. 2015, Figure 6)',
@@ -134,7 +141,10 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     '',
     ...verdicts.map((v) => `- ${v.verdict}: ${v.claim} (${v.detail})`),
     '',
-    held === true
+    unmeasured.length
+      ? `This run measured ${unmeasured.length === verdicts.length ? 'neither half' : 'only part'} of the paper's claim (${unmeasured.map((v) => v.detail).join('; ')}): ` +
+        'the rest needs the missing models trained into this folder (another process with --models) or the interrupted ones continued (--resume), then a --resume run without --models.'
+      : held === true
       ? 'Both halves of the paper\'s claim held at this scale.'
       : (held === false ? 'The paper\'s claim did not hold at this scale. ' : 'This run could not decide the paper\'s claim: the differences are within sampling noise. ') +
         `The paper trains ${HE2015_ITERATIONS.toLocaleString('en-US')} iterations on CIFAR-10; the gap between plain-20 and plain-56 is visible there from early on, while ` +
