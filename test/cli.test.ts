@@ -124,6 +124,12 @@ describe('residual CLI', () => {
       [['eval', '--model', 'resnet20', '--weights', join(dir, 'nope.safetensors')], /nope\.safetensors do not exist/],
       [['summary', 'resnet50', '--input', '3x224'], /must look like 3x224x224|CxHxW|format/i],
       [['frobnicate'], /unknown command "frobnicate"/],
+      // Every command with --dtype names its own choices.
+      [['train', '--model', 'resnet20', '--dtype', 'int8'], /train: --dtype must be f32 or bf16, got "int8"/],
+      [['eval', '--model', 'resnet20', '--dtype', 'fp16'], /eval: --dtype must be f32, bf16 or int8, got "fp16"/],
+      [['predict', '--model', 'resnet20', '--dtype', 'fp16', 'x.png'], /predict: --dtype must be f32, bf16 or int8, got "fp16"/],
+      [['embed', '--model', 'resnet20', '--out', join(dir, 'f.safetensors'), '--dtype', 'fp16', 'x.png'], /embed: --dtype must be f32, bf16 or int8, got "fp16"/],
+      [['serve', '--model', 'resnet20', '--dtype', 'fp16'], /serve: --dtype must be f32, bf16 or int8, got "fp16"/],
     ];
     for (const [args, pattern] of cases) {
       const r = residual(...args);

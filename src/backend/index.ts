@@ -110,7 +110,7 @@ export function setDefaultBackend(b: Backend): void {
   current = b;
 }
 
-export type { Backend, BackendTensor, BackendInfo, Shape } from './types.js';
+export type { Backend, BackendTensor, BackendInfo, ComputeDtype, PlanDtype, Shape } from './types.js';
 
 /** ISAs (as BackendInfo.isa names them) that have bf16 dot products: AVX512-BF16, and AMX above it. */
 const BF16_ISAS = new Set(['avx512_core_bf16', 'avx512_core_amx', 'avx512_core_amx_fp16', 'all']);

@@ -30,7 +30,7 @@ export interface Conv2dParams {
    * (PyTorch autocast's semantics for a conv), dx has x's storage (bf16 for an activation, f32 for the
    * image), and dw, db are f32: the weights stay f32 master weights.
    */
-  precision?: 'f32' | 'bf16';
+  precision?: ComputeDtype;
 }
 
 export interface Pool2dParams {
@@ -200,13 +200,19 @@ export type PlanOp = { name: string; src: number; dst: number; in: number[]; out
   | { type: 'linear'; weight: Float32Array; bias: Float32Array });
 
 /** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
+/** What convolutions compute in while training: 'f32', or 'bf16' mixed precision (f32 master weights). */
+export type ComputeDtype = 'f32' | 'bf16';
+
+/** What a compiled inference plan runs in: f32, bf16, or int8 convolutions with calibrated scales. */
+export type PlanDtype = ComputeDtype | 'int8';
+
 export interface PlanDescription {
   input: number[];
   /**
    * Activations and weights in f32 (default) or bf16 (bias, accumulation and logits stay f32), or
    * int8: the convs in u8/s8 x s8 with the ops' calibrated scales (the head and global pool in f32).
    */
-  dtype?: 'f32' | 'bf16' | 'int8';
+  dtype?: PlanDtype;
   /** Winograd for eligible 3x3 convs: 'auto' (default: the engine configuration's, see config.ts), 'on', 'off'. */
   winograd?: 'auto' | 'on' | 'off';
   maxBatch: number;

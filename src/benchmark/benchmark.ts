@@ -3,16 +3,15 @@
 // reorders, allocator growth), then the median of the timed runs, which shrugs off the odd slow run
 // on a shared machine. It sits above infer and train (it times both), so neither reaches into the
 // other for it.
-import { defaultBackend } from '../backend/index.js';
+import { checkComputeDtype, defaultBackend, type PlanDtype } from '../backend/index.js';
 import { checkBatchMemory, getModel } from '../models/index.js';
 import { manualSeed } from '../nn/index.js';
 import { Tensor, autocast, crossEntropy, tidy } from '../tensor/index.js';
-import { checkComputeDtype } from '../backend/index.js';
 import { SGD } from '../train/sgd.js';
 import { calibrate, compileForInference } from '../infer/compile.js';
 
 export type BenchMode = 'infer' | 'train';
-export type BenchDtype = 'f32' | 'bf16' | 'int8';
+export type BenchDtype = PlanDtype;
 
 export interface BenchOptions {
   model: string;

@@ -35,6 +35,20 @@ export function numberOption(command: string, name: string, v: string | undefine
   return n;
 }
 
+/** The `--dtype` values of the training commands, and of the inference ones. */
+export const TRAIN_DTYPES = ['f32', 'bf16'] as const;
+export const PLAN_DTYPES = ['f32', 'bf16', 'int8'] as const;
+
+/** `--dtype`: one of `allowed`, or undefined when absent (the command's default applies). */
+export function dtypeOption<T extends string>(command: string, v: string | undefined, allowed: readonly T[]): T | undefined {
+  if (v === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(v)) {
+    const names = allowed.length > 1 ? `${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}` : allowed[0];
+    throw new Error(`${command}: --dtype must be ${names}, got "${v}"`);
+  }
+  return v as T;
+}
+
 /** "3x224x224" -> [3, 224, 224]. */
 export function shapeOption(command: string, name: string, v: string): number[] {
   const dims = v.split('x').map(Number);

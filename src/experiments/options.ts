@@ -1,6 +1,8 @@
 // What every experiment takes: the data, how much training it may spend, where it writes, and
 // the scale knobs that let CI run it tiny. The CLI fills this in; code can call experiments directly.
 
+import type { ComputeDtype } from '../backend/index.js';
+
 /**
  * `30m`: minutes of training shared by all the models of an experiment; `3e`: epochs per model;
  * `500i`: iterations per model (a fixed length, for runs to be repeated exactly).
@@ -57,7 +59,7 @@ export interface ExperimentOptions {
    * bf16`: convolutions in bf16, f32 master weights, BatchNorm statistics and loss). All the models of a
    * run folder train alike; resuming one in the other precision is refused.
    */
-  dtype?: 'f32' | 'bf16';
+  dtype?: ComputeDtype;
   /** Each model's training picks its thread count from measured steps (ThreadGovernor; `--threads auto`). */
   autoThreads?: boolean;
   /** A transient progress line during training (a terminal's status line), at most a few per second. */

@@ -20,6 +20,7 @@ import { engineThreadGovernor } from '../train/threads.js';
 import { train, type EpochMetrics } from '../train/trainer.js';
 import { backendLine } from './markdown.js';
 import type { ExperimentOptions } from './options.js';
+import type { ComputeDtype } from '../backend/index.js';
 
 export interface ExperimentData {
   spec: DataSpec;
@@ -124,7 +125,7 @@ export function contender(name: string, label: string, spec: NetSpec, input: rea
  * Median seconds per training iteration of each model at this batch size, from a few real steps
  * (the first, which creates the kernels, is not counted).
  */
-export async function calibrate(models: Contender[], data: ExperimentData, batch: number, steps = 4, dtype: 'f32' | 'bf16' = 'f32'): Promise<number[]> {
+export async function calibrate(models: Contender[], data: ExperimentData, batch: number, steps = 4, dtype: ComputeDtype = 'f32'): Promise<number[]> {
   const n = Math.min(data.train.length, batch * steps);
   const sample = firstN(data.train, n, 'subset');
   const out: number[] = [];
@@ -220,7 +221,7 @@ export interface ModelRun {
 export const PREDICTIONS_FILE = 'predictions.u8';
 
 /** The model's class (argmax) and the label of every test image, in order, in eval mode (in `dtype`, as the run's evaluations). */
-export async function predictTest(model: Module, loader: DataLoader, dtype: 'f32' | 'bf16' = 'f32'): Promise<{ predictions: Uint8Array; labels: Uint8Array }> {
+export async function predictTest(model: Module, loader: DataLoader, dtype: ComputeDtype = 'f32'): Promise<{ predictions: Uint8Array; labels: Uint8Array }> {
   const wasTraining = model.training;
   model.eval();
   const preds: number[] = [];
@@ -251,7 +252,7 @@ export async function predictTest(model: Module, loader: DataLoader, dtype: 'f32
  * A claim compares models trained alike: a model folder whose logged epochs trained in another
  * precision (metrics.jsonl's `dtype`; logs without it are f32) is not continued or reused in this one.
  */
-function checkSamePrecision(name: string, dir: string, dtype: 'f32' | 'bf16'): void {
+function checkSamePrecision(name: string, dir: string, dtype: ComputeDtype): void {
   const file = join(dir, 'metrics.jsonl');
   if (!existsSync(file)) return;
   const logged = new Set(readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l, i) => {
@@ -278,7 +279,7 @@ function readCurve(file: string, upTo: number): CurvePoint[] {
  * curves.png). With `resume`, a run folder left by an interrupted run continues where it stopped.
  */
 export async function trainContender(m: Contender, data: ExperimentData, plan: Plan, recipe: Recipe, dir: string,
-  o: { seed: number; resume?: boolean; autoThreads?: boolean; predictions?: boolean; dtype?: 'f32' | 'bf16'; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
+  o: { seed: number; resume?: boolean; autoThreads?: boolean; predictions?: boolean; dtype?: ComputeDtype; log: (e: Record<string, unknown>, t: string) => void; progress?: (text: string) => void }): Promise<ModelRun> {
   const started = Date.now();
   const dtype = o.dtype ?? 'f32';
   if (o.resume) checkSamePrecision(m.name, dir, dtype);

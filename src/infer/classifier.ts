@@ -12,6 +12,7 @@ import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { compileForInference, type CompileOptions, type CompiledModel } from './compile.js';
 import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, positiveInt, preprocessImage, type Preprocessing } from './preprocess.js';
 import type { Calibration } from './quantize.js';
+import type { PlanDtype } from '../backend/index.js';
 
 export interface ClassifierOptions {
   /**
@@ -31,7 +32,7 @@ export interface ClassifierOptions {
   /** Input [C, H, W] (default: the run's dataset, else the model's own). */
   input?: readonly number[];
   /** 'f32' (default), 'bf16' (needs AVX512-BF16 or AMX) or 'int8' (needs AVX512-VNNI and `calibration`); see compileForInference. */
-  dtype?: 'f32' | 'bf16' | 'int8';
+  dtype?: PlanDtype;
   /** int8: the calibration (calibrate()), or a function that makes or finds it once the model is loaded. */
   calibration?: Calibration | ((model: ResNet, input: [number, number, number]) => Promise<Calibration>);
   /** Largest batch one kernel run takes (default 8); predict() splits larger batches. */
@@ -60,7 +61,7 @@ export interface Classifier {
   readonly input: readonly [number, number, number];
   /** One name per class. */
   readonly labels: readonly string[];
-  readonly dtype: 'f32' | 'bf16' | 'int8';
+  readonly dtype: PlanDtype;
   readonly maxBatch: number;
   /** Default classes per image. */
   readonly top: number;
@@ -157,7 +158,7 @@ export async function loadClassifier(opts: ClassifierOptions): Promise<Classifie
 }
 
 function makeClassifier(c: {
-  name: string; input: [number, number, number]; labels: readonly string[]; dtype: 'f32' | 'bf16' | 'int8'; maxBatch: number; top: number;
+  name: string; input: [number, number, number]; labels: readonly string[]; dtype: PlanDtype; maxBatch: number; top: number;
   maxPixels: number | undefined; pre: Preprocessing; runner: Runner; engine: 'compiled' | 'eager'; model: ResNet | null;
 }): Classifier {
   const { input, labels, maxBatch, runner } = c;

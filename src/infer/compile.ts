@@ -13,7 +13,7 @@
 // The plan computes the eval-mode network whatever mode the model is in (running statistics).
 // Buffers are taken back once no read of their value is due: a ResNet needs at most five.
 import { defaultBackend } from '../backend/index.js';
-import { supportsPlans, type PlanBackend, type PlanHandle, type PlanOp } from '../backend/types.js';
+import { supportsPlans, type PlanBackend, type PlanDtype, type PlanHandle, type PlanOp } from '../backend/types.js';
 import { BatchNorm2d, Conv2d, Identity, Linear, type Module } from '../nn/index.js';
 import { foldConv, foldConvBn } from '../models/fold.js';
 import { inputsOf, moduleAt, shapeOf, type ConvSpec, type Graph, type GraphNode, type ValueId } from '../models/graph.js';
@@ -34,7 +34,7 @@ export interface CompileOptions {
    * 'int8': post-training static quantization (needs `calibration`, from calibrate()): the convs in
    * u8/s8 x s8 on AVX512-VNNI (refused without it), the stem conv, global pool and head in f32.
    */
-  dtype?: 'f32' | 'bf16' | 'int8';
+  dtype?: PlanDtype;
   /** int8: the ranges calibrate() recorded for this model at this input shape. */
   calibration?: Calibration;
   /**
@@ -59,7 +59,7 @@ export type CompileOutput = 'logits' | 'pool' | 'stem' | `layer${number}`;
 export interface CompiledModel {
   readonly input: readonly [number, number, number];
   readonly maxBatch: number;
-  readonly dtype: 'f32' | 'bf16' | 'int8';
+  readonly dtype: PlanDtype;
   /** The model's outputs (its classes; the pooled width when its fc is an Identity), whatever the plan stops at. */
   readonly numClasses: number;
   /** What run() returns per sample ('pool' when the model's fc is an Identity, though 'logits' was asked). */
@@ -277,7 +277,7 @@ function lowerForPlan(model: ResNet, input: Shape3): Graph {
 
 function checkOptions(
   model: ResNet, opts: CompileOptions,
-): { input: Shape3; maxBatch: number; dtype: 'f32' | 'bf16' | 'int8'; winograd: 'auto' | 'on' | 'off'; output: CompileOutput } {
+): { input: Shape3; maxBatch: number; dtype: PlanDtype; winograd: 'auto' | 'on' | 'off'; output: CompileOutput } {
   const input = opts.input;
   if (!Array.isArray(input) || input.length !== 3 || input.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new Error(`compileForInference: input must be [C, H, W] of positive integers, got ${JSON.stringify(input)}`);

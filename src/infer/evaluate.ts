@@ -6,9 +6,10 @@ import type { ResNet } from '../models/net.js';
 import { argmax } from './compare.js';
 import { compileForInference } from './compile.js';
 import type { Calibration } from './quantize.js';
+import type { PlanDtype } from '../backend/index.js';
 
 export interface CompiledEvalResult {
-  dtype: 'f32' | 'bf16' | 'int8';
+  dtype: PlanDtype;
   samples: number;
   loss: number;
   acc: number;
@@ -31,7 +32,7 @@ function meanLoss(logits: Float32Array, labels: Int32Array, k: number): number {
 }
 
 export async function evaluateCompiled(
-  model: ResNet, loader: DataLoader, o: { input: readonly number[]; dtype: 'f32' | 'bf16' | 'int8'; calibration?: Calibration },
+  model: ResNet, loader: DataLoader, o: { input: readonly number[]; dtype: PlanDtype; calibration?: Calibration },
 ): Promise<CompiledEvalResult> {
   const maxBatch = loader.batchSize;
   const plan = compileForInference(model, { input: o.input, maxBatch, dtype: o.dtype, calibration: o.calibration });

@@ -12,6 +12,7 @@ import { Tensor, noGrad, tidy } from '../tensor/index.js';
 import { checkRunnerOptions, evalTransforms, loadWithPreprocessing, preprocessImage, type Preprocessing } from './preprocess.js';
 import { compileForInference } from './compile.js';
 import type { Calibration } from './quantize.js';
+import type { PlanDtype } from '../backend/index.js';
 
 export interface FeatureExtractorOptions {
   /**
@@ -29,7 +30,7 @@ export interface FeatureExtractorOptions {
   /** Input [C, H, W] (default: the weights' model card, else the run's dataset, else the model's own, e.g. [3, 224, 224]). */
   input?: readonly number[];
   /** 'f32' (default) or 'bf16' (needs AVX512-BF16 or AMX; features then carry bf16 rounding). */
-  dtype?: 'f32' | 'bf16' | 'int8';
+  dtype?: PlanDtype;
   /** int8: the calibration (calibrate()), or a function that makes or finds it once the model is loaded. */
   calibration?: Calibration | ((model: ResNet, input: [number, number, number]) => Promise<Calibration>);
   /** Largest batch one kernel run takes (default 16); embed() splits larger batches. */
@@ -49,7 +50,7 @@ export interface FeatureExtractor {
   readonly input: readonly [number, number, number];
   /** Features per sample: the channels of the last stage (2048 for ResNet-50). */
   readonly dim: number;
-  readonly dtype: 'f32' | 'bf16' | 'int8';
+  readonly dtype: PlanDtype;
   readonly maxBatch: number;
   /** 'compiled' (the native plan) or 'eager' (reference backend). */
   readonly engine: 'compiled' | 'eager';
@@ -103,7 +104,7 @@ export async function loadFeatureExtractor(opts: FeatureExtractorOptions): Promi
 }
 
 function makeExtractor(c: {
-  name: string; input: [number, number, number]; dim: number; dtype: 'f32' | 'bf16' | 'int8'; maxBatch: number;
+  name: string; input: [number, number, number]; dim: number; dtype: PlanDtype; maxBatch: number;
   maxPixels: number | undefined; pre: Preprocessing; runner: Runner; engine: 'compiled' | 'eager';
 }): FeatureExtractor {
   const { input, dim, maxBatch, runner } = c;

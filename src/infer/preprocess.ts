@@ -16,6 +16,7 @@ import {
 } from '../data/index.js';
 import { getModel, inputChannels, loadModel, resolveWeights, ResNet, type ModelCard } from '../models/index.js';
 import type { FetchPretrainedOptions } from '../pretrained/index.js';
+import type { PlanDtype } from '../backend/index.js';
 
 export interface Preprocessing {
   channels: number;
@@ -138,8 +139,8 @@ export function positiveInt(caller: string, what: string, v: unknown, fallback: 
  * The options loadClassifier and loadFeatureExtractor share, checked the same way, and the engine
  * chosen (initBackend() when none is yet; bf16 needs the native one).
  */
-export async function checkRunnerOptions(caller: string, o: ModelSource & { dtype?: 'f32' | 'bf16' | 'int8'; maxBatch?: number; maxPixels?: number }, defaultMaxBatch: number):
-  Promise<{ dtype: 'f32' | 'bf16' | 'int8'; maxBatch: number; maxPixels: number | undefined; native: boolean }> {
+export async function checkRunnerOptions(caller: string, o: ModelSource & { dtype?: PlanDtype; maxBatch?: number; maxPixels?: number }, defaultMaxBatch: number):
+  Promise<{ dtype: PlanDtype; maxBatch: number; maxPixels: number | undefined; native: boolean }> {
   if (!o || (o.model !== undefined && typeof o.model !== 'string' && !(o.model instanceof ResNet))) {
     throw new Error(`${caller}: \`model\` must be a model name (see \`residual models\`) or a ResNet`);
   }

@@ -1,7 +1,7 @@
 // The differentiable ops: each validates its arguments (so a backend only ever sees well-formed
 // input, and a person gets an error naming the op and the shapes), calls the backend, and records
 // a GradNode when any input requires grad and the tape is on.
-import type { Backend, BackendTensor, Conv2dParams, GradNeeds, Pool2dParams, Shape } from '../backend/types.js';
+import type { Backend, BackendTensor, ComputeDtype, Conv2dParams, GradNeeds, Pool2dParams, Shape } from '../backend/types.js';
 import { GradNode, Tensor, isGradEnabled, numel, shapeToString as s } from './tensor.js';
 
 type Grads = (BackendTensor | undefined)[];
@@ -105,8 +105,7 @@ export function conv2dOutputShape(x: Shape, w: Shape, p: Conv2dParams): number[]
 
 // ---- mixed precision ----
 
-/** What convolutions compute in: 'f32', or 'bf16' (mixed precision, see `autocast`). */
-export type ComputeDtype = 'f32' | 'bf16';
+export type { ComputeDtype };
 let convDtype: ComputeDtype = 'f32';
 
 /**

@@ -13,6 +13,7 @@ import type { ThreadGovernor } from './threads.js';
 import type { DataParallel } from '../distributed/ddp.js';
 import { checkComputeDtype, defaultBackend } from '../backend/index.js';
 import { train, type BatchProgress, type EpochMetrics, type TrainResult } from './trainer.js';
+import type { ComputeDtype } from '../backend/index.js';
 
 /** The two default recipes: training from scratch, and fine-tuning pretrained weights. */
 export const RECIPES = {
@@ -61,7 +62,7 @@ export interface TrainRunOptions {
    * optimizer state, BatchNorm and loss; no loss scaling needed for bf16). Checkpoints stay f32, so a
    * run may resume in the other dtype. Needs AVX512-BF16 on the native backend. Default 'f32'.
    */
-  dtype?: 'f32' | 'bf16';
+  dtype?: ComputeDtype;
   /** Run folder (default runs/<model>-<data>-<time>). */
   out?: string;
   resume?: boolean;
@@ -93,7 +94,7 @@ export interface TrainSettings {
   wd: number;
   label_smoothing: number;
   seed: number;
-  dtype: 'f32' | 'bf16';
+  dtype: ComputeDtype;
 }
 
 export interface TrainRunStart {

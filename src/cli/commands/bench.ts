@@ -1,9 +1,9 @@
 // `residual bench`: times a model on this machine, inference through the compiled plan or a full
 // training step, and prints the median; --json makes the last line one JSON object for scripts.
 import { initBackend } from '../../backend/index.js';
-import { benchmark, hostInfo, type BenchDtype, type BenchMode } from '../../benchmark/index.js';
+import { benchmark, hostInfo, type BenchMode } from '../../benchmark/index.js';
 import { getModel } from '../../models/index.js';
-import { intOption, parse, shapeOption } from '../args.js';
+import { PLAN_DTYPES, dtypeOption, intOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'time a model: compiled inference or a training step (median of several runs)';
 
@@ -42,8 +42,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const mode = values.mode ?? 'infer';
   if (mode !== 'infer' && mode !== 'train') throw new Error(`bench: --mode must be infer or train, got "${mode}"`);
-  const dtype = values.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`bench: --dtype must be f32, bf16 or int8, got "${dtype}"`);
+  const dtype = dtypeOption('bench', values.dtype, PLAN_DTYPES) ?? 'f32';
   getModel(values.model!); // an unknown name fails before any work, listing the known ones
   const batch = intOption('bench', 'batch', values.batch, 1);
   const input = values.input ? shapeOption('bench', 'input', values.input) : undefined;
@@ -55,7 +54,7 @@ export async function run(argv: string[]): Promise<number> {
   const threads = values.threads === undefined ? undefined : intOption('bench', 'threads', values.threads, 1);
   await initBackend(mode === 'infer' ? 'native' : undefined, { threads });
 
-  const r = benchmark({ model: values.model!, batch, mode: mode as BenchMode, dtype: dtype as BenchDtype, input, warmup, runs });
+  const r = benchmark({ model: values.model!, batch, mode: mode as BenchMode, dtype, input, warmup, runs });
   if (values.json) {
     console.log(JSON.stringify({ ...r, host: hostInfo() }));
   } else {

@@ -8,7 +8,7 @@ import { loadFeatureExtractor, type FeatureExtractor } from '../../infer/feature
 import { openStateDictFile, SafetensorsFile, writeSafetensors } from '../../io/index.js';
 import { checkOutputPath } from '../../io/index.js';
 import { getModel } from '../../models/index.js';
-import { intOption, parse, shapeOption } from '../args.js';
+import { PLAN_DTYPES, dtypeOption, intOption, parse, shapeOption } from '../args.js';
 import { downloadProgress } from '../progress.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { calibrationFromArgs } from '../calibration_arg.js';
@@ -131,8 +131,7 @@ export async function run(argv: string[]): Promise<number> {
   if (v.model) getModel(v.model); // an unknown name fails before any work, listing the known ones
   checkOutputPath(v.out!);
   const batch = intOption('embed', 'batch', v.batch, 16);
-  const dtype = v.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`embed: --dtype must be f32, bf16 or int8, got "${dtype}"`);
+  const dtype = dtypeOption('embed', v.dtype, PLAN_DTYPES) ?? 'f32';
   if (v.calibration && dtype !== 'int8') throw new Error('embed: --calibration is for --dtype int8');
   const threads = v.threads === undefined ? undefined : intOption('embed', 'threads', v.threads, 1);
   const size = v.size ? shapeOption('embed', 'size', v.size) : undefined;
@@ -157,7 +156,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     extractor = await loadFeatureExtractor({
       // The argument itself, not the resolved file: a spec's table entry carries its eval transform.
-      model: v.model, weights: v.weights, download: { onProgress: downloadProgress('embed') }, input: given ? given.shape.slice(1) : size, dtype: dtype as 'f32' | 'bf16' | 'int8',
+      model: v.model, weights: v.weights, download: { onProgress: downloadProgress('embed') }, input: given ? given.shape.slice(1) : size, dtype,
       calibration: calibrationFromArgs('embed', v),
       maxBatch: Math.min(batch, total), warn: (m) => console.error(`embed: ${m}`),
     });

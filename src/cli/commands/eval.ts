@@ -4,7 +4,7 @@ import { loadModel, readCard } from '../../models/index.js';
 import { resolveWeightsArgument } from '../weights_arg.js';
 import { openData } from '../../train/data_spec.js';
 import { evaluate } from '../../train/trainer.js';
-import { intOption, parse } from '../args.js';
+import { PLAN_DTYPES, dtypeOption, intOption, parse } from '../args.js';
 import { resolveCalibration } from '../calibration_arg.js';
 import { evaluateCompiled } from '../../infer/evaluate.js';
 
@@ -29,8 +29,7 @@ export async function run(argv: string[]): Promise<number> {
     'image-size': { type: 'string' }, 'skip-bad': { type: 'boolean' }, dtype: { type: 'string' }, calibration: { type: 'string' },
     'calibration-images': { type: 'string' },
   });
-  const dtype = v.dtype;
-  if (dtype !== undefined && dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'int8') throw new Error(`eval: --dtype must be f32, bf16 or int8, got "${dtype}"`);
+  const dtype = dtypeOption('eval', v.dtype, PLAN_DTYPES);
   if ((v.calibration || v['calibration-images']) && dtype !== 'int8') throw new Error('eval: --calibration and --calibration-images are for --dtype int8');
   if (v.help) {
     console.log(usage);

@@ -4,7 +4,7 @@ import { initBackend } from '../../backend/index.js';
 import {
   CARDINALITY_BUDGET, DEFAULT_BUDGET, checkDataOption, experimentNames, experiments, parseBudget, parseIntList, runExperiment, type ExperimentOptions,
 } from '../../experiments/index.js';
-import { intOption, parse, threadsOption } from '../args.js';
+import { TRAIN_DTYPES, dtypeOption, intOption, parse, threadsOption } from '../args.js';
 
 export const summary = 'run a paper experiment (degradation, cardinality, forms, complexity) and write its report';
 
@@ -65,8 +65,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`experiment: --seed must be a non-negative integer, got "${v.seed}"`);
   const int = (k: keyof typeof v & string) => (v[k] === undefined ? undefined : intOption('experiment', k, v[k] as string, 1));
   const threads = threadsOption('experiment', v.threads);
-  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`experiment: --dtype must be f32 or bf16, got "${v.dtype}"`);
-  if (v.dtype === 'bf16' && (name === 'forms' || name === 'complexity')) throw new Error(`experiment: --dtype is for the training experiments (degradation, cardinality); ${name} trains nothing`);
+  const dtype = dtypeOption('experiment', v.dtype, TRAIN_DTYPES);
+  if (dtype === 'bf16' && (name === 'forms' || name === 'complexity')) throw new Error(`experiment: --dtype is for the training experiments (degradation, cardinality); ${name} trains nothing`);
   const json = !!v.json;
   const tty = !json && process.stdout.isTTY;
   const o: ExperimentOptions = {
@@ -92,7 +92,7 @@ export async function run(argv: string[]): Promise<number> {
     size: int('size'),
     repeats: int('repeats'),
     resume: !!v.resume,
-    dtype: v.dtype as 'f32' | 'bf16' | undefined,
+    dtype,
     autoThreads: threads.auto,
     // On a terminal a status line shows the batch being trained; log lines print over it.
     log: (event, text) => {

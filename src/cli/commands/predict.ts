@@ -1,7 +1,7 @@
 import { loadClassifier, type Classification } from '../../infer/classifier.js';
 import { calibrationFromArgs } from '../calibration_arg.js';
 import { downloadProgress } from '../progress.js';
-import { parse, shapeOption } from '../args.js';
+import { PLAN_DTYPES, dtypeOption, parse, shapeOption } from '../args.js';
 
 export const summary = 'classify images: top-5 classes with probabilities';
 
@@ -36,12 +36,12 @@ export async function run(argv: string[]): Promise<number> {
   if (!v.weights) console.error('predict: no --weights: the model has random weights, so the classes are meaningless');
   const top = v.top ? Number(v.top) : 5;
   if (!Number.isInteger(top) || top < 1) throw new Error(`predict: --top must be a positive integer, got "${v.top}"`);
-  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16' && v.dtype !== 'int8') throw new Error(`predict: --dtype must be f32, bf16 or int8, got "${v.dtype}"`);
-  if (v.calibration && v.dtype !== 'int8') throw new Error('predict: --calibration is for --dtype int8');
+  const dtype = dtypeOption('predict', v.dtype, PLAN_DTYPES);
+  if (v.calibration && dtype !== 'int8') throw new Error('predict: --calibration is for --dtype int8');
 
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, download: { onProgress: downloadProgress('predict') }, labels: v.labels, input: v.input ? shapeOption('predict', 'input', v.input) : undefined,
-    dtype: v.dtype as 'f32' | 'bf16' | 'int8' | undefined, maxBatch: Math.min(BATCH, images.length), top, warn: (m) => console.error(`predict: ${m}`),
+    dtype, maxBatch: Math.min(BATCH, images.length), top, warn: (m) => console.error(`predict: ${m}`),
     calibration: calibrationFromArgs('predict', v),
   });
   // Each image is read on its own: one bad file is reported and the rest are still classified.

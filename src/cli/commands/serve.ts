@@ -3,7 +3,7 @@ import { initBackend } from '../../backend/index.js';
 import { loadClassifier } from '../../infer/classifier.js';
 import { downloadProgress } from '../progress.js';
 import { parseBytes, startServer } from '../../serve/index.js';
-import { intOption, numberOption, parse, shapeOption } from '../args.js';
+import { PLAN_DTYPES, dtypeOption, intOption, numberOption, parse, shapeOption } from '../args.js';
 import { calibrationFromArgs } from '../calibration_arg.js';
 
 export const summary = 'serve a model over HTTP: POST an image, get its top classes (batched), with a page to try it';
@@ -64,8 +64,8 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`serve: --model is required, unless --weights name their model (torchvision:MODEL, or a run folder)\n${usage}`);
     return 2;
   }
-  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16' && v.dtype !== 'int8') throw new Error(`serve: --dtype must be f32, bf16 or int8, got "${v.dtype}"`);
-  if (v.calibration && v.dtype !== 'int8') throw new Error('serve: --calibration is for --dtype int8');
+  const dtype = dtypeOption('serve', v.dtype, PLAN_DTYPES);
+  if (v.calibration && dtype !== 'int8') throw new Error('serve: --calibration is for --dtype int8');
   if (v.winograd !== undefined && v.winograd !== 'on' && v.winograd !== 'off') throw new Error(`serve: --winograd must be on or off, got "${v.winograd}"`);
   const port = v.port === undefined ? 8080 : Number(v.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`serve: --port must be an integer from 0 to 65535, got "${v.port}"`);
@@ -99,7 +99,7 @@ export async function run(argv: string[]): Promise<number> {
 
   const classifier = await loadClassifier({
     model: v.model, weights: v.weights, download: { onProgress: downloadProgress('serve') }, labels: v.labels, input: v.input ? shapeOption('serve', 'input', v.input) : undefined,
-    dtype: v.dtype as 'f32' | 'bf16' | 'int8' | undefined, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
+    dtype, maxBatch, maxPixels, warn: (m) => console.error(`serve: ${m}`),
     calibration: calibrationFromArgs('serve', v),
     winograd: v.winograd === undefined ? undefined : v.winograd === 'on',
   });

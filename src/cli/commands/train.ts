@@ -3,7 +3,7 @@ import { modelNames, parseFreeze } from '../../models/index.js';
 import { runTraining } from '../../train/run.js';
 import { engineThreadGovernor } from '../../train/threads.js';
 import type { BatchProgress, EpochMetrics } from '../../train/trainer.js';
-import { intOption, numberOption, parse, threadsOption } from '../args.js';
+import { TRAIN_DTYPES, dtypeOption, intOption, numberOption, parse, threadsOption } from '../args.js';
 import { downloadProgress, progressLine } from '../progress.js';
 import { distributedOptions } from '../../distributed/cli.js';
 
@@ -79,10 +79,10 @@ export async function run(argv: string[]): Promise<number> {
     return Number(text);
   };
 
+  const dtype = dtypeOption('train', v.dtype, TRAIN_DTYPES);
   // On a shared machine two engine threads can lose half their speed to one busy neighbour, while
   // one thread keeps going (BENCHMARKS.md, issue #17): unless a count is fixed (--threads N or
   // OMP_NUM_THREADS), the governor picks it from measured step times.
-  if (v.dtype !== undefined && v.dtype !== 'f32' && v.dtype !== 'bf16') throw new Error(`train: --dtype must be f32 or bf16, got "${v.dtype}"`);
   const dist = distributedOptions('train', { distributed: v.distributed, syncBn: v['sync-bn'] });
   const threads = threadsOption('train', v.threads ?? (process.env.OMP_NUM_THREADS ? undefined : dist?.defaultThreads ?? 'auto'));
   const backend = await initBackend(undefined, { threads: threads.fixed });
@@ -100,7 +100,7 @@ export async function run(argv: string[]): Promise<number> {
     momentum: num('momentum', v.momentum), nesterov: v['no-nesterov'] ? false : undefined, weightDecay: num('wd', v.wd),
     noDecayOnNormAndBias: !!v['no-decay-bn-bias'], schedule: v.schedule, warmupIters: nonNegativeInt('warmup', v.warmup),
     labelSmoothing: num('label-smoothing', v['label-smoothing']), seed: nonNegativeInt('seed', v.seed),
-    dtype: v.dtype as 'f32' | 'bf16' | undefined,
+    dtype,
     out: v.out, resume: !!v.resume, budgetSeconds: v.budget === undefined ? undefined : numberOption('train', 'budget', v.budget, 0) * 60,
     threads: governor, runInfo: { argv, backend: backend.name, ...(dist ? { ranks: dist.dp.size, sync_bn: dist.dp.syncBn } : {}) },
     maxSteps: int('max-steps', v['max-steps']), distributed: dist?.dp,
