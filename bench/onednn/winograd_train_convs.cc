@@ -2,8 +2,8 @@
 // layouts chosen by oneDNN) against the direct convolutions our training step uses (NHWC), for the
 // 3x3 stride-1 shapes of ResNet-20 on Fashion-MNIST at batch 128: forward, backward-data and
 // backward-weights, median ms of 30 runs each, reorders not counted (favouring Winograd). Issue #17.
-//   g++ -O2 -std=c++17 bench/winograd/train_convs.cc -o /tmp/train_convs -ldnnl -fopenmp
-//   OMP_NUM_THREADS=2 /tmp/train_convs      # one JSON line per shape and algorithm
+//   g++ -O2 -std=c++17 bench/onednn/winograd_train_convs.cc -o /tmp/winograd_train_convs -ldnnl -fopenmp
+//   OMP_NUM_THREADS=2 /tmp/winograd_train_convs      # one JSON line per shape and algorithm
 #include <dnnl.hpp>
 #include <chrono>
 #include <cstdio>
