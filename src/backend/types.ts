@@ -199,13 +199,13 @@ export type PlanOp = { name: string; src: number; dst: number; in: number[]; out
   | { type: 'gap' }
   | { type: 'linear'; weight: Float32Array; bias: Float32Array });
 
-/** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
 /** What convolutions compute in while training: 'f32', or 'bf16' mixed precision (f32 master weights). */
 export type ComputeDtype = 'f32' | 'bf16';
 
 /** What a compiled inference plan runs in: f32, bf16, or int8 convolutions with calibrated scales. */
 export type PlanDtype = ComputeDtype | 'int8';
 
+/** What planCreate compiles: buffers are allocated for `maxBatch` samples of their largest shape. */
 export interface PlanDescription {
   input: number[];
   /**
