@@ -64,14 +64,31 @@ describe('residual experiment degradation', () => {
     assert.match(report, /!\[.*\]\(degradation\.png\)/);
     assertPng(join(out, 'degradation.png'));
     // result.json: one entry per claim, the verdict the report states, and its figures.
-    const claims = (JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { claim: string; held: unknown; evidence: Record<string, number> }[] }).claims;
-    assert.deepEqual(claims.map((c) => c.claim), ['the deeper plain-14 trains to a higher training error than plain-8', 'the deeper ResNet-14 trains to a lower training error than ResNet-8']);
+    // Training error and test error, each per family.
+    const claims = (JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { claims: { claim: string; held: unknown; evidence: Record<string, any> }[] }).claims;
+    assert.deepEqual(claims.map((c) => c.claim), [
+      'the deeper plain-14 trains to a higher training error than plain-8', 'the deeper plain-14 reaches a higher test error than plain-8',
+      'the deeper ResNet-14 trains to a lower training error than ResNet-8', 'the deeper ResNet-14 reaches a lower test error than ResNet-8']);
     for (const c of claims) {
       assert.ok([true, false, 'inconclusive'].includes(c.held as boolean | string));
       const said = /^- (HELD|DID NOT HOLD|INCONCLUSIVE): (.*?) \(/m.exec(report.slice(report.indexOf(c.claim) - 20));
       assert.equal(c.held, { HELD: true, 'DID NOT HOLD': false, INCONCLUSIVE: 'inconclusive' }[said![1]!], `${c.claim}: result.json agrees with report.md`);
       assert.equal(c.evidence.iterations, 8);
-      assert.ok(c.evidence.two_standard_errors! > 0);
+      if (c.claim.includes('training error')) assert.ok(c.evidence.two_standard_errors > 0);
+    }
+    // The test-error claims rest on McNemar's test of the saved per-image predictions: recomputed here from the files.
+    const labels = readFileSync(join(out, 'models', 'plain8', 'predictions.u8')).length;
+    assert.equal(labels, 128);
+    for (const [c, better, worse] of [[claims[1]!, 'plain8', 'plain14'], [claims[3]!, 'resnet14', 'resnet8']] as const) {
+      const pb = readFileSync(join(out, 'models', better, 'predictions.u8'));
+      const pw = readFileSync(join(out, 'models', worse, 'predictions.u8'));
+      assert.equal(c.evidence.test_samples, 128);
+      const m = c.evidence.mcnemar as Record<string, number>;
+      assert.ok(m.exact_p > 0 && m.exact_p <= 1, `${c.claim}: exact p`);
+      // Images the two classify differently bound the discordant counts.
+      let differ = 0;
+      for (let i = 0; i < pb.length; i++) if (pb[i] !== pw[i]) differ++;
+      assert.ok(m[`only_${better}_right`]! + m[`only_${worse}_right`]! <= differ);
     }
     for (const m of ['plain8', 'plain14', 'resnet8', 'resnet14']) {
       const metrics = readFileSync(join(out, 'models', m, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number; dtype: string });
@@ -94,7 +111,8 @@ describe('residual experiment degradation', () => {
     assert.ok(!existsSync(join(shared, 'models', 'resnet8')), 'the other models are left to other processes');
     // The claims whose pairs this process did not train are said to be unmeasured, and why.
     const claims = part.claims as { held: unknown; evidence: { not_measured?: boolean; reason?: string } }[];
-    assert.deepEqual(claims.map((c) => c.evidence.reason), ['plain-8 not trained in this run', 'ResNet-8 and ResNet-14 not trained in this run']);
+    assert.deepEqual(claims.map((c) => c.evidence.reason),
+      ['plain-8 not trained in this run', 'plain-8 not trained in this run', 'ResNet-8 and ResNet-14 not trained in this run', 'ResNet-8 and ResNet-14 not trained in this run']);
     assert.ok(claims.every((c) => c.evidence.not_measured === true));
     const report = readFileSync(join(shared, 'report.md'), 'utf8');
     assert.match(report, /^- NOT MEASURED: the deeper ResNet-14 .* \(ResNet-8 and ResNet-14 not trained in this run\)/m);

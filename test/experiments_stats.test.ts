@@ -6,7 +6,7 @@ import {
   costDeviation, judgePaired, powerOf, tableFourConfigs, tableThreeConfigs, type NetShape,
 } from '../src/experiments/cardinality.js';
 import {
-  discordant, mcnemar, mcnemarDetectable, normalQuantile, pairedDetectable, pairedT, studentCdf, studentQuantile,
+  discordant, errorOf, judgeMcNemar, mcnemar, mcnemarDetectable, normalQuantile, pairedDetectable, pairedT, studentCdf, studentQuantile,
 } from '../src/experiments/stats.js';
 
 const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
@@ -62,6 +62,17 @@ describe('McNemar, paired t and detectable differences', () => {
     assert.equal(judgePaired(sig, mcnemar(310, 300)), 'INCONCLUSIVE', 'McNemar not significant');
     assert.equal(judgePaired(pairedT([0.01, -0.02, 0.03]), mcnemar(400, 250)), 'INCONCLUSIVE', 't not significant');
     assert.equal(judgePaired(pairedT([0.01]), mcnemar(400, 250)), 'INCONCLUSIVE', 'one seed');
+  });
+  it("one pair of models (degradation's test error): McNemar alone decides, in the claim's direction", () => {
+    assert.equal(judgeMcNemar(mcnemar(10, 2)), 'HELD', 'p 0.039, b > c');
+    assert.equal(judgeMcNemar(mcnemar(2, 10)), 'DID NOT HOLD', 'p 0.039, b < c');
+    assert.equal(judgeMcNemar(mcnemar(9, 3)), 'INCONCLUSIVE', 'p 0.146');
+    assert.equal(judgeMcNemar(mcnemar(0, 0)), 'INCONCLUSIVE', 'no discordant images');
+    assert.equal(judgeMcNemar(mcnemar(10, 2), 0.01), 'INCONCLUSIVE', 'a stricter alpha');
+  });
+  it('the error of predictions against labels', () => {
+    assert.equal(errorOf(Uint8Array.from([0, 1, 9, 3]), Uint8Array.from([0, 1, 2, 3])), 0.25);
+    assert.throws(() => errorOf(Uint8Array.from([0]), Uint8Array.from([0, 1])), /1 predictions for 2 labels/);
   });
 });
 

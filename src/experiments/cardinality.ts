@@ -16,7 +16,7 @@ import { traceNet, type NetSpec } from '../models/net.js';
 import { lineChart, svgToPng, type Series } from '../report/index.js';
 import { duration, int, macs, overall, pct, table, writeText, heldOf, type ClaimResult, type Verdict } from './markdown.js';
 import { describeBudget, logger, type ExperimentOptions } from './options.js';
-import { discordant, mcnemar, mcnemarDetectable, meanSE, pairedDetectable, pairedT, type McNemar, type MeanSE, type PairedT } from './stats.js';
+import { ALPHA, discordant, errorOf, mcnemar, mcnemarDetectable, meanSE, pairedDetectable, pairedT, type McNemar, type MeanSE, type PairedT } from './stats.js';
 import {
   XIE2017_CIFAR, XIE2017_EPOCHS, batchFor, calibrate, contender, openExperimentData, planFor, scaleSection, trainContender,
   type Contender, type ModelRun, type Plan,
@@ -155,7 +155,6 @@ export function tableFourConfigs(shape: NetShape, d1: number, factor = 2): Confi
  */
 export const ASSUMED_DISCORDANCE = 0.06;
 export const ASSUMED_SEED_SD = 0.002;
-export const ALPHA = 0.05;
 export const POWER = 0.8;
 
 export interface Power {
@@ -514,12 +513,6 @@ export async function run(o: ExperimentOptions): Promise<ExperimentResult> {
     })),
     ...(interrupted ? { interrupted: true } : {}),
   };
-}
-
-function errorOf(pred: Uint8Array, labels: Uint8Array): number {
-  let wrong = 0;
-  for (let i = 0; i < labels.length; i++) if (pred[i] !== labels[i]) wrong++;
-  return wrong / labels.length;
 }
 
 function meanOf(xs: number[]): number {

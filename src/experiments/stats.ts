@@ -2,6 +2,10 @@
 // predictions, the paired t-test across seeds, and the smallest difference a design can detect.
 // Small and dependency-free: log-gamma (Lanczos), the regularized incomplete beta (continued
 // fraction, Numerical Recipes 6.4) for Student's t, and the normal quantile (Acklam).
+import type { Verdict } from './markdown.js';
+
+/** The significance level every experiment's verdicts use. */
+export const ALPHA = 0.05;
 
 /** ln Γ(x) for x > 0 (Lanczos, g = 7; about 15 significant digits). */
 export function logGamma(x: number): number {
@@ -140,6 +144,24 @@ export function discordant(a: ArrayLike<number>, b: ArrayLike<number>, labels: A
     else if (!ra && rb) nc++;
   }
   return { b: nb, c: nc };
+}
+
+/**
+ * Judges "the first classifier errs less than the second" from McNemar's test on their paired
+ * predictions (b: images only the first gets right; c: only the second): HELD when the exact test
+ * is significant at `alpha` and b > c, DID NOT HOLD when it is significant the other way.
+ */
+export function judgeMcNemar(m: McNemar, alpha = ALPHA): Verdict {
+  if (!(m.exactP < alpha)) return 'INCONCLUSIVE';
+  return m.b > m.c ? 'HELD' : m.b < m.c ? 'DID NOT HOLD' : 'INCONCLUSIVE';
+}
+
+/** The fraction of images whose prediction (one byte per image) is not its label. */
+export function errorOf(predictions: Uint8Array, labels: Uint8Array): number {
+  if (predictions.length !== labels.length) throw new Error(`errorOf: ${predictions.length} predictions for ${labels.length} labels`);
+  let wrong = 0;
+  for (let i = 0; i < labels.length; i++) if (predictions[i] !== labels[i]) wrong++;
+  return wrong / labels.length;
 }
 
 export interface MeanSE {
