@@ -77,8 +77,7 @@ describe('residual experiment degradation', () => {
       if (c.claim.includes('training error')) assert.ok(c.evidence.two_standard_errors > 0);
     }
     // The test-error claims rest on McNemar's test of the saved per-image predictions: recomputed here from the files.
-    const labels = readFileSync(join(out, 'models', 'plain8', 'predictions.u8')).length;
-    assert.equal(labels, 128);
+    assert.equal(readFileSync(join(out, 'models', 'plain8', 'predictions.u8')).length, 128, 'one prediction per test image');
     for (const [c, better, worse] of [[claims[1]!, 'plain8', 'plain14'], [claims[3]!, 'resnet14', 'resnet8']] as const) {
       const pb = readFileSync(join(out, 'models', better, 'predictions.u8'));
       const pw = readFileSync(join(out, 'models', worse, 'predictions.u8'));
