@@ -16,7 +16,7 @@ import { traceNet, type NetSpec } from '../models/net.js';
 import { lineChart, svgToPng, type Series } from '../report/index.js';
 import { duration, int, macs, overall, pct, table, writeText, heldOf, type ClaimResult, type Verdict } from './markdown.js';
 import { describeBudget, logger, type ExperimentOptions } from './options.js';
-import { ALPHA, discordant, errorOf, mcnemar, mcnemarDetectable, meanSE, pairedDetectable, pairedT, type McNemar, type MeanSE, type PairedT } from './stats.js';
+import { ALPHA, discordant, errorOf, judgeMcNemar, mcnemar, mcnemarDetectable, meanSE, pairedDetectable, pairedT, type McNemar, type MeanSE, type PairedT } from './stats.js';
 import {
   XIE2017_CIFAR, XIE2017_EPOCHS, batchFor, calibrate, contender, openExperimentData, planFor, scaleSection, trainContender,
   type Contender, type ModelRun, type Plan,
@@ -225,12 +225,11 @@ export interface Comparison {
  * claimed direction, DID NOT HOLD when both are in the opposite one, else INCONCLUSIVE.
  */
 export function judgePaired(paired: PairedT, pooled: McNemar, alpha = ALPHA): Verdict {
-  if (!(paired.n >= 2)) return 'INCONCLUSIVE';
-  const tSig = paired.p < alpha;
-  const mSig = pooled.exactP < alpha;
-  if (tSig && mSig && paired.mean > 0 && pooled.b > pooled.c) return 'HELD';
-  if (tSig && mSig && paired.mean < 0 && pooled.b < pooled.c) return 'DID NOT HOLD';
-  return 'INCONCLUSIVE';
+  if (!(paired.n >= 2) || !(paired.p < alpha)) return 'INCONCLUSIVE';
+  // Both tests significant, and the t-test's direction the same as McNemar's.
+  const mcnemarSays = judgeMcNemar(pooled, alpha);
+  const tSays: Verdict = paired.mean > 0 ? 'HELD' : paired.mean < 0 ? 'DID NOT HOLD' : 'INCONCLUSIVE';
+  return mcnemarSays === tSays ? mcnemarSays : 'INCONCLUSIVE';
 }
 
 export function compare(a: ConfigResult, b: ConfigResult, labels: Uint8Array): Comparison {
